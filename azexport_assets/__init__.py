@@ -1,0 +1,1 @@
+"""azexport: activate DuckDB models and segments into Azure Blob Storage with Dagster."""

@@ -1,0 +1,411 @@
+"""The project's configuration: sources, models, segments, destinations and activations.
+
+Every object is described in a `defs.yaml` file (see `components/azure_export.py`). This
+module turns the raw YAML mappings into validated pydantic models and reports every problem
+as a `ConfigError` that names the file, the object and the field, and says what is valid.
+Checks that need data (columns of a model) live in `validation.py`; this module is pure.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from azexport_assets import naming
+
+NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+RunType = Literal["full_only", "full_then_delta"]
+SyncMode = Literal["snapshot", "upsert", "insert", "difference"]
+FileFormat = Literal["csv", "json", "xml", "parquet"]
+TextCompression = Literal["none", "gzip", "zstd"]
+
+VALID_COMBINATIONS: dict[str, tuple[str, ...]] = {
+    "full_only": ("snapshot",),
+    "full_then_delta": ("upsert", "insert", "difference"),
+}
+
+
+class ConfigError(ValueError):
+    """A configuration problem, reported before any data moves."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# --------------------------------------------------------------------------- sources
+
+
+class SourceConfig(_Strict):
+    """Where raw tables come from: a DuckDB file (attached read-only) or a file glob (a view)."""
+
+    duckdb: str | None = Field(None, description="Path of a DuckDB file, attached read-only.")
+    parquet: str | None = Field(None, description="Glob of Parquet files, exposed as a view.")
+    csv: str | None = Field(None, description="Glob of CSV files, exposed as a view.")
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> SourceConfig:
+        given = [k for k in ("duckdb", "parquet", "csv") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of 'duckdb: <path>', 'parquet: <glob>' or 'csv: <glob>'"
+                f" (got {given or 'none'})"
+            )
+        return self
+
+    @property
+    def kind(self) -> Literal["duckdb", "parquet", "csv"]:
+        return "duckdb" if self.duckdb else "parquet" if self.parquet else "csv"
+
+    @property
+    def location(self) -> str:
+        return self.duckdb or self.parquet or self.csv or ""
+
+
+# --------------------------------------------------------------------------- models
+
+
+class ModelConfig(_Strict):
+    """A SQL query over sources (or other models) with a primary key."""
+
+    sql: str | None = Field(None, description="The model's SELECT statement.")
+    sql_file: str | None = Field(None, description="Path of a .sql file, relative to the YAML.")
+    primary_key: list[str] = Field(default_factory=list, description="One or more key columns.")
+    description: str | None = None
+
+    @field_validator("primary_key", mode="before")
+    @classmethod
+    def _key_as_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _exactly_one_sql(self) -> ModelConfig:
+        if bool(self.sql) == bool(self.sql_file):
+            raise ValueError("give exactly one of 'sql' or 'sql_file'")
+        return self
+
+
+class SegmentConfig(_Strict):
+    """A model narrowed by a SQL boolean expression."""
+
+    model: str
+    filter: str = Field(description="SQL boolean expression over the model's columns.")
+    description: str | None = None
+
+
+# --------------------------------------------------------------------------- destinations
+
+
+class SecretRef(_Strict):
+    """A secret named by environment variable; its value is only read at run time."""
+
+    env: str
+
+    @field_validator("env")
+    @classmethod
+    def _env_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError(f"'{value}' is not an environment variable name")
+        return value
+
+
+class DestinationConfig(_Strict):
+    """An Azure Blob Storage container (+ optional path prefix) and how to authenticate."""
+
+    account_url: str = Field(description="e.g. https://myaccount.blob.core.windows.net")
+    container: str
+    path_prefix: str = ""
+    sas_token: SecretRef | None = None
+    account_key: SecretRef | None = None
+    default_azure_credential: bool = False
+    description: str | None = None
+
+    @field_validator("account_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/?#]+", value) or "?" in value:
+            raise ValueError(
+                "must be an http(s) URL without a query string, e.g. "
+                "https://myaccount.blob.core.windows.net (put SAS tokens in 'sas_token: {env: VAR}')"
+            )
+        return value.rstrip("/")
+
+    @field_validator("container")
+    @classmethod
+    def _container(cls, value: str) -> str:
+        # Azure: 3-63 chars, lowercase letters, digits and single hyphens, starting alphanumeric.
+        if not re.fullmatch(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}", value):
+            raise ValueError(
+                "must be 3-63 characters of lowercase letters, digits and single hyphens, "
+                "starting and ending with a letter or digit"
+            )
+        return value
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return value.strip("/")
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> DestinationConfig:
+        kinds = [
+            k
+            for k, v in (
+                ("sas_token", self.sas_token),
+                ("account_key", self.account_key),
+                ("default_azure_credential", self.default_azure_credential),
+            )
+            if v
+        ]
+        if len(kinds) != 1:
+            raise ValueError(
+                "give exactly one credential: 'sas_token: {env: VAR}' (default), "
+                "'account_key: {env: VAR}' or 'default_azure_credential: true'"
+                f" (got {kinds or 'none'})"
+            )
+        if self.default_azure_credential and not self.account_url.startswith("https://"):
+            raise ValueError("default_azure_credential needs an https:// account_url")
+        return self
+
+    @property
+    def credential_kind(self) -> Literal["sas_token", "account_key", "default_azure_credential"]:
+        if self.sas_token:
+            return "sas_token"
+        return "account_key" if self.account_key else "default_azure_credential"
+
+    @property
+    def secret_env(self) -> str | None:
+        ref = self.sas_token or self.account_key
+        return ref.env if ref else None
+
+
+# --------------------------------------------------------------------------- formats
+
+
+class CsvOptions(_Strict):
+    delimiter: str = Field(",", description="Any one character.")
+    header: bool = True
+
+    @field_validator("delimiter")
+    @classmethod
+    def _one_char(cls, value: str) -> str:
+        if value == "\\t":
+            value = "\t"
+        if len(value) != 1 or value in {'"', "\r", "\n"}:
+            raise ValueError(
+                f"{value!r} is not a valid delimiter: use exactly one character "
+                "other than a double quote or a line break (e.g. ',', ';', '|', '\\t')"
+            )
+        return value
+
+
+class JsonOptions(_Strict):
+    style: Literal["array", "lines"] = "array"
+
+
+class XmlOptions(_Strict):
+    root: str = "rows"
+    row: str = "row"
+
+    @field_validator("root", "row")
+    @classmethod
+    def _xml_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", value) or value.lower().startswith("xml"):
+            raise ValueError(
+                f"{value!r} is not a valid XML element name: start with a letter or '_', "
+                "then letters, digits, '_', '-', '.'; not starting with 'xml'"
+            )
+        return value
+
+
+class ParquetOptions(_Strict):
+    compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
+
+
+# --------------------------------------------------------------------------- activations
+
+
+class WarningsConfig(_Strict):
+    min_rows: int | None = Field(None, ge=0)
+    max_removed_ratio: float | None = Field(None, ge=0, le=1)
+    max_change_ratio: float | None = Field(None, ge=0, le=1)
+    sas_expiry_days: int | None = Field(None, ge=0)
+    webhook_url_env: str | None = Field(
+        None, description="Environment variable holding a webhook URL that receives warnings."
+    )
+
+
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4}
+_SIZE_UNITS |= {"KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4}
+
+
+def parse_size(value: int | str) -> int:
+    """'256MB' -> 256_000_000; '1GiB' -> 1_073_741_824; integers are bytes."""
+    if isinstance(value, int):
+        size = value
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", str(value))
+        unit = match.group(2).upper() if match else ""
+        if not match or unit not in _SIZE_UNITS:
+            raise ValueError(f"{value!r} is not a size: use bytes or e.g. '256MB', '1GB', '64MiB'")
+        size = int(float(match.group(1)) * _SIZE_UNITS[unit])
+    if size < 1024:
+        raise ValueError(f"{value!r} is too small: the minimum is 1024 bytes")
+    return size
+
+
+class ActivationConfig(_Strict):
+    """A model or segment exported to a destination as files."""
+
+    source: str = Field(description="A model or segment name.")
+    destination: str
+    file_name: str = Field(description="Template, e.g. crm/{YYYY}-{MM}-{DD}_export")
+    format: FileFormat = "csv"
+    csv: CsvOptions = CsvOptions()
+    json_options: JsonOptions = Field(JsonOptions(), alias="json")
+    xml: XmlOptions = XmlOptions()
+    parquet: ParquetOptions = ParquetOptions()
+    compression: TextCompression = "none"
+    run_type: RunType = "full_only"
+    sync_mode: SyncMode = "snapshot"
+    mapping: dict[str, str] | None = Field(
+        None, description="{source_column: destination_name}; only mapped columns are exported."
+    )
+    max_file_size: int | None = None
+    timezone: str = "UTC"
+    schedule: str | None = None
+    on_empty: Literal["skip", "write"] | None = None
+    manifest: bool = False
+    trigger: Literal["on_change"] | None = None
+    warnings: WarningsConfig = WarningsConfig()
+    description: str | None = None
+
+    @field_validator("max_file_size", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        return None if value is None else parse_size(value)
+
+    @field_validator("file_name")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        naming.validate_template(value)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        naming.zone(value)
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        from dagster._utils.schedules import is_valid_cron_string
+
+        if value is not None and not is_valid_cron_string(value):
+            raise ValueError(f"{value!r} is not a valid cron string, e.g. '0 6 * * *'")
+        return value
+
+    @field_validator("mapping")
+    @classmethod
+    def _mapping(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("must map at least one column (or be left out to export all)")
+        seen: dict[str, str] = {}
+        for src, dest in value.items():
+            if not isinstance(dest, str) or not dest.strip():
+                raise ValueError(f"column {src!r} maps to an empty destination name")
+            if dest.lower() in seen:
+                raise ValueError(
+                    f"destination name {dest!r} is used twice (for {seen[dest.lower()]!r} and "
+                    f"{src!r}); destination names must be unique (case-insensitive)"
+                )
+            seen[dest.lower()] = src
+        return value
+
+    @model_validator(mode="after")
+    def _combination(self) -> ActivationConfig:
+        valid = VALID_COMBINATIONS[self.run_type]
+        if self.sync_mode not in valid:
+            other = next(rt for rt, modes in VALID_COMBINATIONS.items() if self.sync_mode in modes)
+            raise ValueError(
+                f"run_type {self.run_type!r} cannot use sync_mode {self.sync_mode!r}: "
+                f"{self.run_type!r} works with {' / '.join(valid)}; "
+                f"{self.sync_mode!r} needs run_type {other!r}"
+            )
+        if self.compression != "none" and self.format == "parquet":
+            raise ValueError(
+                "'compression' applies to csv/json/xml; Parquet compresses inside the file: "
+                "use 'parquet: {compression: zstd|snappy|gzip|none}'"
+            )
+        return self
+
+    @property
+    def is_delta(self) -> bool:
+        return self.run_type == "full_then_delta"
+
+    def effective_on_empty(self, full_export: bool) -> Literal["skip", "write"]:
+        """Spec default: deltas skip empty output, full exports write an empty file."""
+        if self.on_empty:
+            return self.on_empty
+        return "write" if full_export else "skip"
+
+
+# --------------------------------------------------------------------------- one file
+
+
+class ExportFileConfig(_Strict):
+    """The `attributes:` of one AzureExport `defs.yaml`."""
+
+    sources: dict[str, SourceConfig] = {}
+    models: dict[str, ModelConfig] = {}
+    segments: dict[str, SegmentConfig] = {}
+    destinations: dict[str, DestinationConfig] = {}
+    activations: dict[str, ActivationConfig] = {}
+
+
+OBJECT_KINDS = ("sources", "models", "segments", "destinations", "activations")
+
+
+def _object_phrase(loc: tuple[Any, ...]) -> tuple[str, str]:
+    """('activations', 'crm', 'mapping', 'x') -> ("activation 'crm'", 'mapping.x')."""
+    if len(loc) >= 2 and loc[0] in OBJECT_KINDS:
+        kind = str(loc[0])[:-1]
+        field = ".".join(str(p) for p in loc[2:]) or "(the object itself)"
+        return f"{kind} '{loc[1]}'", field
+    return "attributes", ".".join(str(p) for p in loc) or "(top level)"
+
+
+def format_validation_error(file: Path | str, error: pydantic.ValidationError) -> str:
+    lines = [f"{file}: invalid azexport configuration:"]
+    for err in error.errors():
+        obj, field = _object_phrase(tuple(err["loc"]))
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown field (check the spelling; see README 'Configuration reference')"
+        lines.append(f"  - {obj}, field '{field}': {message}")
+    return "\n".join(lines)
+
+
+def parse_file_config(file: Path | str, attributes: dict[str, Any] | None) -> ExportFileConfig:
+    """Validate one file's attributes; raise ConfigError naming file, object and field."""
+    try:
+        config = ExportFileConfig.model_validate(attributes or {})
+    except pydantic.ValidationError as error:
+        raise ConfigError(format_validation_error(file, error)) from None
+    for kind in OBJECT_KINDS:
+        for name in getattr(config, kind):
+            if not NAME_PATTERN.match(name):
+                raise ConfigError(
+                    f"{file}: {kind[:-1]} '{name}': the name must start with a letter or '_' "
+                    "and hold only letters, digits and '_' (it becomes a table and asset name)"
+                )
+    return config

@@ -1,0 +1,37 @@
+"""Shared fixtures: one real Azurite per test session, fresh containers per test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from azure.storage.blob import BlobServiceClient, ContainerClient
+
+from azexport_assets.demo.azurite import Azurite, container_sas, start_azurite
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    server = start_azurite()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def blob_service(azurite: Azurite) -> BlobServiceClient:
+    return BlobServiceClient.from_connection_string(azurite.connection_string)
+
+
+@pytest.fixture
+def container(blob_service: BlobServiceClient) -> Iterator[ContainerClient]:
+    """A new empty container, as the account owner sees it (to download and inspect blobs)."""
+    client = blob_service.create_container(f"t-{uuid.uuid4().hex[:20]}")
+    yield client
+
+
+@pytest.fixture
+def sas_token(azurite: Azurite, container: ContainerClient) -> str:
+    return container_sas(azurite.account_url, container.container_name)
