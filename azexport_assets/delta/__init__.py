@@ -1,0 +1,40 @@
+"""The delta engine: per-activation baselines and change sets, as set-based SQL over DuckDB.
+
+No Dagster here. The delta asset calls `compute_change_set`, the export asset writes
+`change_rows_query(spec, kinds)` for each entry of `export_kinds(...)` and then calls
+`commit_baseline`. See docs/delta.md for the state layout and the rules.
+"""
+
+from azexport_assets.delta.engine import (
+    baseline_info,
+    commit_baseline,
+    compute_change_set,
+    export_kinds,
+    fingerprint,
+    key_violations,
+    load_change_set,
+    reset_baseline,
+)
+from azexport_assets.delta.spec import (
+    STATE_SCHEMA,
+    ChangeSet,
+    DeltaSpec,
+    KeyViolationError,
+)
+from azexport_assets.delta.sql import change_rows_query
+
+__all__ = [
+    "STATE_SCHEMA",
+    "ChangeSet",
+    "DeltaSpec",
+    "KeyViolationError",
+    "baseline_info",
+    "change_rows_query",
+    "commit_baseline",
+    "compute_change_set",
+    "export_kinds",
+    "fingerprint",
+    "key_violations",
+    "load_change_set",
+    "reset_baseline",
+]

@@ -1,0 +1,352 @@
+"""Change sets and baselines: compute, read, commit, reset, as set-based SQL on a connection.
+
+Lifecycle of one activation (see docs/delta.md):
+
+1. `compute_change_set` compares the source's current mapped rows with the baseline and stores
+   the change set (`changes__<stem>`). A full change set also stores the whole snapshot
+   (`pending__<stem>`); a delta stores only the changed rows, because "baseline + change set"
+   *is* the snapshot, which saves copying every row on every run.
+2. The export writes `change_rows_query(...)` to files.
+3. `commit_baseline` turns the snapshot into the baseline: renames the pending table (full) or
+   applies the change set to the baseline (delta), in one transaction.
+
+Nothing here opens or closes the database, and the caller must not hold an open transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from datetime import timezone
+from typing import Any
+
+import duckdb
+
+from azexport_assets.delta import sql, state
+from azexport_assets.delta.spec import (
+    ChangeSet,
+    DeltaSpec,
+    KeyViolationError,
+    check_activation,
+    quote_ident,
+    quote_table,
+    state_table,
+    table_stem,
+)
+
+FINGERPRINT_VERSION = 1
+
+
+def _name(kind: str, activation: str) -> str:
+    """Unquoted name of a state relation, for catalog lookups."""
+    return f"{kind}__{table_stem(activation)}"
+
+
+def _count(con: duckdb.DuckDBPyConnection, relation: str) -> int:
+    return int(con.execute(f"SELECT count(*) FROM {relation}").fetchone()[0])
+
+
+def fingerprint(con: duckdb.DuckDBPyConnection, spec: DeltaSpec) -> tuple[str, str]:
+    """(hash, JSON) of what makes rows comparable with the baseline.
+
+    Covers the key, the mapping (source column, destination name, order), the source types of
+    those columns, and run type + sync mode (a different contract with the consumer). When it
+    differs from the baseline's, the next change set is a full export.
+    """
+    query = sql.source_columns_select(spec)
+    try:
+        described = con.execute(f"DESCRIBE {query}").fetchall()
+    except duckdb.Error as error:
+        raise ValueError(
+            f"activation {spec.activation!r}: cannot read the key and mapped columns from "
+            f"{spec.source_table}: {error}"
+        ) from error
+    # DESCRIBE lists the columns in SELECT order: pair them by position, not by name.
+    types = {src: row[1] for (_, src), row in zip(sql.layout(spec).stored, described, strict=True)}
+    detail = {
+        "version": FINGERPRINT_VERSION,
+        "run_type": spec.run_type,
+        "sync_mode": spec.sync_mode,
+        "primary_key": [[k, types[k]] for k in spec.primary_key],
+        "columns": [[src, dest, types[src]] for src, dest in spec.columns],
+    }
+    text = json.dumps(detail, ensure_ascii=False, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32], text
+
+
+def _violations(
+    con: duckdb.DuckDBPyConnection, relation: str, keys: Sequence[str], limit: int
+) -> list[tuple[Any, ...]]:
+    """(key values..., count) of NULL or duplicated keys of a relation; one aggregate."""
+    key_list = ", ".join(keys)
+    has_null = " OR ".join(f"{k} IS NULL" for k in keys)
+    return con.execute(
+        f"SELECT {key_list}, count(*) AS n FROM {relation} GROUP BY {key_list} "
+        f"HAVING count(*) > 1 OR {has_null} "
+        f"ORDER BY ({has_null}) DESC, n DESC, {key_list} LIMIT ?",
+        [limit],
+    ).fetchall()
+
+
+def _as_dicts(primary_key: Sequence[str], rows: list[tuple[Any, ...]]) -> list[dict]:
+    result = []
+    for row in rows:
+        key = dict(zip(primary_key, row[:-1], strict=True))
+        problem = "null" if any(v is None for v in key.values()) else "duplicate"
+        result.append({"key": key, "problem": problem, "count": int(row[-1])})
+    return result
+
+
+def key_violations(
+    con: duckdb.DuckDBPyConnection, source_table: str, primary_key: Sequence[str], limit: int = 10
+) -> list[dict]:
+    """Keys that are NULL (any part) or duplicated, at most `limit`, NULL keys first.
+
+    Each: {'key': {column: value}, 'problem': 'null' | 'duplicate', 'count': rows}.
+    """
+    keys = [quote_ident(k) for k in primary_key]
+    return _as_dicts(primary_key, _violations(con, quote_table(source_table), keys, limit))
+
+
+def _compute_full(con: duckdb.DuckDBPyConnection, spec: DeltaSpec) -> dict[str, int]:
+    pending = state_table("pending", spec.activation)
+    rows = int(con.execute(f"CREATE TABLE {pending} AS {sql.snapshot_select(spec)}").fetchone()[0])
+    if spec.is_delta:
+        # The snapshot becomes the baseline; its keys must be unique for later joins.
+        bad = _violations(con, pending, sql.layout(spec).keys, 10)
+        if bad:
+            raise KeyViolationError(spec.source_table, _as_dicts(spec.primary_key, bad))
+    con.execute(sql.full_changes_view(spec.activation, pending))
+    return {"added": rows, "updated": 0, "removed": 0, "current_rows": rows}
+
+
+def _compute_delta(
+    con: duckdb.DuckDBPyConnection, spec: DeltaSpec, baseline_rows: int
+) -> dict[str, int]:
+    changes = state_table("changes", spec.activation)
+    con.execute(sql.delta_changes_table(spec))
+    counts = dict(con.execute(f"SELECT kind, count(*) FROM {changes} GROUP BY kind").fetchall())
+    added, updated, removed = (int(counts.get(k, 0)) for k in ("added", "updated", "removed"))
+    current_rows = _count(con, quote_table(spec.source_table))
+    # Key check without aggregating the whole source: baseline keys are unique, so with
+    # unique current keys every current row that is not 'added' matches exactly one
+    # surviving baseline row. Duplicates among matched keys break that count; NULL or
+    # duplicated new keys show up among the (few) 'added' rows.
+    keys = sql.layout(spec).keys
+    bad_new = _violations(con, f"(SELECT * FROM {changes} WHERE kind = 'added')", keys, 1)
+    if bad_new or current_rows - added != baseline_rows - removed:
+        violations = key_violations(con, spec.source_table, spec.primary_key)
+        raise KeyViolationError(spec.source_table, violations)
+    return {"added": added, "updated": updated, "removed": removed, "current_rows": current_rows}
+
+
+def compute_change_set(con: duckdb.DuckDBPyConnection, spec: DeltaSpec, delta_id: str) -> ChangeSet:
+    """Snapshot the source's mapped rows, compare them with the baseline, store the change set.
+
+    Replaces any earlier change set of the activation that was not committed. A full change
+    set (every current row 'added') is produced for full_only, on the first run, after a reset
+    and when the fingerprint (key, mapping, types, modes) differs from the baseline's.
+    Otherwise rows are compared by key: new keys are 'added', vanished keys 'removed' (with the
+    baseline's last exported values), and keys whose exported values differ (exact,
+    NULL-safe) 'updated'. Raises KeyViolationError for NULL or duplicated keys in delta modes;
+    the previous state is then untouched.
+    """
+    activation = spec.activation
+    with state.transaction(con):
+        state.ensure_schema(con)
+        fp, fp_detail = fingerprint(con, spec)
+        row = state.read(con, activation) or {}
+        has_baseline = (
+            row.get("baseline_delta_id") is not None
+            and state.relation_kind(con, _name("baseline", activation)) == "table"
+        )
+        if not spec.is_delta:
+            reason = "full_only"
+        elif not has_baseline:
+            reason = "resync" if row.get("reset_at") else "first_run"
+        elif row.get("baseline_fingerprint") != fp:
+            reason = "mapping_changed"
+        else:
+            reason = "delta"
+        state.drop_relation(con, _name("changes", activation))
+        state.drop_relation(con, _name("pending", activation))
+        baseline_rows = _count(con, state_table("baseline", activation)) if has_baseline else 0
+        if reason == "delta":
+            counts = _compute_delta(con, spec, baseline_rows)
+        else:
+            counts = _compute_full(con, spec)
+        lay = sql.layout(spec)
+        change = ChangeSet(
+            activation=activation,
+            delta_id=delta_id,
+            full=reason != "delta",
+            reason=reason,
+            added=counts["added"],
+            updated=counts["updated"],
+            removed=counts["removed"],
+            unchanged=counts["current_rows"] - counts["added"] - counts["updated"],
+            current_rows=counts["current_rows"],
+            baseline_rows=baseline_rows,
+            committed=False,
+        )
+        state.write(
+            con,
+            activation,
+            {
+                "pending_delta_id": delta_id,
+                "pending_fingerprint": fp,
+                "pending_columns": fp_detail,
+                "pending_layout": json.dumps(
+                    {"keys": list(lay.keys), "stored": [name for name, _ in lay.stored]}
+                ),
+                "compared_delta_id": row.get("baseline_delta_id") if has_baseline else None,
+                "computed_at": state.utc_now(),
+                "full_export": change.full,
+                "reason": reason,
+                "added": change.added,
+                "updated": change.updated,
+                "removed": change.removed,
+                "unchanged": change.unchanged,
+                "current_rows": change.current_rows,
+                "compared_rows": baseline_rows,
+                "committed": False,
+            },
+        )
+    return change
+
+
+def _change_from_row(activation: str, row: dict[str, Any]) -> ChangeSet:
+    return ChangeSet(
+        activation=activation,
+        delta_id=row["pending_delta_id"],
+        full=bool(row["full_export"]),
+        reason=row["reason"],
+        added=int(row["added"]),
+        updated=int(row["updated"]),
+        removed=int(row["removed"]),
+        unchanged=int(row["unchanged"]),
+        current_rows=int(row["current_rows"]),
+        baseline_rows=int(row["compared_rows"]),
+        committed=bool(row["committed"]),
+    )
+
+
+def load_change_set(con: duckdb.DuckDBPyConnection, activation: str) -> ChangeSet | None:
+    """The last computed change set (committed or not), or None if there is none to export."""
+    check_activation(activation)
+    row = state.read(con, activation)
+    if not row or row.get("pending_delta_id") is None:
+        return None
+    if state.relation_kind(con, _name("changes", activation)) is None:
+        return None
+    return _change_from_row(activation, row)
+
+
+def commit_baseline(con: duckdb.DuckDBPyConnection, activation: str, delta_id: str) -> bool:
+    """Make the snapshot of change set `delta_id` the baseline, in one transaction.
+
+    Returns False and changes nothing when `delta_id` is already committed, is not the latest
+    computed change set, or was computed against a baseline that is no longer current.
+    """
+    check_activation(activation)
+    with state.transaction(con):
+        row = state.read(con, activation)
+        if not row or row.get("pending_delta_id") != delta_id or row.get("committed"):
+            return False
+        baseline = state_table("baseline", activation)
+        if row["full_export"]:
+            # The snapshot table itself becomes the baseline: no copy. The change set view is
+            # re-pointed so that re-exporting the committed change set still works.
+            state.drop_relation(con, _name("changes", activation))
+            state.drop_relation(con, _name("baseline", activation))
+            con.execute(
+                f"ALTER TABLE {state_table('pending', activation)} "
+                f"RENAME TO {quote_ident(_name('baseline', activation))}"
+            )
+            con.execute(sql.full_changes_view(activation, baseline))
+        else:
+            if row.get("compared_delta_id") != row.get("baseline_delta_id"):
+                return False
+            layout = json.loads(row["pending_layout"])
+            for statement in sql.apply_changes(activation, layout["keys"], layout["stored"]):
+                con.execute(statement)
+            # Cheap invariant check: a wrong count means the change set did not fit this
+            # baseline; rolling back keeps the old baseline, so nothing is lost.
+            rows = _count(con, baseline)
+            if rows != row["current_rows"]:
+                raise RuntimeError(
+                    f"activation {activation!r}: applying change set {delta_id!r} gave "
+                    f"{rows} baseline rows instead of {row['current_rows']}; baseline unchanged"
+                )
+        state.write(
+            con,
+            activation,
+            {
+                "baseline_delta_id": delta_id,
+                "baseline_fingerprint": row["pending_fingerprint"],
+                "baseline_rows": row["current_rows"],
+                "committed_at": state.utc_now(),
+                "committed": True,
+                "reset_at": None,
+            },
+        )
+    return True
+
+
+def reset_baseline(con: duckdb.DuckDBPyConnection, activation: str) -> None:
+    """Full resync: forget the baseline and any pending change set; the next run is full."""
+    check_activation(activation)
+    with state.transaction(con):
+        state.ensure_schema(con)
+        for kind in ("changes", "pending", "baseline"):
+            state.drop_relation(con, _name(kind, activation))
+        cleared = {
+            name: None
+            for name in (
+                "baseline_delta_id",
+                "baseline_fingerprint",
+                "baseline_rows",
+                "committed_at",
+                "pending_delta_id",
+                "pending_fingerprint",
+                "pending_columns",
+                "pending_layout",
+                "compared_delta_id",
+                "committed",
+            )
+        }
+        state.write(con, activation, {**cleared, "reset_at": state.utc_now()})
+
+
+def baseline_info(con: duckdb.DuckDBPyConnection, activation: str) -> dict | None:
+    """{'rows', 'delta_id', 'committed_at' (ISO 8601, UTC), 'fingerprint'} or None."""
+    check_activation(activation)
+    row = state.read(con, activation)
+    if not row or row.get("baseline_delta_id") is None:
+        return None
+    committed_at = row["committed_at"]
+    return {
+        "rows": int(row["baseline_rows"]),
+        "delta_id": row["baseline_delta_id"],
+        "committed_at": committed_at.replace(tzinfo=timezone.utc).isoformat()
+        if committed_at
+        else None,
+        "fingerprint": row["baseline_fingerprint"],
+    }
+
+
+def export_kinds(spec: DeltaSpec, change: ChangeSet) -> dict[str, tuple[str, ...]]:
+    """Files to write, as {file-name suffix: change kinds}.
+
+    upsert: one file of added + updated; insert and snapshot: added only (on a full change
+    set 'added' is every row); difference: _added/_updated/_removed, with nothing to put in
+    _updated and _removed on a full run.
+    """
+    if spec.sync_mode == "difference":
+        if change.full:
+            return {"_added": ("added",), "_updated": (), "_removed": ()}
+        return {"_added": ("added",), "_updated": ("updated",), "_removed": ("removed",)}
+    if spec.sync_mode == "upsert":
+        return {"": ("added", "updated")}
+    return {"": ("added",)}
