@@ -102,6 +102,16 @@ class SegmentConfig(_Strict):
 # --------------------------------------------------------------------------- destinations
 
 
+def check_account_url(value: str) -> str:
+    """An http(s) account URL without a query string (SAS tokens never go in URLs)."""
+    if not re.match(r"^https?://[^/?#]+", value) or "?" in value:
+        raise ValueError(
+            "must be an http(s) URL without a query string, e.g. "
+            "https://myaccount.blob.core.windows.net (put the SAS token in 'sas_token: {env: VAR}')"
+        )
+    return value.rstrip("/")
+
+
 class SecretRef(_Strict):
     """A secret named by environment variable; its value is only read at run time."""
 
@@ -118,7 +128,9 @@ class SecretRef(_Strict):
 class DestinationConfig(_Strict):
     """An Azure Blob Storage container (+ optional path prefix) and how to authenticate."""
 
-    account_url: str = Field(description="e.g. https://myaccount.blob.core.windows.net")
+    account_url: str | SecretRef = Field(
+        description="e.g. https://myaccount.blob.core.windows.net, or {env: VAR} to read it at run time"
+    )
     container: str
     path_prefix: str = ""
     sas_token: SecretRef | None = None
@@ -128,13 +140,8 @@ class DestinationConfig(_Strict):
 
     @field_validator("account_url")
     @classmethod
-    def _url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/?#]+", value) or "?" in value:
-            raise ValueError(
-                "must be an http(s) URL without a query string, e.g. "
-                "https://myaccount.blob.core.windows.net (put SAS tokens in 'sas_token: {env: VAR}')"
-            )
-        return value.rstrip("/")
+    def _url(cls, value: str | SecretRef) -> str | SecretRef:
+        return value if isinstance(value, SecretRef) else check_account_url(value)
 
     @field_validator("container")
     @classmethod
@@ -169,7 +176,11 @@ class DestinationConfig(_Strict):
                 "'account_key: {env: VAR}' or 'default_azure_credential: true'"
                 f" (got {kinds or 'none'})"
             )
-        if self.default_azure_credential and not self.account_url.startswith("https://"):
+        if (
+            self.default_azure_credential
+            and isinstance(self.account_url, str)
+            and not self.account_url.startswith("https://")
+        ):
             raise ValueError("default_azure_credential needs an https:// account_url")
         return self
 

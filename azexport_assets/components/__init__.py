@@ -1,0 +1,3 @@
+from azexport_assets.components.azure_export import AzureExport
+
+__all__ = ["AzureExport"]

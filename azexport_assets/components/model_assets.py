@@ -1,0 +1,162 @@
+"""Asset factories for source tables (external), models and segments."""
+
+from __future__ import annotations
+
+import dagster as dg
+import duckdb
+
+from azexport_assets.components.metadata import markdown_table, table_metadata
+from azexport_assets.delta import key_violations
+from azexport_assets.introspect import ProjectShape
+from azexport_assets.project import Project
+from azexport_assets.resources import WAREHOUSE_KEY
+from azexport_assets.warehouse import quote_ident
+
+PRIMARY_KEY_CHECK = "primary_key_unique_not_null"
+
+
+def source_key(source: str, table: str) -> dg.AssetKey:
+    return dg.AssetKey(["sources", source, table])
+
+
+def source_table_specs(project: Project, shape: ProjectShape, models: list[str]) -> list:
+    """External assets for the source tables the given models read."""
+    specs = {}
+    for model in models:
+        for source, table in shape.deps[model].source_tables:
+            config = project.sources[source]
+            specs[(source, table)] = dg.AssetSpec(
+                key=source_key(source, table),
+                group_name="sources",
+                kinds={config.kind},
+                description=config.description
+                or f"Table `{table}` of source `{source}` ({config.kind}: `{config.location}`).",
+            )
+    return list(specs.values())
+
+
+def project_warehouse(context: dg.AssetExecutionContext, project: Project):
+    return getattr(context.resources, WAREHOUSE_KEY).open(project.project_root)
+
+
+def _sources_for(project: Project, keys) -> dict:
+    names = {k.path[1] for k in keys if k.path[0] == "sources"}
+    return {n: project.sources[n] for n in names}
+
+
+def materialize_table(
+    context: dg.AssetExecutionContext,
+    project: Project,
+    kind: str,
+    name: str,
+    sql: str,
+    field: str,
+    primary_key: list[str],
+) -> dg.MaterializeResult:
+    """CREATE OR REPLACE the table, then describe it and check its key, in one warehouse hold.
+    SQL errors name the file, the object and the field."""
+    table = f"{kind}.{quote_ident(name)}"
+    with project_warehouse(context, project).connect(
+        holder=f"run {context.run_id[:8]} {kind}/{name}",
+        sources=_sources_for(project, context.assets_def.dependency_keys),
+    ) as con:
+        try:
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {kind}")
+            con.execute(f"CREATE OR REPLACE TABLE {table} AS {sql}")
+        except duckdb.Error as error:
+            raise dg.Failure(
+                description=f"{project.where(kind, name, field)}: {error}", allow_retries=False
+            ) from None
+        metadata = table_metadata(con, table)
+        problems = key_violations(con, table, primary_key) if primary_key else []
+    checks = [_key_check(context.assets_def.key, primary_key, problems)] if primary_key else []
+    return dg.MaterializeResult(metadata=metadata, check_results=checks)
+
+
+def _key_check(asset_key: dg.AssetKey, key: list[str], problems: list[dict]) -> dg.AssetCheckResult:
+    rows = [(str(p["key"]), p["problem"], p["count"]) for p in problems]
+    return dg.AssetCheckResult(
+        asset_key=asset_key,
+        check_name=PRIMARY_KEY_CHECK,
+        passed=not problems,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=None
+        if not problems
+        else f"primary key ({', '.join(key)}) has NULL or duplicate values; fix the model's SQL",
+        metadata={
+            "offending_keys": dg.MetadataValue.md(
+                markdown_table(["key", "problem", "rows"], rows) if rows else "none"
+            ),
+            "offending_count_shown": len(rows),
+        },
+    )
+
+
+def model_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDefinition:
+    """One model: a SQL query materialized as a warehouse table."""
+    model = project.models[name]
+    key = dg.AssetKey(["models", name])
+    deps = [source_key(s, t) for s, t in shape.deps[name].source_tables]
+    deps += [dg.AssetKey(["models", m]) for m in shape.deps[name].models]
+    check_specs = (
+        [
+            dg.AssetCheckSpec(
+                PRIMARY_KEY_CHECK,
+                asset=key,
+                blocking=True,
+                description=f"({', '.join(model.primary_key)}) is never NULL nor duplicated.",
+            )
+        ]
+        if model.primary_key
+        else []
+    )
+    sql = project.model_sql[name]
+    description = (model.description or f"Model `{name}`.") + f"\n\n```sql\n{sql.strip()}\n```"
+    if model.primary_key:
+        description += f"\n\nPrimary key: `{', '.join(model.primary_key)}`"
+
+    @dg.asset(
+        key=key,
+        deps=deps,
+        group_name="models",
+        kinds={"duckdb", "sql"},
+        description=description,
+        check_specs=check_specs,
+        required_resource_keys={WAREHOUSE_KEY},
+        tags={"azexport/model": name},
+    )
+    def _model(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        field = "sql" if model.sql else "sql_file"
+        return materialize_table(context, project, "models", name, sql, field, model.primary_key)
+
+    return _model
+
+
+def segment_asset(project: Project, name: str) -> dg.AssetsDefinition:
+    """One segment: a model narrowed by a filter, materialized as a warehouse table."""
+    segment = project.segments[name]
+    model = project.models[segment.model]
+    key = dg.AssetKey(["segments", name])
+    query = f"SELECT * FROM models.{quote_ident(segment.model)} WHERE ({segment.filter})"
+    check_specs = (
+        [dg.AssetCheckSpec(PRIMARY_KEY_CHECK, asset=key, blocking=True)]
+        if model.primary_key
+        else []
+    )
+
+    @dg.asset(
+        key=key,
+        deps=[dg.AssetKey(["models", segment.model])],
+        group_name="models",
+        kinds={"duckdb", "sql"},
+        description=(segment.description or f"Segment `{name}` of model `{segment.model}`.")
+        + f"\n\n```sql\nWHERE {segment.filter}\n```",
+        check_specs=check_specs,
+        required_resource_keys={WAREHOUSE_KEY},
+    )
+    def _segment(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        return materialize_table(
+            context, project, "segments", name, query, "filter", model.primary_key
+        )
+
+    return _segment

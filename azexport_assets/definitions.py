@@ -1,0 +1,15 @@
+"""The code location: every defs.yaml under azexport_assets/defs, plus the warehouse resource."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from azexport_assets.resources import WAREHOUSE_KEY, WarehouseResource
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions.merge(
+        dg.load_from_defs_folder(project_root=Path(__file__).parent.parent),
+        dg.Definitions(resources={WAREHOUSE_KEY: WarehouseResource()}),
+    )

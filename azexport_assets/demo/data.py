@@ -1,0 +1,67 @@
+"""Deterministic demo source data: a CRM DuckDB file and Parquet order files.
+
+`customers` (~100k rows) has the values that break naive exporters: names with commas,
+quotes and accents, NULLs, DECIMALs, DATEs, TIMESTAMPs. Same seed, same bytes, every time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+CUSTOMERS_SQL = """
+CREATE OR REPLACE TABLE customers AS
+WITH ids AS (SELECT range AS i FROM range(1, {rows} + 1))
+SELECT
+    i AS customer_id,
+    (['Anna', 'José', 'Zoë', 'Ömer', 'Li', 'Chloé', 'Mary-Jane', 'François', 'Ángel', 'Björk'])
+        [1 + h(i, 'first') % 10] AS first_name,
+    (['Smith', 'O''Brien', 'García, Jr.', 'Müller', '"The Rock" Johnson', 'Nguyễn', 'Dubois',
+      'Kowalski', 'Søren', 'Lee'])[1 + h(i, 'last') % 10] AS last_name,
+    'user' || i || '@example.' || (['com', 'fr', 'de', 'io'])[1 + h(i, 'tld') % 4] AS email,
+    CASE WHEN h(i, 'phone') % 7 = 0 THEN NULL
+         ELSE '+33 6 ' || lpad(CAST(h(i, 'p') % 100000000 AS VARCHAR), 8, '0') END
+        AS phone_number,
+    CAST(18 + h(i, 'age') % 70 AS INTEGER) AS age,
+    h(i, 'active') % 5 <> 0 AS is_active,
+    CAST((h(i, 'ltv') % 500000) / 100.0 AS DECIMAL(12, 2)) AS lifetime_value,
+    DATE '2015-01-01' + CAST(h(i, 'signup') % 3650 AS INTEGER) AS signup_date,
+    TIMESTAMP '2024-01-01 00:00:00'
+        + to_microseconds(CAST(h(i, 'seen') * 31536 AS BIGINT)) AS last_seen_at,
+    (['FR', 'DE', 'US', 'GB', 'ES', 'IT', 'JP', 'BR'])[1 + h(i, 'country') % 8] AS country,
+    CASE WHEN i % 1000 = 0 THEN 'likes "quotes",
+and new lines' ELSE NULL END AS notes
+FROM ids
+"""
+
+ORDERS_SQL = """
+COPY (
+    SELECT
+        range AS order_id,
+        1 + h(range, 'customer') % {rows} AS customer_id,
+        CAST((h(range, 'amount') % 50000) / 100.0 AS DECIMAL(10, 2)) AS amount,
+        TIMESTAMP '2024-01-01' + to_microseconds(CAST(h(range, 'at') * 31536 AS BIGINT))
+            AS ordered_at
+    FROM range(1, {orders} + 1)
+) TO '{path}' (FORMAT parquet, COMPRESSION zstd)
+"""
+
+
+def generate(folder: Path, rows: int = 100_000) -> dict[str, Path]:
+    """Write crm.duckdb (table customers) and orders/orders.parquet under folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    crm = folder / "crm.duckdb"
+    orders = folder / "orders" / "orders.parquet"
+    orders.parent.mkdir(exist_ok=True)
+    con = duckdb.connect(str(crm))
+    try:
+        # hash() is UBIGINT; a signed, bounded hash keeps the arithmetic simple.
+        con.execute(
+            "CREATE OR REPLACE TEMP MACRO h(x, s) AS CAST(hash(x, s) % 1000000007 AS BIGINT)"
+        )
+        con.execute(CUSTOMERS_SQL.format(rows=rows))
+        con.execute(ORDERS_SQL.format(rows=rows, orders=rows * 3, path=orders))
+    finally:
+        con.close()
+    return {"crm": crm, "orders": orders}

@@ -1,0 +1,55 @@
+"""The demo's local setup: source data, a local Azurite, a container and a SAS token.
+
+Everything lives under `.azexport/` in the project root. When AZURE_STORAGE_ACCOUNT_URL is
+already set, no Azurite is started and AZURE_STORAGE_SAS_TOKEN must be set too.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.blob import BlobServiceClient
+
+from azexport_assets.demo.azurite import PROJECT_ROOT, container_sas, start_azurite
+from azexport_assets.demo.data import generate
+
+STATE_DIR = PROJECT_ROOT / ".azexport"
+DEMO_CONTAINER = "azexport-demo"
+
+
+@contextmanager
+def demo_environment(azurite_port: int | None = None) -> Iterator[dict[str, str]]:
+    """Set the environment the demo's defs.yaml expects; yields what was set (no secrets)."""
+    if not (STATE_DIR / "demo" / "crm.duckdb").exists():
+        generate(STATE_DIR / "demo")
+    os.environ.setdefault("AZEXPORT_WAREHOUSE", str(STATE_DIR / "warehouse.duckdb"))
+    os.environ.setdefault("DAGSTER_HOME", str(STATE_DIR / "dagster_home"))
+    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    if os.environ.get("AZURE_STORAGE_ACCOUNT_URL"):
+        if not os.environ.get("AZURE_STORAGE_SAS_TOKEN"):
+            raise SystemExit(
+                "AZURE_STORAGE_ACCOUNT_URL is set, so the demo uses that account: "
+                "set AZURE_STORAGE_SAS_TOKEN to a SAS token for container 'azexport-demo' too"
+            )
+        yield {"account_url": os.environ["AZURE_STORAGE_ACCOUNT_URL"], "azurite": "no"}
+        return
+    location = STATE_DIR / "azurite"
+    location.mkdir(parents=True, exist_ok=True)
+    server = start_azurite(port=azurite_port, location=location)
+    try:
+        service = BlobServiceClient.from_connection_string(server.connection_string)
+        try:
+            service.create_container(DEMO_CONTAINER)
+        except ResourceExistsError:
+            pass
+        os.environ["AZURE_STORAGE_ACCOUNT_URL"] = server.account_url
+        os.environ["AZURE_STORAGE_SAS_TOKEN"] = container_sas(server.account_url, DEMO_CONTAINER)
+        yield {"account_url": server.account_url, "azurite": str(location)}
+    finally:
+        server.stop()
+        for name in ("AZURE_STORAGE_ACCOUNT_URL", "AZURE_STORAGE_SAS_TOKEN"):
+            os.environ.pop(name, None)

@@ -1,0 +1,211 @@
+"""Bad configuration is reported at load time with the file, the object and the field."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from azexport_assets.config import ConfigError
+from azexport_assets.introspect import describe_project
+from azexport_assets.project import load_project
+
+BASE = """
+type: azexport_assets.components.AzureExport
+attributes:
+  sources:
+    crm: {duckdb: crm.duckdb}
+  models:
+    people:
+      sql: SELECT id, name, age FROM crm.people
+      primary_key: id
+  destinations:
+    lake:
+      account_url: https://acct.blob.core.windows.net
+      container: exports
+      sas_token: {env: LAKE_SAS}
+  activations:
+    people_csv:
+      source: people
+      destination: lake
+      file_name: people/{YYYY}-{MM}-{DD}
+"""
+
+
+@pytest.fixture
+def project_dir(tmp_path: Path) -> Path:
+    con = duckdb.connect(str(tmp_path / "crm.duckdb"))
+    con.execute("CREATE TABLE people AS SELECT 1 AS id, 'a' AS name, 30 AS age")
+    con.close()
+    (tmp_path / "defs" / "main").mkdir(parents=True)
+    return tmp_path
+
+
+def load(project_dir: Path, text: str, extra: dict[str, str] | None = None):
+    (project_dir / "defs" / "main" / "defs.yaml").write_text(textwrap.dedent(text))
+    for folder, body in (extra or {}).items():
+        (project_dir / "defs" / folder).mkdir(parents=True, exist_ok=True)
+        (project_dir / "defs" / folder / "defs.yaml").write_text(textwrap.dedent(body))
+    project = load_project(project_dir / "defs", project_dir)
+    describe_project(project)
+    return project
+
+
+def error_of(project_dir: Path, text: str, extra: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as error:
+        load(project_dir, text, extra)
+    return str(error.value)
+
+
+def test_valid_base_loads(project_dir):
+    project = load(project_dir, BASE)
+    assert list(project.activations) == ["people_csv"]
+
+
+def edit(old: str, new: str) -> str:
+    assert old in BASE, old
+    return BASE.replace(old, new)
+
+
+FILE = "defs/main/defs.yaml"
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        (
+            edit("file_name: people/{YYYY}-{MM}-{DD}", "file_name: people/{DATE}"),
+            [FILE, "activation 'people_csv'", "field 'file_name'", "{DATE}", "{YYYY}"],
+        ),
+        (
+            edit("      file_name: people/{YYYY}-{MM}-{DD}", "      file_name: p\n      mapping: {agee: Age}"),
+            [FILE, "activation 'people_csv'", "field 'mapping'", "'agee'", "available: id, name, age"],
+        ),
+        (
+            edit("      source: people", "      source: persons"),
+            [FILE, "activation 'people_csv'", "field 'source'", "'persons'", "known: people"],
+        ),
+        (
+            edit("      destination: lake", "      destination: lakehouse"),
+            [FILE, "activation 'people_csv'", "field 'destination'", "'lakehouse'", "known: lake"],
+        ),
+        (
+            edit("      file_name: people/{YYYY}-{MM}-{DD}", "      file_name: p\n      csv: {delimiter: ';;'}"),
+            [FILE, "activation 'people_csv'", "field 'csv.delimiter'", "exactly one character"],
+        ),
+        (
+            edit("      file_name: people/{YYYY}-{MM}-{DD}", "      file_name: p\n      sync_mode: upsert"),
+            [FILE, "activation 'people_csv'", "run_type 'full_only' cannot use sync_mode 'upsert'",
+             "'upsert' needs run_type 'full_then_delta'"],
+        ),
+        (
+            edit(
+                "      file_name: people/{YYYY}-{MM}-{DD}",
+                "      file_name: p\n      run_type: full_then_delta\n      sync_mode: snapshot",
+            ),
+            [FILE, "'full_then_delta' works with upsert / insert / difference"],
+        ),
+        (
+            edit("      file_name: people/{YYYY}-{MM}-{DD}", "      file_name: p\n      mapping: {id: ID, name: id}"),
+            [FILE, "activation 'people_csv'", "field 'mapping'", "'id' is used twice"],
+        ),
+        (
+            edit("      file_name: people/{YYYY}-{MM}-{DD}", "      file_name: p\n      formt: csv"),
+            [FILE, "activation 'people_csv'", "field 'formt'", "unknown field"],
+        ),
+        (
+            edit("      sql: SELECT id, name, age FROM crm.people", "      sql: SELECT id, nme FROM crm.people"),
+            [FILE, "model 'people'", "field 'sql'", "nme"],
+        ),
+        (
+            edit("      primary_key: id", "      primary_key: [id, email]"),
+            [FILE, "model 'people'", "field 'primary_key'", "email"],
+        ),
+        (
+            edit("      sql: SELECT id, name, age FROM crm.people", "      sql: SELECT * FROM hr.people"),
+            [FILE, "model 'people'", "field 'sql'", "'hr.people'", "crm.<table>"],
+        ),
+        (
+            edit("      container: exports", "      container: Exports_Bad"),
+            [FILE, "destination 'lake'", "field 'container'", "lowercase"],
+        ),
+        (
+            edit("      sas_token: {env: LAKE_SAS}", "      sas_token: {env: LAKE_SAS}\n      account_key: {env: K}"),
+            [FILE, "destination 'lake'", "exactly one credential"],
+        ),
+        (
+            edit("      file_name: people/{YYYY}-{MM}-{DD}", "      file_name: p\n      timezone: Mars/Base"),
+            [FILE, "field 'timezone'", "IANA"],
+        ),
+        (
+            edit("      file_name: people/{YYYY}-{MM}-{DD}", "      file_name: p\n      schedule: every day"),
+            [FILE, "field 'schedule'", "cron"],
+        ),
+        (
+            edit("      file_name: people/{YYYY}-{MM}-{DD}", "      file_name: p\n      max_file_size: 12 parsecs"),
+            [FILE, "field 'max_file_size'", "'256MB'"],
+        ),
+    ],
+    ids=[
+        "unknown-template-variable", "unknown-mapping-column", "unknown-source",
+        "unknown-destination", "bad-delimiter", "full-only-with-upsert", "delta-with-snapshot",
+        "duplicate-destination-column", "unknown-field", "sql-error", "unknown-key-column",
+        "undeclared-table", "bad-container", "two-credentials", "bad-timezone", "bad-cron",
+        "bad-size",
+    ],
+)
+def test_bad_input_is_named(project_dir, yaml_text, expected):
+    message = error_of(project_dir, yaml_text)
+    for fragment in expected:
+        assert fragment in message, f"{fragment!r} not in:\n{message}"
+
+
+def test_duplicate_name_across_folders(project_dir):
+    other = """
+    type: azexport_assets.components.AzureExport
+    attributes:
+      destinations:
+        lake:
+          account_url: https://other.blob.core.windows.net
+          container: other
+          sas_token: {env: OTHER_SAS}
+    """
+    message = error_of(project_dir, BASE, {"zz_other": other})
+    assert "defs/zz_other/defs.yaml: destination 'lake' is already defined in defs/main/defs.yaml" in message
+
+
+def test_cross_folder_reference_works(project_dir):
+    other = """
+    type: azexport_assets.components.AzureExport
+    attributes:
+      activations:
+        people_again:
+          source: people
+          destination: lake
+          file_name: again
+    """
+    project = load(project_dir, BASE, {"team_b": other})
+    assert project.activations["people_again"].destination == "lake"
+
+
+def test_delta_needs_primary_key(project_dir):
+    text = edit("      primary_key: id\n", "").replace(
+        "      file_name: people/{YYYY}-{MM}-{DD}",
+        "      file_name: p\n      run_type: full_then_delta\n      sync_mode: insert",
+    )
+    message = error_of(project_dir, text)
+    assert "activation 'people_csv', field 'sync_mode'" in message and "primary key" in message
+
+
+def test_bad_yaml_names_the_file(project_dir):
+    message = error_of(project_dir, BASE + "\n  : : [unclosed\n")
+    assert FILE in str(message) and "not valid YAML" in message
+
+
+def test_missing_source_file_defers_column_checks(project_dir):
+    (project_dir / "crm.duckdb").unlink()
+    text = edit("      file_name: people/{YYYY}-{MM}-{DD}", "      file_name: p\n      mapping: {agee: A}")
+    project = load(project_dir, text)  # no exception: the same check runs before data moves
+    assert project.activations["people_csv"].mapping == {"agee": "A"}
