@@ -1,0 +1,42 @@
+"""The storage layer: local files -> committed Azure blobs, safely.
+
+    with storage.container("exports") as container:   # storage: ExportBlobStorage
+        preflight(container)
+        blob = upload_file(container, "crm/2025-04-14_export.csv", path, content_type="text/csv")
+
+See docs/storage.md for retries, atomicity, preflight and how secrets are kept out of logs.
+"""
+
+from azexport_assets.storage.blobs import (
+    UploadedBlob,
+    delete_blobs,
+    list_blob_names,
+    upload_bytes,
+    upload_file,
+)
+from azexport_assets.storage.errors import StorageError
+from azexport_assets.storage.preflight import preflight
+from azexport_assets.storage.resource import (
+    CappedExponentialRetry,
+    ExportBlobStorage,
+    ExportContainerClient,
+    TransferSettings,
+)
+from azexport_assets.storage.secrets import redact, sas_expiry, strip_query
+
+__all__ = [
+    "CappedExponentialRetry",
+    "ExportBlobStorage",
+    "ExportContainerClient",
+    "StorageError",
+    "TransferSettings",
+    "UploadedBlob",
+    "delete_blobs",
+    "list_blob_names",
+    "preflight",
+    "redact",
+    "sas_expiry",
+    "strip_query",
+    "upload_bytes",
+    "upload_file",
+]

@@ -1,0 +1,274 @@
+"""Local files -> committed blobs: streaming, parallel, atomic, verified.
+
+Files up to `single_put_threshold` go in one Put Blob request. Larger files are read once,
+sequentially (hashing the whole file as we go), and their blocks are staged in parallel; the blob
+appears - or is replaced - only when `Put Block List` commits them, so readers never see a
+half-written blob and a failed upload leaves the previous blob (if any) untouched. Uncommitted
+blocks are invisible and the service discards them (after a week at most).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
+from azure.storage.blob import BlobClient, ContainerClient, ContentSettings
+
+from azexport_assets.storage.errors import StorageError, error_code, short_reason, storage_error
+from azexport_assets.storage.resource import TransferSettings
+from azexport_assets.storage.secrets import strip_query
+
+log = logging.getLogger("azexport_assets.storage")
+
+MAX_BLOCKS = 50_000  # per blob, an Azure limit
+
+
+@dataclass(frozen=True)
+class UploadedBlob:
+    """A committed blob. `url` never carries a query string (no SAS)."""
+
+    name: str
+    url: str
+    bytes: int
+    md5_hex: str
+    etag: str
+
+
+def _transfer(container: ContainerClient) -> TransferSettings:
+    return getattr(container, "transfer", None) or TransferSettings()
+
+
+def _content(content_type: str, digest: bytes) -> ContentSettings:
+    # x-ms-blob-content-md5: stored with the blob, so consumers (and `azcopy --check-md5`) verify.
+    return ContentSettings(content_type=content_type, content_md5=bytearray(digest))
+
+
+def _check_md5(expected: str | None, actual: str, blob_name: str) -> None:
+    if expected and expected.lower() != actual:
+        raise StorageError(
+            f"uploading blob '{blob_name}' failed: the local file's MD5 {actual} differs from the "
+            f"expected {expected.lower()} (was the file changed while uploading?); nothing was "
+            "committed - rerun the export"
+        )
+
+
+def _put_whole(
+    blob: BlobClient,
+    data: bytes,
+    content_type: str,
+    metadata: dict[str, str] | None,
+    md5_hex: str | None = None,
+) -> tuple[dict, str]:
+    """One Put Blob request: atomic by itself; the service verifies the body's Content-MD5."""
+    digest = hashlib.md5(data).digest()
+    _check_md5(md5_hex, digest.hex(), blob.blob_name)
+    result = blob.upload_blob(
+        data,
+        length=len(data),
+        overwrite=True,
+        content_settings=_content(content_type, digest),
+        metadata=metadata,
+        validate_content="md5",
+        max_concurrency=1,
+    )
+    return result, digest.hex()
+
+
+def _stage_blocks(
+    blob: BlobClient, path: Path, block_size: int, workers: int
+) -> tuple[list[str], bytes, int]:
+    """Stage the file's blocks in parallel; return (block ids, MD5 digest, bytes read).
+
+    The file is read sequentially by this thread (one pass: hashing needs order) and at most
+    `workers + 1` blocks are in memory at once.
+    """
+    token = uuid.uuid4().hex[:12]  # fresh ids per attempt: never mix with another writer's blocks
+    md5 = hashlib.md5()
+    ids: list[str] = []
+    futures: list[Future] = []
+    total = 0
+    slots = threading.Semaphore(workers + 1)
+    failed = threading.Event()
+
+    def done(future: Future) -> None:
+        slots.release()
+        if future.cancelled() or future.exception() is not None:
+            failed.set()
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="azexport-block") as pool:
+        try:
+            with path.open("rb") as stream:
+                while not failed.is_set():
+                    slots.acquire()
+                    chunk = stream.read(block_size)
+                    if not chunk or failed.is_set():
+                        slots.release()
+                        break
+                    md5.update(chunk)
+                    total += len(chunk)
+                    block_id = f"{token}-{len(ids):06d}"  # equal length for all ids of a blob
+                    ids.append(block_id)
+                    future = pool.submit(
+                        blob.stage_block, block_id, chunk, length=len(chunk), validate_content="md5"
+                    )
+                    future.add_done_callback(done)
+                    futures.append(future)
+                    del chunk
+        except BaseException:
+            failed.set()
+            raise
+        finally:
+            if failed.is_set():
+                # Drop the queued blocks; running requests finish (they cannot be interrupted).
+                pool.shutdown(wait=True, cancel_futures=True)
+    for future in futures:
+        if not future.cancelled() and future.exception() is not None:
+            raise future.exception()  # type: ignore[misc]
+    return ids, md5.digest(), total
+
+
+def _put_blocks(
+    blob: BlobClient,
+    path: Path,
+    size: int,
+    settings: TransferSettings,
+    content_type: str,
+    metadata: dict[str, str] | None,
+    md5_hex: str | None,
+) -> tuple[dict, str, int]:
+    block_size = max(settings.block_size, math.ceil(size / MAX_BLOCKS))
+    for attempt in (1, 2):
+        ids, digest, total = _stage_blocks(blob, path, block_size, settings.max_concurrency)
+        if total != size:
+            raise StorageError(
+                f"uploading blob '{blob.blob_name}' failed: the local file changed size while "
+                f"uploading ({size} -> {total} bytes); nothing was committed - rerun the export"
+            )
+        _check_md5(md5_hex, digest.hex(), blob.blob_name)
+        try:
+            result = blob.commit_block_list(
+                ids, content_settings=_content(content_type, digest), metadata=metadata
+            )
+            return result, digest.hex(), len(ids)
+        except HttpResponseError as error:
+            # Another writer committing the same blob name discards our uncommitted blocks;
+            # staging everything again once is the only way to finish.
+            if attempt == 2 or error_code(error) != "InvalidBlockList":
+                raise
+            log.warning(
+                "blob %r: staged blocks were discarded before commit (concurrent writer?); "
+                "uploading again",
+                blob.blob_name,
+            )
+    raise AssertionError("unreachable")
+
+
+def upload_file(
+    container: ContainerClient,
+    blob_name: str,
+    path: Path,
+    *,
+    content_type: str,
+    md5_hex: str | None = None,
+    metadata: dict[str, str] | None = None,
+) -> UploadedBlob:
+    """Upload a local file as blob `blob_name`, atomically replacing any existing blob.
+
+    Streams the file; above the container's `single_put_threshold` it goes as blocks staged in
+    parallel, committed at the end. Transient errors are retried per request by the client's
+    retry policy; after that a `StorageError` is raised and nothing new is visible. The blob's
+    Content-MD5 is set from the bytes actually sent (and checked against `md5_hex` if given).
+    """
+    path = Path(path)
+    settings = _transfer(container)
+    blob = container.get_blob_client(blob_name)
+    started = time.monotonic()
+    failure: StorageError | None = None
+    try:
+        size = path.stat().st_size
+        if size <= settings.single_put_threshold:
+            data = path.read_bytes()  # at most single_put_threshold bytes
+            size = len(data)
+            result, digest_hex = _put_whole(blob, data, content_type, metadata, md5_hex)
+            blocks = 0
+        else:
+            result, digest_hex, blocks = _put_blocks(
+                blob, path, size, settings, content_type, metadata, md5_hex
+            )
+    except Exception as error:  # noqa: BLE001 - every failure becomes one clear StorageError
+        failure = storage_error(container, error, f"uploading blob '{blob_name}'")
+    if failure is not None:
+        # Raised outside `except`: no chained SDK exception, whose text may carry request URLs.
+        failure.__context__ = failure.__cause__ = None
+        raise failure
+    log.debug(
+        "uploaded blob %r: %d bytes, %d blocks, %.2fs",
+        blob_name,
+        size,
+        blocks,
+        time.monotonic() - started,
+    )
+    return UploadedBlob(
+        name=blob_name,
+        url=strip_query(blob.url),
+        bytes=size,
+        md5_hex=digest_hex,
+        etag=str(result.get("etag", "")).strip('"'),
+    )
+
+
+def upload_bytes(
+    container: ContainerClient, blob_name: str, data: bytes, *, content_type: str
+) -> UploadedBlob:
+    """Upload a small payload (a manifest) in one atomic request."""
+    blob = container.get_blob_client(blob_name)
+    failure: StorageError | None = None
+    try:
+        result, digest_hex = _put_whole(blob, bytes(data), content_type, None)
+    except Exception as error:  # noqa: BLE001
+        failure = storage_error(container, error, f"uploading blob '{blob_name}'")
+    if failure is not None:
+        failure.__context__ = failure.__cause__ = None
+        raise failure
+    return UploadedBlob(
+        name=blob_name,
+        url=strip_query(blob.url),
+        bytes=len(data),
+        md5_hex=digest_hex,
+        etag=str(result.get("etag", "")).strip('"'),
+    )
+
+
+def delete_blobs(container: ContainerClient, names: Iterable[str]) -> list[str]:
+    """Best effort: delete each blob (and its snapshots); return the names that could not be
+    deleted (e.g. a SAS without 'd'). A blob that is already gone counts as deleted."""
+    not_deleted: list[str] = []
+    for name in names:
+        try:
+            container.delete_blob(name, delete_snapshots="include")
+        except ResourceNotFoundError:
+            continue
+        except AzureError as error:
+            not_deleted.append(name)
+            log.warning("could not delete blob %r: %s", name, short_reason(error))
+    return not_deleted
+
+
+def list_blob_names(container: ContainerClient, prefix: str) -> list[str]:
+    """Names of the committed blobs whose name starts with `prefix`."""
+    failure: StorageError | None = None
+    try:
+        return list(container.list_blob_names(name_starts_with=prefix or None))
+    except AzureError as error:
+        failure = storage_error(container, error, f"listing blobs under '{prefix}'")
+    failure.__context__ = failure.__cause__ = None
+    raise failure

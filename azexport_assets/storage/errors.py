@@ -1,0 +1,199 @@
+"""Turn Azure SDK exceptions into one-line, secret-free `StorageError`s that say what to do."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.storage.blob import ContainerClient
+
+from azexport_assets.storage.secrets import parse_sas_time, redact, sas_fields, strip_query
+
+# The SAS permissions an export needs: create (c) and write (w) blobs and block lists.
+NEEDED_PERMISSIONS = "cw"
+TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class StorageError(RuntimeError):
+    """One-line, user-facing: what failed and what to do. Never contains a secret (SAS/key/sig),
+    never a URL query string."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(" ".join(message.split())))
+
+
+def container_label(container: ContainerClient) -> str:
+    """ "container 'x' at https://acct.blob.core.windows.net" (no query string)."""
+    account = strip_query(container.primary_endpoint).rsplit("/", 1)[0]
+    return f"container '{container.container_name}' at {account}"
+
+
+def credential_kind(container: ContainerClient) -> str:
+    """'sas', 'key', 'identity' or 'anonymous', judged from the client itself."""
+    if sas_fields(container.url).get("sig"):
+        return "sas"
+    credential = container.credential
+    if hasattr(credential, "account_key") or hasattr(credential, "account_name"):
+        return "key"
+    if hasattr(credential, "get_token"):
+        return "identity"
+    if credential is not None and hasattr(credential, "signature"):  # AzureSasCredential
+        return "sas"
+    return "anonymous"
+
+
+def short_reason(error: BaseException, limit: int = 200) -> str:
+    """The first meaningful line of an exception, redacted, without object reprs."""
+    text = redact(str(getattr(error, "message", None) or error))
+    line = next((part.strip() for part in text.splitlines() if part.strip()), type(error).__name__)
+    line = re.sub(r"<[\w.]+ object at 0x[0-9a-f]+>:?\s*", "", line)
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def error_code(error: BaseException) -> str:
+    code = getattr(error, "error_code", None)
+    return str(getattr(code, "value", code) or "")
+
+
+def _sas_time_problem(container: ContainerClient) -> str | None:
+    fields = sas_fields(container.url)
+    now = datetime.now(timezone.utc)
+    expiry, start = parse_sas_time(fields.get("se")), parse_sas_time(fields.get("st"))
+    if expiry and expiry <= now:
+        return f"the SAS token expired at {expiry:%Y-%m-%d %H:%M} UTC"
+    if start and start > now:
+        return f"the SAS token is not valid before {start:%Y-%m-%d %H:%M} UTC"
+    return None
+
+
+def auth_message(container: ContainerClient, error: HttpResponseError, action: str) -> str:
+    """Explain a 401/403: expired SAS, missing permission or rejected credential."""
+    where, code, kind = container_label(container), error_code(error), credential_kind(container)
+    new_sas = (
+        f"generate a new SAS token for container '{container.container_name}' with at least "
+        f"'{NEEDED_PERMISSIONS[0]}' and '{NEEDED_PERMISSIONS[1]}' permissions and update the secret"
+    )
+    if kind == "sas":
+        problem = _sas_time_problem(container)
+        if problem:
+            return f"{action} failed: authentication failed: {problem} ({where}); {new_sas}"
+    if code in ("AuthorizationPermissionMismatch", "AuthorizationResourceTypeMismatch"):
+        if kind == "sas":
+            granted = sas_fields(container.url).get("sp", "")
+            missing = [p for p in NEEDED_PERMISSIONS if p not in granted]
+            if granted and missing:
+                need = " and ".join(f"'{p}'" for p in missing)
+                return (
+                    f"{action} failed: permission missing: the SAS token needs {need} "
+                    f"(it grants '{granted}') on {where}; {new_sas} (add 'd' so reruns can "
+                    "clean up)"
+                )
+            if code == "AuthorizationResourceTypeMismatch":
+                return (
+                    f"{action} failed: permission missing: the account SAS must allow resource "
+                    f"type 'o' (objects) and 'c'+'w' permissions on {where}; {new_sas}"
+                )
+            return (
+                f"{action} failed: permission missing: the SAS token may not write to {where}; "
+                f"{new_sas}"
+            )
+        if kind == "identity":
+            return (
+                f"{action} failed: permission missing: the identity has no write access to "
+                f"{where}; grant it the 'Storage Blob Data Contributor' role on the container"
+            )
+        return (
+            f"{action} failed: permission missing: the credential may not write to {where} ({code})"
+        )
+    if code == "AuthorizationServiceMismatch":
+        return (
+            f"{action} failed: the SAS token is not valid for the Blob service ({where}); {new_sas}"
+        )
+    # AuthenticationFailed (Azure), AuthorizationFailure (Azurite, or an Azure firewall rule), ...
+    label = code or f"HTTP {error.status_code}"
+    if kind == "sas":
+        return (
+            f"{action} failed: authentication failed ({label}): the SAS token was rejected "
+            f"(signature for another account/container, revoked, or a firewall rule blocks this "
+            f"client) at {where}; {new_sas}"
+        )
+    if kind == "key":
+        return (
+            f"{action} failed: authentication failed ({label}): the account key was rejected at "
+            f"{where}; use the current key1/key2 of this storage account"
+        )
+    if kind == "identity":
+        return (
+            f"{action} failed: authentication failed ({label}) for the Azure identity at {where}; "
+            "check the identity's role assignment and the account's network rules"
+        )
+    return (
+        f"{action} failed: anonymous access is not allowed ({label}) at {where}; "
+        "configure a credential"
+    )
+
+
+def storage_error(container: ContainerClient, error: BaseException, action: str) -> StorageError:
+    """Classify `error` (raised while doing `action`, e.g. "uploading blob 'a.csv'")."""
+    where = container_label(container)
+    if isinstance(error, StorageError):
+        return error
+    if isinstance(error, HttpResponseError) and error.status_code is not None:
+        status, code = error.status_code, error_code(error)
+        if status in (401, 403):
+            return StorageError(auth_message(container, error, action))
+        if code == "ContainerNotFound":
+            return StorageError(
+                f"{action} failed: {where} does not exist; create it or fix the destination's "
+                "'container'"
+            )
+        if status == 404 and code in ("ResourceNotFound", ""):
+            hint = "account or container not found" if code else "no Azure Blob service answered"
+            return StorageError(
+                f"{action} failed: {hint} (HTTP 404) for {where}; check the destination's "
+                "account_url (e.g. https://<account>.blob.core.windows.net) and 'container'"
+            )
+        if status in TRANSIENT_STATUSES:
+            return StorageError(
+                f"{action} failed after retries: the storage service kept answering HTTP {status}"
+                f"{' ' + code if code else ''} (busy, throttled or unavailable) at {where}; "
+                "nothing was committed - rerun later or raise max_retries"
+            )
+        if code == "Md5Mismatch":
+            return StorageError(
+                f"{action} failed: the service received corrupted data (Md5Mismatch); "
+                "rerun the export"
+            )
+        return StorageError(
+            f"{action} failed: HTTP {status}{' ' + code if code else ''}: {short_reason(error)} "
+            f"({where})"
+        )
+    if isinstance(error, ClientAuthenticationError) or type(error).__name__.endswith(
+        "CredentialUnavailableError"
+    ):
+        return StorageError(
+            f"{action} failed: could not get an Azure identity token ({short_reason(error)}); "
+            "check the managed identity / az login / AZURE_* environment"
+        )
+    if isinstance(error, ServiceRequestError):
+        return StorageError(
+            f"{action} failed: account unreachable: cannot connect to {where} "
+            f"({short_reason(error)}); check the destination's account_url and the network"
+        )
+    if isinstance(error, ServiceResponseError):
+        return StorageError(
+            f"{action} failed after retries: the connection to {where} failed or timed out "
+            f"({short_reason(error)}); nothing was committed - rerun later"
+        )
+    if isinstance(error, AzureError):
+        return StorageError(f"{action} failed: {short_reason(error)} ({where})")
+    if isinstance(error, OSError):
+        return StorageError(f"{action} failed: cannot read the local file: {short_reason(error)}")
+    return StorageError(f"{action} failed: {type(error).__name__}: {short_reason(error)}")

@@ -1,0 +1,45 @@
+"""Check, before writing anything, that the container exists and the credential may write."""
+
+from __future__ import annotations
+
+import base64
+
+from azure.core.exceptions import AzureError
+from azure.storage.blob import ContainerClient
+
+from azexport_assets.storage.errors import StorageError, storage_error
+
+# Staging an *uncommitted* block is a real write (it needs the 'w' permission) that nobody can
+# see: uncommitted blocks are not listed, not readable, and the service discards them. A fixed
+# name and block id mean repeated preflights overwrite the same invisible block.
+PROBE_BLOB = ".azexport-preflight"
+PROBE_BLOCK_ID = "azexport-preflight"
+
+
+def preflight(container: ContainerClient) -> None:
+    """Raise `StorageError` unless `container` exists and the credential can create/write blobs.
+
+    One request: Put Block of one byte on `PROBE_BLOB`, never committed, so nothing appears in
+    the container. The one-line error says which problem it is: container not found,
+    authentication failed (SAS expired / not yet valid / rejected), permission missing (which
+    SAS permissions are needed) or account unreachable (URL / network).
+    """
+    failure: StorageError | None = None
+    try:
+        container.get_blob_client(PROBE_BLOB).stage_block(
+            PROBE_BLOCK_ID,
+            b"\0",
+            length=1,
+            # A wrong host or port should fail fast, not after the full retry schedule.
+            retry_connect=1,
+        )
+    except AzureError as error:
+        failure = storage_error(container, error, "preflight (checking write access)")
+    if failure is not None:
+        failure.__context__ = failure.__cause__ = None  # the SDK's text may carry request URLs
+        raise failure
+
+
+def probe_block_id_b64() -> str:
+    """The probe's block id as the service lists it (base64), for tests and diagnostics."""
+    return base64.b64encode(PROBE_BLOCK_ID.encode()).decode()

@@ -1,0 +1,172 @@
+"""`ExportBlobStorage`: dagster-azure's blob resource plus retry and transfer settings."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+from azure.core.exceptions import ServiceResponseError
+from azure.storage.blob import ContainerClient, ExponentialRetry
+from dagster_azure.blob import AzureBlobStorageResource
+from pydantic import Field
+
+from azexport_assets.storage.errors import StorageError
+from azexport_assets.storage.secrets import remember_secret, secure_sdk_logging, strip_query
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TransferSettings:
+    """How `upload_file` splits and parallelises a file (carried by the container client)."""
+
+    max_concurrency: int = 4
+    block_size: int = 8 * MiB
+    single_put_threshold: int = 8 * MiB
+
+
+class ExportContainerClient(ContainerClient):
+    """A `ContainerClient` that also carries the resource's `TransferSettings`."""
+
+    transfer: TransferSettings = TransferSettings()
+
+
+class CappedExponentialRetry(ExponentialRetry):
+    """The SDK's storage retry policy (retries timeouts, connection errors, 408 and 5xx per request)
+    with a sane schedule: initial * 2**n seconds, capped, with "equal jitter" so parallel block
+    uploads that fail together do not retry in lockstep. The SDK default starts at 15 s."""
+
+    def __init__(self, *, initial_backoff: float, max_backoff: float, retries: int) -> None:
+        super().__init__(
+            initial_backoff=initial_backoff,  # type: ignore[arg-type]  # floats are fine here
+            retry_total=retries,
+            retry_connect=retries,
+            retry_read=retries,
+            retry_status=retries,
+        )
+        self.max_backoff = max_backoff
+
+    def get_backoff_time(self, settings: dict[str, Any]) -> float:
+        backoff = min(self.max_backoff, self.initial_backoff * 2 ** settings["count"])
+        return random.uniform(backoff / 2, backoff)
+
+
+def raise_on_throttle(response: Any) -> None:
+    """Response hook (runs inside the retry loop): the SDK does not retry HTTP 429, so turn it
+    into a response error, which the retry policy does retry with backoff."""
+    if response.http_response.status_code == 429:
+        raise ServiceResponseError("HTTP 429 Too Many Requests: the service is throttling")
+
+
+def account_name_from_url(account_url: str) -> str | None:
+    """'https://acct.blob.core.windows.net' -> 'acct'; 'http://127.0.0.1:10000/acct' -> 'acct'."""
+    parsed = urlparse(account_url)
+    host = parsed.hostname or ""
+    if ".blob." in host:
+        return host.split(".", 1)[0]
+    segment = parsed.path.strip("/").split("/", 1)[0]
+    return segment or None
+
+
+class ExportBlobStorage(AzureBlobStorageResource):
+    """dagster-azure's `AzureBlobStorageResource` plus the retry and transfer settings the export
+    uses. `container()` builds a client with a fast, capped exponential retry policy."""
+
+    max_retries: int = Field(
+        default=5, ge=0, le=20, description="Retries per request for timeouts, resets, 5xx and 429."
+    )
+    retry_backoff_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="First retry delay; doubles per retry, with jitter, capped at 30 seconds.",
+    )
+    max_backoff_seconds: float = Field(
+        default=30.0, gt=0, description="Upper bound of one retry delay."
+    )
+    max_concurrency: int = Field(
+        default=4, ge=1, le=10, description="Parallel block uploads per file (connections)."
+    )
+    block_size: int = Field(
+        default=8 * MiB,
+        ge=64 * 1024,
+        le=4000 * MiB,
+        description="Size of one staged block for files above single_put_threshold.",
+    )
+    single_put_threshold: int = Field(
+        default=8 * MiB,
+        ge=0,
+        le=5000 * MiB,
+        description="Files up to this size are uploaded in one request (still atomic).",
+    )
+    connection_timeout_seconds: float = Field(
+        default=20.0, gt=0, description="Client-side timeout to open a connection."
+    )
+    read_timeout_seconds: float = Field(
+        default=120.0, gt=0, description="Client-side timeout waiting for the service to answer."
+    )
+
+    def _sdk_credential(self) -> Any:
+        """The credential in the form the SDK needs for this account URL."""
+        raw = self._raw_credential()
+        kind = self.credential.credential_type
+        if kind == "sas":
+            token = (raw or "").strip().lstrip("?")
+            if not token:
+                raise StorageError("the SAS token is empty: set the destination's secret")
+            remember_secret(token)
+            return token
+        if kind == "key":
+            key = (raw or "").strip()
+            if not key:
+                raise StorageError("the account key is empty: set the destination's secret")
+            remember_secret(key)
+            # A bare key string only works when the SDK can guess the account name from the
+            # host; path-style URLs (Azurite, custom hosts) need the name spelled out.
+            name = account_name_from_url(self.account_url)
+            if not name:
+                raise StorageError(
+                    f"cannot tell the storage account name from {strip_query(self.account_url)}: "
+                    "use https://<account>.blob.core.windows.net or http://<host>/<account>"
+                )
+            return {"account_name": name, "account_key": key}
+        return raw
+
+    @contextmanager
+    def container(self, name: str) -> Iterator[ExportContainerClient]:
+        """A client for container `name` with our retry policy; closed when the block exits."""
+        secure_sdk_logging()
+        if "?" in self.account_url:
+            raise StorageError(
+                "the account URL must not carry a query string: put the SAS token in the secret"
+            )
+        credential = self._sdk_credential()
+        client = ExportContainerClient(
+            self.account_url,
+            name,
+            credential=credential,
+            retry_policy=CappedExponentialRetry(
+                initial_backoff=self.retry_backoff_seconds,
+                max_backoff=self.max_backoff_seconds,
+                retries=self.max_retries,
+            ),
+            raw_response_hook=raise_on_throttle,
+            connection_timeout=self.connection_timeout_seconds,
+            read_timeout=self.read_timeout_seconds,
+            max_single_put_size=max(self.single_put_threshold, 1),
+            max_block_size=self.block_size,
+        )
+        client.transfer = TransferSettings(
+            max_concurrency=self.max_concurrency,
+            block_size=self.block_size,
+            single_put_threshold=self.single_put_threshold,
+        )
+        try:
+            yield client
+        finally:
+            client.close()
+            if hasattr(credential, "close"):  # DefaultAzureCredential holds HTTP sessions
+                credential.close()
