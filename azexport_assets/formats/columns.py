@@ -1,0 +1,130 @@
+"""The query's columns, and SQL expressions that turn one value into its text form.
+
+Every text format (CSV, JSON, XML) writes a value the same way, decided here once:
+
+- TIMESTAMP (any precision) is taken as UTC, TIMESTAMPTZ is converted to UTC, and both are
+  written `YYYY-MM-DDTHH:MM:SS.ffffffZ` (always six fractional digits, fixed width).
+- DATE `YYYY-MM-DD`; BOOLEAN `true`/`false`; DECIMAL with its full scale (`12.50`);
+  integers and floating point as DuckDB prints them (`0.1`, `1e+20`, `nan`, `inf`).
+- BLOB as base64; everything else (UUID, TIME, INTERVAL, LIST, STRUCT…) as DuckDB's own
+  VARCHAR cast.
+
+The expressions never depend on the session's TimeZone setting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+
+ISO_UTC = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+_INTEGER_IDS = {
+    "tinyint",
+    "smallint",
+    "integer",
+    "bigint",
+    "hugeint",
+    "utinyint",
+    "usmallint",
+    "uinteger",
+    "ubigint",
+    "uhugeint",
+}
+_FLOAT_IDS = {"float", "double"}
+_NAIVE_TIMESTAMP_IDS = {"timestamp", "timestamp_s", "timestamp_ms", "timestamp_ns"}
+_NESTED_IDS = {"list", "struct", "map", "array", "union"}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One result column: its name and DuckDB type (id such as 'decimal', full text)."""
+
+    name: str
+    type_id: str
+    type_text: str
+
+    @property
+    def ref(self) -> str:
+        """The column as a quoted SQL identifier (names may hold spaces or quotes)."""
+        return quote_ident(self.name)
+
+    @property
+    def is_string(self) -> bool:
+        return self.type_id == "varchar"
+
+    @property
+    def is_integer(self) -> bool:
+        return self.type_id in _INTEGER_IDS
+
+    @property
+    def is_float(self) -> bool:
+        return self.type_id in _FLOAT_IDS
+
+    @property
+    def is_decimal(self) -> bool:
+        return self.type_id == "decimal"
+
+    @property
+    def is_nested(self) -> bool:
+        return self.type_id in _NESTED_IDS
+
+    @property
+    def is_naive_timestamp(self) -> bool:
+        return self.type_id in _NAIVE_TIMESTAMP_IDS
+
+    @property
+    def is_timestamptz(self) -> bool:
+        return self.type_id == "timestamp with time zone"
+
+    @property
+    def text_is_plain(self) -> bool:
+        """True when the text form holds only digits, signs, '.', ':', letters of
+        'true/false/nan/inf/e/T/Z' — never quotes, spaces, line breaks or markup."""
+        return (
+            self.is_integer
+            or self.is_float
+            or self.is_decimal
+            or self.is_naive_timestamp
+            or self.is_timestamptz
+            or self.type_id in {"boolean", "date", "uuid"}
+        )
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def strip_query(query: str) -> str:
+    """The query without trailing semicolons/whitespace, so it can be used as a subquery."""
+    return query.strip().rstrip(";").strip()
+
+
+def describe(con: duckdb.DuckDBPyConnection, query: str) -> list[Column]:
+    """The query's columns, from DuckDB's binder (the query is not run)."""
+    rel = con.sql(strip_query(query))
+    return [Column(n, t.id, str(t)) for n, t in zip(rel.columns, rel.types, strict=True)]
+
+
+def utc_timestamp(col: Column, ref: str | None = None) -> str:
+    """SQL for the column as a naive TIMESTAMP (microseconds) holding UTC wall time."""
+    ref = ref or col.ref
+    if col.is_timestamptz:
+        return f"timezone('UTC', {ref})"
+    return f"CAST({ref} AS TIMESTAMP)"
+
+
+def text_expr(col: Column) -> str:
+    """SQL for the column's value as VARCHAR text (NULL stays NULL)."""
+    if col.is_string:
+        return col.ref
+    if col.is_naive_timestamp or col.is_timestamptz:
+        return f"strftime({utc_timestamp(col)}, '{ISO_UTC}')"
+    if col.type_id == "blob":
+        return f"to_base64({col.ref})"
+    return f"CAST({col.ref} AS VARCHAR)"
