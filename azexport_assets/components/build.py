@@ -1,0 +1,65 @@
+"""Assemble the Dagster definitions of (part of) a validated project."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from azexport_assets.components.activation_assets import delta_asset, export_asset
+from azexport_assets.components.jobs import activation_job, activation_schedule
+from azexport_assets.components.model_assets import model_asset, segment_asset, source_table_specs
+from azexport_assets.introspect import ProjectShape, describe_project
+from azexport_assets.project import Project, load_project
+from azexport_assets.resources import (
+    WAREHOUSE_KEY,
+    WarehouseResource,
+    destination_resource,
+    destination_resource_key,
+)
+
+
+def build_definitions(
+    project: Project, shape: ProjectShape, only_file: Path | None = None
+) -> dg.Definitions:
+    """Assets, checks, jobs, schedules and destination resources of the objects declared in
+    `only_file` (a component's own defs.yaml), or of the whole project."""
+
+    def declared(kind: str) -> list[str]:
+        names = list(getattr(project, kind))
+        if only_file is None:
+            return names
+        return [n for n in names if project.file_of(kind, n).resolve() == only_file.resolve()]
+
+    models, segments, activations = declared("models"), declared("segments"), declared("activations")
+    assets: list[Any] = source_table_specs(project, shape, models)
+    assets += [model_asset(project, shape, m) for m in models]
+    assets += [segment_asset(project, s) for s in segments]
+    jobs: list[Any] = []
+    schedules = []
+    for name in activations:
+        assets += [delta_asset(project, name), export_asset(project, name)]
+        jobs.append(activation_job(project, shape, name))
+        schedule = activation_schedule(project, name, jobs[-1])
+        if schedule:
+            schedules.append(schedule)
+    resources = {
+        destination_resource_key(d): destination_resource(project.destinations[d])
+        for d in declared("destinations")
+    }
+    return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, resources=resources)
+
+
+def project_definitions(
+    defs_root: Path, project_root: Path, warehouse: WarehouseResource | None = None
+) -> dg.Definitions:
+    """Everything under defs_root plus the warehouse resource (tests and scripts use this)."""
+    project = load_project(defs_root, project_root)
+    definitions = build_definitions(project, describe_project(project))
+    return dg.Definitions.merge(
+        definitions,
+        dg.Definitions(resources={WAREHOUSE_KEY: warehouse or WarehouseResource()}),
+    )
+
+
