@@ -100,9 +100,13 @@ def write_local_files(
             continue
         out_dir = workdir / (suffix.strip("_") or "rows")
         out_dir.mkdir(parents=True)
-        result = write_export(
-            con, change_rows_query(spec, kinds), fmt, out_dir, activation.max_file_size
-        )
+        # A fresh cursor: the stream must not collide with results left open on `con`.
+        cursor = con.cursor()
+        try:
+            query = change_rows_query(spec, kinds)
+            result = write_export(cursor, query, fmt, out_dir, activation.max_file_size)
+        finally:
+            cursor.close()
         sets.append(FileSet(suffix, kinds, result))
     return sets
 

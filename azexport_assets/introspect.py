@@ -59,7 +59,7 @@ def table_references(sql: str) -> list[tuple[str, str, str]]:
     """(catalog, schema, table) of every table the SQL reads, CTE names left out."""
     con = duckdb.connect()
     try:
-        raw = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0]
+        raw = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchall()[0][0]
     finally:
         con.close()
     parsed = json.loads(raw)

@@ -59,9 +59,9 @@ class Project:
         return self.segments[source].model if source in self.segments else source
 
     def table_of(self, source: str) -> str:
-        """The warehouse table of a model or segment."""
+        """The warehouse table of a model or segment, as 'schema.name' (names are identifiers)."""
         schema = "segments" if source in self.segments else "models"
-        return f'{schema}."{source}"'
+        return f"{schema}.{source}"
 
     def asset_path_of(self, source: str) -> list[str]:
         return ["segments" if source in self.segments else "models", source]

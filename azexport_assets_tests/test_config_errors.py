@@ -80,8 +80,17 @@ FILE = "defs/main/defs.yaml"
             [FILE, "activation 'people_csv'", "field 'file_name'", "{DATE}", "{YYYY}"],
         ),
         (
-            edit("      file_name: people/{YYYY}-{MM}-{DD}", "      file_name: p\n      mapping: {agee: Age}"),
-            [FILE, "activation 'people_csv'", "field 'mapping'", "'agee'", "available: id, name, age"],
+            edit(
+                "      file_name: people/{YYYY}-{MM}-{DD}",
+                "      file_name: p\n      mapping: {agee: Age}",
+            ),
+            [
+                FILE,
+                "activation 'people_csv'",
+                "field 'mapping'",
+                "'agee'",
+                "available: id, name, age",
+            ],
         ),
         (
             edit("      source: people", "      source: persons"),
@@ -92,13 +101,23 @@ FILE = "defs/main/defs.yaml"
             [FILE, "activation 'people_csv'", "field 'destination'", "'lakehouse'", "known: lake"],
         ),
         (
-            edit("      file_name: people/{YYYY}-{MM}-{DD}", "      file_name: p\n      csv: {delimiter: ';;'}"),
+            edit(
+                "      file_name: people/{YYYY}-{MM}-{DD}",
+                "      file_name: p\n      csv: {delimiter: ';;'}",
+            ),
             [FILE, "activation 'people_csv'", "field 'csv.delimiter'", "exactly one character"],
         ),
         (
-            edit("      file_name: people/{YYYY}-{MM}-{DD}", "      file_name: p\n      sync_mode: upsert"),
-            [FILE, "activation 'people_csv'", "run_type 'full_only' cannot use sync_mode 'upsert'",
-             "'upsert' needs run_type 'full_then_delta'"],
+            edit(
+                "      file_name: people/{YYYY}-{MM}-{DD}",
+                "      file_name: p\n      sync_mode: upsert",
+            ),
+            [
+                FILE,
+                "activation 'people_csv'",
+                "run_type 'full_only' cannot use sync_mode 'upsert'",
+                "'upsert' needs run_type 'full_then_delta'",
+            ],
         ),
         (
             edit(
@@ -108,15 +127,23 @@ FILE = "defs/main/defs.yaml"
             [FILE, "'full_then_delta' works with upsert / insert / difference"],
         ),
         (
-            edit("      file_name: people/{YYYY}-{MM}-{DD}", "      file_name: p\n      mapping: {id: ID, name: id}"),
+            edit(
+                "      file_name: people/{YYYY}-{MM}-{DD}",
+                "      file_name: p\n      mapping: {id: ID, name: id}",
+            ),
             [FILE, "activation 'people_csv'", "field 'mapping'", "'id' is used twice"],
         ),
         (
-            edit("      file_name: people/{YYYY}-{MM}-{DD}", "      file_name: p\n      formt: csv"),
+            edit(
+                "      file_name: people/{YYYY}-{MM}-{DD}", "      file_name: p\n      formt: csv"
+            ),
             [FILE, "activation 'people_csv'", "field 'formt'", "unknown field"],
         ),
         (
-            edit("      sql: SELECT id, name, age FROM crm.people", "      sql: SELECT id, nme FROM crm.people"),
+            edit(
+                "      sql: SELECT id, name, age FROM crm.people",
+                "      sql: SELECT id, nme FROM crm.people",
+            ),
             [FILE, "model 'people'", "field 'sql'", "nme"],
         ),
         (
@@ -124,7 +151,10 @@ FILE = "defs/main/defs.yaml"
             [FILE, "model 'people'", "field 'primary_key'", "email"],
         ),
         (
-            edit("      sql: SELECT id, name, age FROM crm.people", "      sql: SELECT * FROM hr.people"),
+            edit(
+                "      sql: SELECT id, name, age FROM crm.people",
+                "      sql: SELECT * FROM hr.people",
+            ),
             [FILE, "model 'people'", "field 'sql'", "'hr.people'", "crm.<table>"],
         ),
         (
@@ -132,27 +162,51 @@ FILE = "defs/main/defs.yaml"
             [FILE, "destination 'lake'", "field 'container'", "lowercase"],
         ),
         (
-            edit("      sas_token: {env: LAKE_SAS}", "      sas_token: {env: LAKE_SAS}\n      account_key: {env: K}"),
+            edit(
+                "      sas_token: {env: LAKE_SAS}",
+                "      sas_token: {env: LAKE_SAS}\n      account_key: {env: K}",
+            ),
             [FILE, "destination 'lake'", "exactly one credential"],
         ),
         (
-            edit("      file_name: people/{YYYY}-{MM}-{DD}", "      file_name: p\n      timezone: Mars/Base"),
+            edit(
+                "      file_name: people/{YYYY}-{MM}-{DD}",
+                "      file_name: p\n      timezone: Mars/Base",
+            ),
             [FILE, "field 'timezone'", "IANA"],
         ),
         (
-            edit("      file_name: people/{YYYY}-{MM}-{DD}", "      file_name: p\n      schedule: every day"),
+            edit(
+                "      file_name: people/{YYYY}-{MM}-{DD}",
+                "      file_name: p\n      schedule: every day",
+            ),
             [FILE, "field 'schedule'", "cron"],
         ),
         (
-            edit("      file_name: people/{YYYY}-{MM}-{DD}", "      file_name: p\n      max_file_size: 12 parsecs"),
+            edit(
+                "      file_name: people/{YYYY}-{MM}-{DD}",
+                "      file_name: p\n      max_file_size: 12 parsecs",
+            ),
             [FILE, "field 'max_file_size'", "'256MB'"],
         ),
     ],
     ids=[
-        "unknown-template-variable", "unknown-mapping-column", "unknown-source",
-        "unknown-destination", "bad-delimiter", "full-only-with-upsert", "delta-with-snapshot",
-        "duplicate-destination-column", "unknown-field", "sql-error", "unknown-key-column",
-        "undeclared-table", "bad-container", "two-credentials", "bad-timezone", "bad-cron",
+        "unknown-template-variable",
+        "unknown-mapping-column",
+        "unknown-source",
+        "unknown-destination",
+        "bad-delimiter",
+        "full-only-with-upsert",
+        "delta-with-snapshot",
+        "duplicate-destination-column",
+        "unknown-field",
+        "sql-error",
+        "unknown-key-column",
+        "undeclared-table",
+        "bad-container",
+        "two-credentials",
+        "bad-timezone",
+        "bad-cron",
         "bad-size",
     ],
 )
@@ -173,7 +227,10 @@ def test_duplicate_name_across_folders(project_dir):
           sas_token: {env: OTHER_SAS}
     """
     message = error_of(project_dir, BASE, {"zz_other": other})
-    assert "defs/zz_other/defs.yaml: destination 'lake' is already defined in defs/main/defs.yaml" in message
+    assert (
+        "defs/zz_other/defs.yaml: destination 'lake' is already defined in defs/main/defs.yaml"
+        in message
+    )
 
 
 def test_cross_folder_reference_works(project_dir):
@@ -206,6 +263,8 @@ def test_bad_yaml_names_the_file(project_dir):
 
 def test_missing_source_file_defers_column_checks(project_dir):
     (project_dir / "crm.duckdb").unlink()
-    text = edit("      file_name: people/{YYYY}-{MM}-{DD}", "      file_name: p\n      mapping: {agee: A}")
+    text = edit(
+        "      file_name: people/{YYYY}-{MM}-{DD}", "      file_name: p\n      mapping: {agee: A}"
+    )
     project = load(project_dir, text)  # no exception: the same check runs before data moves
     assert project.activations["people_csv"].mapping == {"agee": "A"}

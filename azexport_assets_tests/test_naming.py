@@ -35,7 +35,18 @@ def test_every_variable(variable, expected):
 
 
 def test_all_ten_variables_are_known():
-    assert set(naming.VALID_VARIABLES) == {"YYYY", "YY", "MM", "DD", "HH", "mm", "ss", "ms", "X", "x"}
+    assert set(naming.VALID_VARIABLES) == {
+        "YYYY",
+        "YY",
+        "MM",
+        "DD",
+        "HH",
+        "mm",
+        "ss",
+        "ms",
+        "X",
+        "x",
+    }
 
 
 def test_time_zone_moves_the_date_but_not_unix_time():
@@ -47,20 +58,30 @@ def test_time_zone_moves_the_date_but_not_unix_time():
 
 def test_daylight_saving_boundary():
     # 2025-03-30 01:30 UTC is 03:30 in Paris (CEST), an hour after 00:30 UTC was 01:30 (CET).
-    assert naming.render("{HH}{mm}", datetime(2025, 3, 30, 0, 30, tzinfo=timezone.utc), "Europe/Paris") == "0130"
-    assert naming.render("{HH}{mm}", datetime(2025, 3, 30, 1, 30, tzinfo=timezone.utc), "Europe/Paris") == "0330"
+    assert (
+        naming.render("{HH}{mm}", datetime(2025, 3, 30, 0, 30, tzinfo=timezone.utc), "Europe/Paris")
+        == "0130"
+    )
+    assert (
+        naming.render("{HH}{mm}", datetime(2025, 3, 30, 1, 30, tzinfo=timezone.utc), "Europe/Paris")
+        == "0330"
+    )
 
 
 def test_same_logical_time_same_name():
     a = naming.render("x/{YYYY}{MM}{DD}_{HH}{mm}{ss}{ms}", AT, "UTC")
-    b = naming.render("x/{YYYY}{MM}{DD}_{HH}{mm}{ss}{ms}", AT.astimezone(ZoneInfo("Asia/Tokyo")), "UTC")
+    b = naming.render(
+        "x/{YYYY}{MM}{DD}_{HH}{mm}{ss}{ms}", AT.astimezone(ZoneInfo("Asia/Tokyo")), "UTC"
+    )
     assert a == b == "x/20250414_090507123"
 
 
 def test_unknown_variable_lists_the_valid_ones():
     with pytest.raises(ValueError) as error:
         naming.validate_template("export_{DATE}_{YYYY}")
-    assert "{DATE}" in str(error.value) and "{YYYY}" in str(error.value) and "{ms}" in str(error.value)
+    assert (
+        "{DATE}" in str(error.value) and "{YYYY}" in str(error.value) and "{ms}" in str(error.value)
+    )
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,5 @@
 """Asset factories for an activation: `activations/<a>/delta` and `activations/<a>/export`."""
 
-from __future__ import annotations
-
 import json
 import os
 import tempfile
@@ -80,13 +78,14 @@ def _save_spec(con: duckdb.DuckDBPyConnection, spec: DeltaSpec, delta_id: str) -
 
 def _load_spec(con: duckdb.DuckDBPyConnection, activation: str) -> tuple[str, DeltaSpec] | None:
     try:
-        row = con.execute(
+        rows = con.execute(
             f"SELECT delta_id, spec FROM {SPEC_TABLE} WHERE activation = ?", [activation]
-        ).fetchone()
+        ).fetchall()
     except duckdb.CatalogException:
         return None
-    if row is None:
+    if not rows:
         return None
+    row = rows[0]
     raw = json.loads(row[1])
     spec = DeltaSpec(
         activation=raw["activation"],

@@ -32,7 +32,11 @@ def build_definitions(
             return names
         return [n for n in names if project.file_of(kind, n).resolve() == only_file.resolve()]
 
-    models, segments, activations = declared("models"), declared("segments"), declared("activations")
+    models, segments, activations = (
+        declared("models"),
+        declared("segments"),
+        declared("activations"),
+    )
     assets: list[Any] = source_table_specs(project, shape, models)
     assets += [model_asset(project, shape, m) for m in models]
     assets += [segment_asset(project, s) for s in segments]
@@ -61,5 +65,3 @@ def project_definitions(
         definitions,
         dg.Definitions(resources={WAREHOUSE_KEY: warehouse or WarehouseResource()}),
     )
-
-

@@ -33,7 +33,7 @@ def markdown_table(header: list[str], rows: list[tuple[Any, ...]]) -> str:
 
 def table_metadata(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, Any]:
     """Row count, column schema and a Markdown preview of a warehouse table."""
-    rows = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    rows = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
     columns = [(r[0], r[1]) for r in con.execute(f"DESCRIBE {table}").fetchall()]
     preview = con.execute(f"SELECT * FROM {table} LIMIT {PREVIEW_ROWS}").fetchall()
     return {

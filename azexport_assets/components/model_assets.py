@@ -1,7 +1,5 @@
 """Asset factories for source tables (external), models and segments."""
 
-from __future__ import annotations
-
 import dagster as dg
 import duckdb
 
@@ -68,7 +66,8 @@ def materialize_table(
                 description=f"{project.where(kind, name, field)}: {error}", allow_retries=False
             ) from None
         metadata = table_metadata(con, table)
-        problems = key_violations(con, table, primary_key) if primary_key else []
+        # key_violations quotes 'schema.name' itself.
+        problems = key_violations(con, f"{kind}.{name}", primary_key) if primary_key else []
     checks = [_key_check(context.assets_def.key, primary_key, problems)] if primary_key else []
     return dg.MaterializeResult(metadata=metadata, check_results=checks)
 

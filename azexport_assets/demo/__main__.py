@@ -21,13 +21,15 @@ def run_all_activations() -> list[tuple[str, str, int, int]]:
     for job_name in jobs:
         print(f"running {job_name} ...", flush=True)
         result = definitions.resolve_job_def(job_name).execute_in_process(
-            instance=instance, raise_on_error=False
+            instance=instance,
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         )
         if not result.success:
             print(f"  FAILED: see the run in the Dagster UI ({result.run_id})", flush=True)
             continue
         for event in result.get_asset_materialization_events():
-            metadata = event.asset_materialization.metadata
+            metadata = event.event_specific_data.materialization.metadata
             if "blob_files" in metadata:
                 for blob in metadata["blob_files"].value:
                     written.append((job_name, blob["name"], blob["bytes"], blob["rows"]))

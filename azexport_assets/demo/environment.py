@@ -28,7 +28,11 @@ def demo_environment(azurite_port: int | None = None) -> Iterator[dict[str, str]
         generate(STATE_DIR / "demo")
     os.environ.setdefault("AZEXPORT_WAREHOUSE", str(STATE_DIR / "warehouse.duckdb"))
     os.environ.setdefault("DAGSTER_HOME", str(STATE_DIR / "dagster_home"))
-    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    dagster_home = Path(os.environ["DAGSTER_HOME"])
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    if not (dagster_home / "dagster.yaml").exists():
+        # The demo must not phone home (and the machine may have no internet).
+        (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     if os.environ.get("AZURE_STORAGE_ACCOUNT_URL"):
         if not os.environ.get("AZURE_STORAGE_SAS_TOKEN"):
             raise SystemExit(
