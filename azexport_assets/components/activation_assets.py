@@ -119,7 +119,7 @@ def delta_asset(project: Project, name: str) -> dg.AssetsDefinition:
     )
     def _delta(context: dg.AssetExecutionContext, config: DeltaRunConfig) -> dg.MaterializeResult:
         with project_warehouse(context, project).connect(
-            holder=f"run {context.run_id[:8]} {name}/delta"
+            holder=f"run {context.run.run_id[:8]} {name}/delta"
         ) as con:
             try:
                 columns = describe(con, schema, source)
@@ -153,7 +153,7 @@ def delta_asset(project: Project, name: str) -> dg.AssetsDefinition:
             if config.full_resync:
                 reset_baseline(con, name)
                 context.log.info(f"full resync: baseline of '{name}' reset")
-            change = compute_change_set(con, spec, delta_id=context.run_id)
+            change = compute_change_set(con, spec, delta_id=context.run.run_id)
             _save_spec(con, spec, change.delta_id)
         return dg.MaterializeResult(metadata=change_metadata(change))
 
@@ -285,7 +285,7 @@ def export_asset(project: Project, name: str) -> dg.AssetsDefinition:
                 preflight(container)
             except StorageError as error:
                 raise dg.Failure(f"activation '{name}': {error}") from None
-            with warehouse.connect(holder=f"run {context.run_id[:8]} {name}/export") as con:
+            with warehouse.connect(holder=f"run {context.run.run_id[:8]} {name}/export") as con:
                 change = load_change_set(con, name)
                 saved = _load_spec(con, name)
                 if change is None or saved is None:
@@ -303,7 +303,7 @@ def export_asset(project: Project, name: str) -> dg.AssetsDefinition:
                 exporting.remove_stale_parts(container, report, fmt)
                 if activation.manifest and report.files:
                     document = exporting.manifest_document(
-                        report, name, activation, change, context.run_id, when
+                        report, name, activation, change, context.run.run_id, when
                     )
                     exporting.upload_manifest(container, report, document)
             except StorageError as error:
@@ -311,7 +311,7 @@ def export_asset(project: Project, name: str) -> dg.AssetsDefinition:
                     f"activation '{name}': upload failed: {error}. The baseline was not "
                     "advanced: the next run (or a re-execution) exports the same changes."
                 ) from None
-        with warehouse.connect(holder=f"run {context.run_id[:8]} {name}/commit") as con:
+        with warehouse.connect(holder=f"run {context.run.run_id[:8]} {name}/commit") as con:
             advanced = commit_baseline(con, name, change.delta_id)
         if not report.files:
             context.log.info(f"activation '{name}': no changes, nothing written")

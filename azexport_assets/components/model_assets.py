@@ -55,7 +55,7 @@ def materialize_table(
     SQL errors name the file, the object and the field."""
     table = f"{kind}.{quote_ident(name)}"
     with project_warehouse(context, project).connect(
-        holder=f"run {context.run_id[:8]} {kind}/{name}",
+        holder=f"run {context.run.run_id[:8]} {kind}/{name}",
         sources=_sources_for(project, context.assets_def.dependency_keys),
     ) as con:
         try:
