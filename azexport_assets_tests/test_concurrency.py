@@ -1,0 +1,141 @@
+"""Runs that touch the warehouse never fail because another process holds the DuckDB file."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from azexport_assets.warehouse import Warehouse, WarehouseBusyError
+from azexport_assets_tests.project_kit import ProjectKit
+
+DEFS = """
+models:
+  people:
+    sql: SELECT * FROM src.people
+    primary_key: id
+segments:
+  adults:
+    model: people
+    filter: age >= 18
+activations:
+  everyone:
+    source: people
+    destination: lake
+    file_name: everyone
+  adults_delta:
+    source: adults
+    destination: lake
+    file_name: adults_{X}
+    format: json
+    run_type: full_then_delta
+    sync_mode: upsert
+"""
+
+ENTRY = """
+from pathlib import Path
+from azexport_assets.components.build import project_definitions
+
+defs = project_definitions(Path(__file__).parent / "defs", Path(__file__).parent)
+"""
+
+
+def test_two_jobs_launched_at_once_both_succeed(
+    tmp_path, azurite, container, sas_token, monkeypatch
+):
+    kit = ProjectKit.create(tmp_path, azurite, container, sas_token, monkeypatch)
+    kit.source_sql(
+        "CREATE TABLE people AS SELECT range AS id, 'p' || range AS name, "
+        "CAST(range % 90 AS INTEGER) AS age FROM range(1, 50001)"
+    )
+    kit.write_defs(DEFS)
+    (kit.root / "entry.py").write_text(textwrap.dedent(ENTRY))
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    dagster = [sys.executable, "-m", "dagster", "job", "execute", "-f", "entry.py", "-j"]
+    # Both runs use Dagster's multiprocess executor: every step is its own process.
+    processes = [
+        subprocess.Popen(
+            [*dagster, job],
+            cwd=kit.root,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for job in ("activate_everyone", "activate_adults_delta")
+    ]
+    outputs = [p.communicate(timeout=420)[0] for p in processes]
+    for process, output in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, output[-3000:]
+        assert "RUN_SUCCESS" in output
+        assert "Could not set lock" not in output
+
+    rows = list(csv.DictReader(io.StringIO(kit.download("everyone.csv").decode())))
+    assert len(rows) == 50_000 and rows[0] == {"id": "1", "name": "p1", "age": "1"}
+    (adults_blob,) = [n for n in kit.blob_names() if n.startswith("adults_")]
+    import json
+
+    adults = json.loads(kit.download(adults_blob))
+    expected = kit.query_source("SELECT count(*) FROM people WHERE age >= 18")[0][0]
+    assert len(adults) == expected and all(r["age"] >= 18 for r in adults)
+
+
+def test_waiting_step_gets_the_warehouse_when_released(tmp_path):
+    warehouse = Warehouse(path=tmp_path / "w.duckdb", project_root=tmp_path, lock_timeout=30)
+    order: list[str] = []
+
+    def second() -> None:
+        with warehouse.connect(holder="second") as con:
+            order.append("second:" + str(con.execute("SELECT count(*) FROM t").fetchall()[0][0]))
+
+    with warehouse.connect(holder="first") as con:
+        con.execute("CREATE TABLE t AS SELECT 1 AS x")
+        waiter = threading.Thread(target=second)
+        waiter.start()
+        time.sleep(0.5)
+        order.append("first done")
+    waiter.join(timeout=30)
+    assert order == ["first done", "second:1"]
+
+
+def test_lock_timeout_names_the_holder(tmp_path):
+    warehouse = Warehouse(path=tmp_path / "w.duckdb", project_root=tmp_path, lock_timeout=0.3)
+    impatient = Warehouse(path=tmp_path / "w.duckdb", project_root=tmp_path, lock_timeout=0.3)
+    errors: list[str] = []
+
+    def try_connect() -> None:
+        try:
+            with impatient.connect(holder="second"):
+                pass
+        except WarehouseBusyError as error:
+            errors.append(str(error))
+
+    with warehouse.connect(holder="run abc123 people/export"):
+        thread = threading.Thread(target=try_connect)
+        thread.start()
+        thread.join(timeout=10)
+    assert len(errors) == 1
+    assert "run abc123 people/export" in errors[0] and "AZEXPORT_LOCK_TIMEOUT_SECONDS" in errors[0]
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_env(monkeypatch):
+    monkeypatch.delenv("AZEXPORT_LOCK_TIMEOUT_SECONDS", raising=False)
+
+
+def test_path_defaults(monkeypatch, tmp_path):
+    monkeypatch.delenv("AZEXPORT_WAREHOUSE", raising=False)
+    assert Warehouse(project_root=tmp_path).path == Path(".azexport/warehouse.duckdb")
+    monkeypatch.setenv("AZEXPORT_WAREHOUSE", str(tmp_path / "x.duckdb"))
+    assert Warehouse(project_root=tmp_path).path == tmp_path / "x.duckdb"
