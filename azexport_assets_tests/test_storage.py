@@ -8,6 +8,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import dagster as dg
 import pytest
 from azure.storage.blob import ContainerClient
 from dagster_azure.blob import AzureBlobStorageKeyCredential, AzureBlobStorageSASTokenCredential
@@ -268,3 +269,35 @@ def test_redact_removes_query_strings_and_keys():
         assert secret not in cleaned
     assert "/devstoreaccount1/c/b (Caused by x)" in cleaned
     assert "https://a.blob.core.windows.net/c/x.csv done" in cleaned
+
+
+# --------------------------------------------------------------------------- as a Dagster resource
+
+
+def test_resource_in_a_dagster_run_with_env_var_secret(azurite, container, sas_token, monkeypatch):
+    monkeypatch.setenv("AZEXPORT_TEST_SAS", sas_token)
+
+    @dg.asset
+    def exported(storage: ExportBlobStorage) -> dg.MaterializeResult:
+        with storage.container(container.container_name) as client:
+            preflight(client)
+            blob = upload_bytes(client, "run/d.json", b"[1]", content_type="application/json")
+        return dg.MaterializeResult(metadata={"url": blob.url, "md5": blob.md5_hex})
+
+    resource = ExportBlobStorage(
+        account_url=azurite.account_url,
+        credential=AzureBlobStorageSASTokenCredential(token=dg.EnvVar("AZEXPORT_TEST_SAS")),
+        max_retries=2,
+    )
+    result = dg.materialize([exported], resources={"storage": resource})
+    assert result.success
+    assert downloaded(container, "run/d.json") == b"[1]"
+    metadata = result.asset_materializations_for_node("exported")[0].metadata
+    assert "?" not in metadata["url"].value and "sig" not in metadata["url"].value
+
+
+def test_bad_account_url_is_a_storage_error(sas_token):
+    storage = sas_storage("ftp://nowhere", sas_token)
+    with pytest.raises(StorageError) as caught, storage.container("c-1"):
+        pass
+    assert "account_url" in str(caught.value) and "sig" not in str(caught.value)

@@ -14,7 +14,7 @@ from azure.storage.blob import ContainerClient, ExponentialRetry
 from dagster_azure.blob import AzureBlobStorageResource
 from pydantic import Field
 
-from azexport_assets.storage.errors import StorageError
+from azexport_assets.storage.errors import StorageError, short_reason
 from azexport_assets.storage.secrets import remember_secret, secure_sdk_logging, strip_query
 
 MiB = 1024 * 1024
@@ -139,26 +139,39 @@ class ExportBlobStorage(AzureBlobStorageResource):
     def container(self, name: str) -> Iterator[ExportContainerClient]:
         """A client for container `name` with our retry policy; closed when the block exits."""
         secure_sdk_logging()
-        if "?" in self.account_url:
+        parsed = urlparse(self.account_url)
+        if "?" in self.account_url or parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise StorageError(
-                "the account URL must not carry a query string: put the SAS token in the secret"
+                f"invalid account_url {strip_query(self.account_url)!r}: use "
+                "https://<account>.blob.core.windows.net (no query string: the SAS token goes "
+                "in its own secret)"
             )
         credential = self._sdk_credential()
-        client = ExportContainerClient(
-            self.account_url,
-            name,
-            credential=credential,
-            retry_policy=CappedExponentialRetry(
-                initial_backoff=self.retry_backoff_seconds,
-                max_backoff=self.max_backoff_seconds,
-                retries=self.max_retries,
-            ),
-            raw_response_hook=raise_on_throttle,
-            connection_timeout=self.connection_timeout_seconds,
-            read_timeout=self.read_timeout_seconds,
-            max_single_put_size=max(self.single_put_threshold, 1),
-            max_block_size=self.block_size,
-        )
+        failure: StorageError | None = None
+        try:
+            client = ExportContainerClient(
+                self.account_url,
+                name,
+                credential=credential,
+                retry_policy=CappedExponentialRetry(
+                    initial_backoff=self.retry_backoff_seconds,
+                    max_backoff=self.max_backoff_seconds,
+                    retries=self.max_retries,
+                ),
+                raw_response_hook=raise_on_throttle,
+                connection_timeout=self.connection_timeout_seconds,
+                read_timeout=self.read_timeout_seconds,
+                max_single_put_size=max(self.single_put_threshold, 1),
+                max_block_size=self.block_size,
+            )
+        except ValueError as error:  # the SDK rejects the URL / credential combination
+            failure = StorageError(
+                f"cannot use account_url {strip_query(self.account_url)} with container "
+                f"'{name}': {short_reason(error)}"
+            )
+        if failure is not None:
+            failure.__context__ = None
+            raise failure
         client.transfer = TransferSettings(
             max_concurrency=self.max_concurrency,
             block_size=self.block_size,
