@@ -203,6 +203,15 @@ def test_preflight_sas_without_write_permission(azurite: Azurite, container):
     assert "needs 'c' and 'w'" in message and "grants 'rl'" in message
 
 
+@pytest.mark.parametrize("permission", ["c", "cl", "racl"])
+def test_preflight_sas_without_w_permission(azurite: Azurite, container, permission):
+    token = container_sas(azurite.account_url, container.container_name, permission=permission)
+    message = preflight_error(sas_storage(azurite.account_url, token), container.container_name)
+    assert "permission missing" in message and "needs 'w'" in message
+    assert f"grants '{permission}'" in message
+    assert list(container.list_blobs()) == []
+
+
 def test_preflight_rejected_sas_signature(azurite: Azurite, container):
     token = container_sas(azurite.account_url, "another-container")
     message = preflight_error(sas_storage(azurite.account_url, token), container.container_name)

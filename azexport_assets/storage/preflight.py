@@ -7,7 +7,8 @@ import base64
 from azure.core.exceptions import AzureError
 from azure.storage.blob import ContainerClient
 
-from azexport_assets.storage.errors import StorageError, storage_error
+from azexport_assets.storage.errors import StorageError, container_label, storage_error
+from azexport_assets.storage.secrets import sas_fields
 
 # Staging an *uncommitted* block is a real write (it needs the 'w' permission) that nobody can
 # see: uncommitted blocks are not listed, not readable, and the service discards them. A fixed
@@ -35,9 +36,24 @@ def preflight(container: ContainerClient) -> None:
         )
     except AzureError as error:
         failure = storage_error(container, error, "preflight (checking write access)")
+    if failure is None:
+        failure = _overwrite_permission_problem(container)
     if failure is not None:
         failure.__context__ = failure.__cause__ = None  # the SDK's text may carry request URLs
         raise failure
+
+
+def _overwrite_permission_problem(container: ContainerClient) -> StorageError | None:
+    """Azure lets a SAS with 'c' but no 'w' stage blocks of a *new* blob, but an export also
+    overwrites blobs (reruns, fixed names), which needs 'w': say so now, not mid-export."""
+    granted = sas_fields(container.url).get("sp")
+    if granted is None or "w" in granted:
+        return None  # no SAS, or a stored access policy ('si') decides: the probe was the test
+    return StorageError(
+        f"preflight (checking write access) failed: permission missing: the SAS token needs 'w' "
+        f"(it grants '{granted}') to overwrite blobs in {container_label(container)}; generate "
+        "a new SAS token with at least 'c' and 'w' permissions and update the secret"
+    )
 
 
 def probe_block_id_b64() -> str:
