@@ -1,28 +1,26 @@
 """Column names -> XML element names: one deterministic rule.
 
-1. Every character that may not appear in an XML 1.0 Name (5th edition), and ':' (it would
-   mean a namespace prefix), becomes `_`. Unicode letters such as `é` are valid and kept.
-2. If the result does not start with a name-start character (e.g. it starts with a digit,
-   `-` or `.`), is empty, or starts with `xml` in any case (reserved), `_` is put in front.
+Element names are restricted to ASCII `[A-Za-z_][A-Za-z0-9_.-]*`, the same rule the
+configuration applies to `xml.root` / `xml.row`. XML 1.0 (5th edition) allows many more
+Unicode characters, but widely used parsers (expat, hence Python's ElementTree, and others)
+still implement the 4th edition's narrower tables, so a name like `豈` breaks some consumers.
+
+1. Every character outside `A-Z a-z 0-9 _ . -` (spaces, `:`, `/`, `é`, emoji…) becomes `_`.
+2. If the result does not start with a letter or `_` (e.g. starts with a digit, `-` or `.`),
+   is empty, or starts with `xml` in any case (reserved), `_` is put in front.
 3. Names already valid keep their spelling. A converted name that equals one already taken
    (XML names are case-sensitive) gets the first free suffix `_2`, `_3`, … .
 
 Examples: `first name` -> `first_name`, `2024 total` -> `_2024_total`, `xmlId` -> `_xmlId`,
-`a/b` -> `a_b` (and `a b` next to it -> `a_b_2`).
+`prénom` -> `pr_nom`, `a/b` -> `a_b` (and `a b` after it -> `a_b_2`).
 """
 
 from __future__ import annotations
 
 import re
 
-# XML 1.0 (5th edition) NameStartChar without ':' and NameChar additions.
-_START = (
-    "A-Z_a-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u02ff\u0370-\u037d\u037f-\u1fff\u200c-\u200d"
-    "\u2070-\u218f\u2c00-\u2fef\u3001-\ud7ff\uf900-\ufdcf\ufdf0-\ufffd\U00010000-\U000effff"
-)
-_MORE = r"\-.0-9\u00b7\u0300-\u036f\u203f-\u2040"
-_NOT_NAME_CHAR = re.compile(f"[^{_START}{_MORE}]")
-_NAME_START = re.compile(f"[{_START}]")
+_NOT_NAME_CHAR = re.compile(r"[^A-Za-z0-9_.\-]")
+_NAME_START = re.compile(r"[A-Za-z_]")
 
 
 def is_xml_name(name: str) -> bool:
