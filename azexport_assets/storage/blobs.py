@@ -84,7 +84,7 @@ def _put_whole(
 
 
 def _stage_blocks(
-    blob: BlobClient, path: Path, block_size: int, workers: int
+    blob: BlobClient, path: Path, block_size: int, workers: int, verify: bool
 ) -> tuple[list[str], bytes, int]:
     """Stage the file's blocks in parallel; return (block ids, MD5 digest, bytes read).
 
@@ -98,6 +98,7 @@ def _stage_blocks(
     total = 0
     slots = threading.Semaphore(workers + 1)
     failed = threading.Event()
+    checks = {"validate_content": "md5"} if verify else {}
 
     def done(future: Future) -> None:
         slots.release()
@@ -118,7 +119,7 @@ def _stage_blocks(
                     block_id = f"{token}-{len(ids):06d}"  # equal length for all ids of a blob
                     ids.append(block_id)
                     future = pool.submit(
-                        blob.stage_block, block_id, chunk, length=len(chunk), validate_content="md5"
+                        blob.stage_block, block_id, chunk, length=len(chunk), **checks
                     )
                     future.add_done_callback(done)
                     futures.append(future)
@@ -147,7 +148,9 @@ def _put_blocks(
 ) -> tuple[dict, str, int]:
     block_size = max(settings.block_size, math.ceil(size / MAX_BLOCKS))
     for attempt in (1, 2):
-        ids, digest, total = _stage_blocks(blob, path, block_size, settings.max_concurrency)
+        ids, digest, total = _stage_blocks(
+            blob, path, block_size, settings.max_concurrency, settings.verify_blocks
+        )
         if total != size:
             raise StorageError(
                 f"uploading blob '{blob.blob_name}' failed: the local file changed size while "

@@ -27,6 +27,7 @@ class TransferSettings:
     max_concurrency: int = 4
     block_size: int = 8 * MiB
     single_put_threshold: int = 8 * MiB
+    verify_blocks: bool = True
 
 
 class ExportContainerClient(ContainerClient):
@@ -102,6 +103,10 @@ class ExportBlobStorage(AzureBlobStorageResource):
         le=5000 * MiB,
         description="Files up to this size are uploaded in one request (still atomic).",
     )
+    verify_blocks: bool = Field(
+        default=True,
+        description="Send a Content-MD5 with every block so the service verifies it on arrival.",
+    )
     connection_timeout_seconds: float = Field(
         default=20.0, gt=0, description="Client-side timeout to open a connection."
     )
@@ -176,6 +181,7 @@ class ExportBlobStorage(AzureBlobStorageResource):
             max_concurrency=self.max_concurrency,
             block_size=self.block_size,
             single_put_threshold=self.single_put_threshold,
+            verify_blocks=self.verify_blocks,
         )
         try:
             yield client
