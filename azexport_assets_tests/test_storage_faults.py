@@ -82,6 +82,10 @@ def test_proxy_forwards_streams_and_records_without_sas(proxy, container, sas_to
     assert proxy.count(path_contains="dir/a b.bin") == BLOCKS + 1
     assert all("sig" not in r.query and "se=" not in r.query for r in proxy.requests)
     assert set(proxy.outcomes) == {"forwarded 201"}
+    with storage(proxy.account_url, sas_token).container(container.container_name) as client:
+        blob_client = client.get_blob_client("dir/a b.bin")
+        assert blob_client.get_blob_properties().size == len(data)  # HEAD: headers, no body
+        assert blob_client.download_blob(max_concurrency=2).readall() == data  # large GETs
     # chunked request bodies (an iterator of unknown length) pass through too
     with storage(proxy.account_url, sas_token).container(container.container_name) as client:
         client.get_blob_client("chunked.bin").upload_blob(iter([b"ab", b"cd" * 40000]))
