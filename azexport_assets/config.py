@@ -136,6 +136,11 @@ class DestinationConfig(_Strict):
     sas_token: SecretRef | None = None
     account_key: SecretRef | None = None
     default_azure_credential: bool = False
+    max_retries: int = Field(5, ge=0, le=20, description="Retries of a failed storage request.")
+    retry_backoff_seconds: float = Field(
+        1.0, ge=0, le=60, description="First retry delay; doubles per retry (capped at 30s)."
+    )
+    max_concurrency: int = Field(4, ge=1, le=10, description="Parallel block uploads per file.")
     description: str | None = None
 
     @field_validator("account_url")

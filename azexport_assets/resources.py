@@ -59,5 +59,9 @@ def destination_resource(destination: DestinationConfig) -> ExportBlobStorage:
         credential = AzureBlobStorageDefaultCredential()
     url = destination.account_url
     return ExportBlobStorage(
-        account_url=_env(url) if isinstance(url, SecretRef) else url, credential=credential
+        account_url=_env(url) if isinstance(url, SecretRef) else url,
+        credential=credential,
+        max_retries=destination.max_retries,
+        retry_backoff_seconds=destination.retry_backoff_seconds,
+        max_concurrency=destination.max_concurrency,
     )

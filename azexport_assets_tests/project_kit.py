@@ -37,6 +37,8 @@ attributes:
       account_url: {{env: {url_env}}}
       container: {container}
       sas_token: {{env: {sas_env}}}
+      max_retries: 2
+      retry_backoff_seconds: 0.05
 """
 
 
