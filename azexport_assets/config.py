@@ -129,7 +129,7 @@ class DestinationConfig(_Strict):
     """An Azure Blob Storage container (+ optional path prefix) and how to authenticate."""
 
     account_url: str | SecretRef = Field(
-        description="e.g. https://myaccount.blob.core.windows.net, or {env: VAR} to read it at run time"
+        description="e.g. https://myaccount.blob.core.windows.net, or {env: VAR} (read at run time)"
     )
     container: str
     path_prefix: str = ""

@@ -11,8 +11,8 @@
 from __future__ import annotations
 
 import glob
-import os
 import json
+import os
 from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
 from typing import Any

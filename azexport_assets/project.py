@@ -149,9 +149,10 @@ def _check_references(project: Project) -> None:
                 f"'{activation.source}'; known: {', '.join(known) or 'none'}"
             )
         if activation.destination not in project.destinations:
+            known = ", ".join(sorted(project.destinations)) or "none"
             raise ConfigError(
                 f"{project.where('activations', name, 'destination')}: unknown destination "
-                f"'{activation.destination}'; known: {', '.join(sorted(project.destinations)) or 'none'}"
+                f"'{activation.destination}'; known: {known}"
             )
         model = project.models[project.model_of(activation.source)]
         if activation.is_delta and not model.primary_key:

@@ -91,9 +91,8 @@ def attach_sources(
             con.execute(f"ATTACH {location} AS {quote_ident(name)} (READ_ONLY)")
         else:
             reader = "read_parquet" if source.kind == "parquet" else "read_csv"
-            con.execute(
-                f"CREATE OR REPLACE TEMP VIEW {quote_ident(name)} AS SELECT * FROM {reader}({location})"
-            )
+            view = quote_ident(name)
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM {reader}({location})")
 
 
 class Warehouse:

@@ -6,6 +6,7 @@ already set, no Azurite is started and AZURE_STORAGE_SAS_TOKEN must be set too.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,10 +47,8 @@ def demo_environment(azurite_port: int | None = None) -> Iterator[dict[str, str]
     server = start_azurite(port=azurite_port, location=location)
     try:
         service = BlobServiceClient.from_connection_string(server.connection_string)
-        try:
+        with contextlib.suppress(ResourceExistsError):  # kept from an earlier demo run
             service.create_container(DEMO_CONTAINER)
-        except ResourceExistsError:
-            pass
         os.environ["AZURE_STORAGE_ACCOUNT_URL"] = server.account_url
         os.environ["AZURE_STORAGE_SAS_TOKEN"] = container_sas(server.account_url, DEMO_CONTAINER)
         yield {"account_url": server.account_url, "azurite": str(location)}
