@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+from dagster._utils.schedules import cron_string_iterator
 from pydantic import Field
 
 from azexport_assets import export as exporting
@@ -204,6 +205,13 @@ def _warning_specs(project: Project, name: str) -> list[dg.AssetCheckSpec]:
     return specs
 
 
+def next_scheduled_run(cron: str | None, tz: str) -> datetime | None:
+    if not cron:
+        return None
+    ticks = cron_string_iterator(time.time(), cron, tz)
+    return next(ticks).astimezone(timezone.utc)
+
+
 def _warning_results(
     project: Project, name: str, change: ChangeSet, report: exporting.ExportReport
 ) -> list[dg.AssetCheckResult]:
@@ -236,10 +244,15 @@ def _warning_results(
     if warnings.sas_expiry_days is not None and destination.sas_token:
         expiry = sas_expiry(os.environ.get(destination.sas_token.env, ""))
         limit = datetime.now(timezone.utc) + timedelta(days=warnings.sas_expiry_days)
+        next_run = next_scheduled_run(activation.schedule, activation.timezone)
+        if next_run:
+            # The token must also outlive the next scheduled run.
+            limit = max(limit, next_run)
         result(
             "sas_expiry",
             expiry is None or expiry > limit,
             expires_at=expiry.isoformat() if expiry else "unknown",
+            next_scheduled_run=next_run.isoformat() if next_run else "not scheduled",
         )
     if activation.format == "xml":
         result(

@@ -1,0 +1,81 @@
+"""Warnings: WARN-severity asset checks on the export, evaluated in real runs."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+
+from azexport_assets.demo.azurite import container_sas
+from azexport_assets_tests.project_kit import SAS_ENV, ProjectKit
+
+DEFS = """
+models:
+  people:
+    sql: SELECT * FROM src.people
+    primary_key: id
+activations:
+  watched:
+    source: people
+    destination: lake
+    file_name: watched/{HH}
+    run_type: full_then_delta
+    sync_mode: difference
+    warnings:
+      min_rows: 3
+      max_removed_ratio: 0.2
+      max_change_ratio: 0.5
+      sas_expiry_days: 7
+"""
+
+
+def checks(result: dg.ExecuteInProcessResult) -> dict[str, tuple[bool, dict]]:
+    found = {}
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_CHECK_EVALUATION":
+            data = event.event_specific_data
+            assert data.severity == dg.AssetCheckSeverity.WARN or data.check_name.startswith(
+                "primary"
+            )
+            found[data.check_name] = (data.passed, {k: v.value for k, v in data.metadata.items()})
+    return found
+
+
+def test_warnings_pass_then_fire(tmp_path, azurite, container, sas_token, monkeypatch):
+    kit = ProjectKit.create(tmp_path, azurite, container, sas_token, monkeypatch)
+    kit.source_sql("CREATE TABLE people AS SELECT range AS id, 'n' || range AS name FROM range(10)")
+    kit.write_defs(DEFS)
+    first = checks(kit.run("watched", logical_time=datetime(2025, 4, 14, 1, tzinfo=timezone.utc)))
+    assert {k: v[0] for k, v in first.items()} == {
+        "primary_key_unique_not_null": True,
+        "min_rows": True,
+        "max_removed_ratio": True,
+        "max_change_ratio": True,
+        "sas_expiry": True,
+    }
+
+    # A broken upstream: 6 of 10 rows vanish; and the SAS now expires in 2 days.
+    kit.source_sql("DELETE FROM people WHERE id >= 4")
+    short = container_sas(
+        azurite.account_url,
+        container.container_name,
+        expiry=datetime.now(timezone.utc) + timedelta(days=2),
+    )
+    monkeypatch.setenv(SAS_ENV, short)
+    result = kit.run("watched", logical_time=datetime(2025, 4, 14, 2, tzinfo=timezone.utc))
+    assert result.success  # warnings never fail the run
+    second = checks(result)
+    assert (
+        second["max_removed_ratio"][0] is False and second["max_removed_ratio"][1]["ratio"] == 0.6
+    )
+    assert second["max_change_ratio"][0] is False
+    assert second["min_rows"][0] is True  # 6 removed rows were exported
+    assert second["sas_expiry"][0] is False
+    assert second["sas_expiry"][1]["expires_at"].startswith(
+        (datetime.now(timezone.utc) + timedelta(days=2)).strftime("%Y-%m-%d")
+    )
+    assert short not in str(second)
+
+    kit.source_sql("INSERT INTO people VALUES (100, 'x')")
+    third = checks(kit.run("watched", logical_time=datetime(2025, 4, 14, 3, tzinfo=timezone.utc)))
+    assert third["min_rows"] == (False, {"rows": 1})
