@@ -512,3 +512,27 @@ def test_state_lives_in_its_own_schema(con):
         ("baseline__vip_crm", "BASE TABLE"),
         ("changes__vip_crm", "BASE TABLE"),
     ]
+
+
+def test_delta_commits_rewrite_the_baseline_once_deletions_pile_up(con):
+    from azexport_assets.delta import engine, state
+
+    con.execute("INSERT INTO segments.vip SELECT i, 'n', 'c', 0 FROM range(10, 110) AS r(i)")
+    spec = make_spec()
+    run(con, spec, "r1")  # 103 rows
+    physical = (
+        "SELECT sum(count) FROM pragma_storage_info('azexport_state.baseline__vip_crm') "
+        "WHERE column_path = '[0]'"
+    )
+    con.execute("UPDATE segments.vip SET name = 'u' WHERE id < 20")  # 13 rows
+    run(con, spec, "r2")
+    assert state.read(con, "vip_crm")["dead_rows"] == 13  # below 25% of 103: kept
+    con.execute("DELETE FROM segments.vip WHERE id BETWEEN 20 AND 39")  # 20 rows
+    run(con, spec, "r3")
+    assert state.read(con, "vip_crm")["dead_rows"] == 0  # 33 > 25% of 83: rewritten
+    con.execute("CHECKPOINT")
+    assert con.execute(physical).fetchone()[0] == 83
+    assert baseline_info(con, "vip_crm")["rows"] == 83
+    assert engine.COMPACT_AFTER_DEAD_RATIO == 0.25
+    con.execute("UPDATE segments.vip SET city = 'z' WHERE id = 99")
+    assert counts(run(con, spec, "r4")) == (0, 1, 0, 82)

@@ -31,16 +31,17 @@ from azexport_assets.delta.spec import (
     check_activation,
     quote_ident,
     quote_table,
+    state_name,
     state_table,
-    table_stem,
 )
 
 FINGERPRINT_VERSION = 1
 
 
-def _name(kind: str, activation: str) -> str:
-    """Unquoted name of a state relation, for catalog lookups."""
-    return f"{kind}__{table_stem(activation)}"
+# A delta commit deletes the updated and removed rows from the baseline; DuckDB keeps them in
+# partly deleted row groups. Rewrite the baseline once deletions reach this share of its rows
+# (about every 25 runs at 1% churn), so that scans do not slow down run after run.
+COMPACT_AFTER_DEAD_RATIO = 0.25
 
 
 def _count(con: duckdb.DuckDBPyConnection, relation: str) -> int:
@@ -159,7 +160,7 @@ def compute_change_set(con: duckdb.DuckDBPyConnection, spec: DeltaSpec, delta_id
         row = state.read(con, activation) or {}
         has_baseline = (
             row.get("baseline_delta_id") is not None
-            and state.relation_kind(con, _name("baseline", activation)) == "table"
+            and state.relation_kind(con, state_name("baseline", activation)) == "table"
         )
         if not spec.is_delta:
             reason = "full_only"
@@ -169,8 +170,8 @@ def compute_change_set(con: duckdb.DuckDBPyConnection, spec: DeltaSpec, delta_id
             reason = "mapping_changed"
         else:
             reason = "delta"
-        state.drop_relation(con, _name("changes", activation))
-        state.drop_relation(con, _name("pending", activation))
+        state.drop_relation(con, state_name("changes", activation))
+        state.drop_relation(con, state_name("pending", activation))
         baseline_rows = _count(con, state_table("baseline", activation)) if has_baseline else 0
         if reason == "delta":
             counts = _compute_delta(con, spec, baseline_rows)
@@ -238,7 +239,7 @@ def load_change_set(con: duckdb.DuckDBPyConnection, activation: str) -> ChangeSe
     row = state.read(con, activation)
     if not row or row.get("pending_delta_id") is None:
         return None
-    if state.relation_kind(con, _name("changes", activation)) is None:
+    if state.relation_kind(con, state_name("changes", activation)) is None:
         return None
     return _change_from_row(activation, row)
 
@@ -258,11 +259,11 @@ def commit_baseline(con: duckdb.DuckDBPyConnection, activation: str, delta_id: s
         if row["full_export"]:
             # The snapshot table itself becomes the baseline: no copy. The change set view is
             # re-pointed so that re-exporting the committed change set still works.
-            state.drop_relation(con, _name("changes", activation))
-            state.drop_relation(con, _name("baseline", activation))
+            state.drop_relation(con, state_name("changes", activation))
+            state.drop_relation(con, state_name("baseline", activation))
             con.execute(
                 f"ALTER TABLE {state_table('pending', activation)} "
-                f"RENAME TO {quote_ident(_name('baseline', activation))}"
+                f"RENAME TO {quote_ident(state_name('baseline', activation))}"
             )
             con.execute(sql.full_changes_view(activation, baseline))
         else:
@@ -279,10 +280,16 @@ def commit_baseline(con: duckdb.DuckDBPyConnection, activation: str, delta_id: s
                     f"activation {activation!r}: applying change set {delta_id!r} gave "
                     f"{rows} baseline rows instead of {row['current_rows']}; baseline unchanged"
                 )
+            dead_rows = (row.get("dead_rows") or 0) + row["updated"] + row["removed"]
+            if dead_rows > COMPACT_AFTER_DEAD_RATIO * max(rows, 1):
+                for statement in sql.compact_baseline(activation):
+                    con.execute(statement)
+                dead_rows = 0
         state.write(
             con,
             activation,
             {
+                "dead_rows": 0 if row["full_export"] else dead_rows,
                 "baseline_delta_id": delta_id,
                 "baseline_fingerprint": row["pending_fingerprint"],
                 "baseline_rows": row["current_rows"],
@@ -300,7 +307,7 @@ def reset_baseline(con: duckdb.DuckDBPyConnection, activation: str) -> None:
     with state.transaction(con):
         state.ensure_schema(con)
         for kind in ("changes", "pending", "baseline"):
-            state.drop_relation(con, _name(kind, activation))
+            state.drop_relation(con, state_name(kind, activation))
         cleared = {
             name: None
             for name in (
@@ -314,6 +321,7 @@ def reset_baseline(con: duckdb.DuckDBPyConnection, activation: str) -> None:
                 "pending_layout",
                 "compared_delta_id",
                 "committed",
+                "dead_rows",
             )
         }
         state.write(con, activation, {**cleared, "reset_at": state.utc_now()})

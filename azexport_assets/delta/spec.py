@@ -141,6 +141,18 @@ def table_stem(activation: str) -> str:
     return "".join("^" + ch.lower() if ch.isupper() else ch for ch in activation)
 
 
-def state_table(kind: Literal["baseline", "pending", "changes"], activation: str) -> str:
-    """The quoted name of one of an activation's state tables."""
-    return f"{quote_ident(STATE_SCHEMA)}.{quote_ident(f'{kind}__{table_stem(activation)}')}"
+StateKind = Literal["baseline", "pending", "changes", "compacted"]
+
+
+def state_name(kind: StateKind, activation: str) -> str:
+    """Unquoted name of one of an activation's state relations (for catalog lookups)."""
+    return f"{kind}__{table_stem(activation)}"
+
+
+def baseline_name(activation: str) -> str:
+    return state_name("baseline", activation)
+
+
+def state_table(kind: StateKind, activation: str) -> str:
+    """The quoted, schema-qualified name of one of an activation's state relations."""
+    return f"{quote_ident(STATE_SCHEMA)}.{quote_ident(state_name(kind, activation))}"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from azexport_assets.delta.spec import (
     KINDS,
     DeltaSpec,
+    baseline_name,
     quote_ident,
     quote_literal,
     quote_table,
@@ -117,6 +118,18 @@ def apply_changes(activation: str, keys: Sequence[str], stored: Sequence[str]) -
         f"WHERE ch.kind IN ('updated', 'removed') AND {match}",
         f"INSERT INTO {baseline} ({names}) SELECT {names} FROM {changes} "
         "WHERE kind IN ('added', 'updated')",
+    ]
+
+
+def compact_baseline(activation: str) -> list[str]:
+    """Rewrite the baseline: DuckDB keeps deleted rows of partly deleted row groups, so a
+    baseline maintained by deltas grows and scans slower until it is rewritten."""
+    baseline = state_table("baseline", activation)
+    compacted = state_table("compacted", activation)
+    return [
+        f"CREATE TABLE {compacted} AS SELECT * FROM {baseline}",
+        f"DROP TABLE {baseline}",
+        f"ALTER TABLE {compacted} RENAME TO {quote_ident(baseline_name(activation))}",
     ]
 
 

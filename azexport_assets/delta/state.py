@@ -40,6 +40,7 @@ _COLUMNS = {
     "current_rows": "BIGINT",
     "compared_rows": "BIGINT",  # baseline rows the change set was computed against
     "committed": "BOOLEAN",
+    "dead_rows": "BIGINT",  # baseline rows deleted by deltas since its last rewrite
     "reset_at": "TIMESTAMP",  # UTC; set by reset_baseline so the next full run says 'resync'
 }
 
