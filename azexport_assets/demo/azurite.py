@@ -6,7 +6,6 @@ free loopback port and stores blobs in a temporary folder (no in-memory size cap
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -15,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import IO
 
 # Azurite's well-known development account (public, documented by Microsoft).
 DEV_ACCOUNT = "devstoreaccount1"
@@ -70,15 +70,8 @@ class Azurite:
             shutil.rmtree(self.location, ignore_errors=True)
 
 
-def start_azurite(
-    port: int | None = None, location: Path | None = None, timeout: float = 30.0
-) -> Azurite:
-    """Start Azurite on 127.0.0.1 and wait until it accepts connections."""
-    port = port or free_port()
-    owns = location is None
-    location = Path(location or tempfile.mkdtemp(prefix="azurite-"))
-    log = open(location / "azurite.log", "ab")  # noqa: SIM115 - handed to the child process
-    process = subprocess.Popen(
+def _spawn(port: int, location: Path, log: IO[bytes]) -> subprocess.Popen:
+    return subprocess.Popen(
         [
             str(azurite_binary()),
             "--blobHost", "127.0.0.1",
@@ -91,8 +84,19 @@ def start_azurite(
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
-        env={**os.environ},
     )  # fmt: skip
+
+
+def start_azurite(
+    port: int | None = None, location: Path | None = None, timeout: float = 30.0
+) -> Azurite:
+    """Start Azurite on 127.0.0.1 and wait until it accepts connections."""
+    port = port or free_port()
+    owns = location is None
+    location = Path(location or tempfile.mkdtemp(prefix="azurite-"))
+    location.mkdir(parents=True, exist_ok=True)
+    with open(location / "azurite.log", "ab") as log:  # the child keeps its own handle
+        process = _spawn(port, location, log)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
