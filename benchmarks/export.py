@@ -117,9 +117,8 @@ def run(rows: int, formats: tuple[str, ...] = FORMATS) -> list[dict]:
             BlobServiceClient.from_connection_string(azurite.connection_string).create_container(
                 CONTAINER
             )
-            ours = {
-                fmt: _measure_in_subprocess("ours", fmt, db, azurite.account_url) for fmt in formats
-            }
+            url = azurite.account_url
+            ours = {fmt: _measure_in_subprocess("ours", fmt, db, url) for fmt in formats}
             for fmt in formats:
                 if fmt in COPY_OPTIONS:
                     base = _measure_in_subprocess("baseline", fmt, db, url)
