@@ -32,12 +32,14 @@ def field_expr(col: Column, delimiter: str) -> str:
     text = text_expr(col)
     if col.text_is_plain and delimiter not in _PLAIN_CHARS:
         return f"coalesce({text}, '')"
-    escaped = "\\" + delimiter if delimiter in "\\]^-[" else delimiter
-    special = "[" + escaped.replace("'", "''") + '"\\r\\n]'
+    # A chain of contains() is about twice as fast as one regexp_matches() on short values.
+    needs_quotes = " OR ".join(
+        f"contains({text}, {c})" for c in (quote_literal(delimiter), "'\"'", "chr(13)", "chr(10)")
+    )
     return (
         f"CASE WHEN {text} IS NULL THEN '' "
         f"WHEN {text} = '' THEN '\"\"' "
-        f"WHEN regexp_matches({text}, '{special}') "
+        f"WHEN {needs_quotes} "
         f"THEN '\"' || replace({text}, '\"', '\"\"') || '\"' "
         f"ELSE {text} END"
     )
@@ -46,7 +48,8 @@ def field_expr(col: Column, delimiter: str) -> str:
 def csv_rows(query: str, columns: list[Column], delimiter: str, header: bool) -> RowText:
     """The `RowText` of a CSV file: one `line` per row, ending with `\\n`."""
     sep = quote_literal(delimiter)
-    fields = f" || {sep} || ".join(field_expr(c, delimiter) for c in columns)
-    sql = f"SELECT {fields} || chr(10) AS line FROM ({strip_query(query)}) AS _q"
+    fields = f", {sep}, ".join(field_expr(c, delimiter) for c in columns)
+    # concat() of many arguments is twice as fast as a chain of `||`; no field is NULL.
+    sql = f"SELECT concat({fields}, chr(10)) AS line FROM ({strip_query(query)}) AS _q"
     head = header_line(columns, delimiter).encode() if header else b""
     return RowText(sql=sql, head=head, tail=b"")

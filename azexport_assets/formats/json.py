@@ -40,28 +40,26 @@ def value_expr(col: Column) -> str:
     return f"coalesce({value}, 'null')"
 
 
-def object_expr(columns: list[Column]) -> str:
-    """SQL for one row as a JSON object."""
+def object_parts(columns: list[Column]) -> list[str]:
+    """SQL parts whose concatenation is one row as a JSON object (none is NULL)."""
     parts = []
     for i, col in enumerate(columns):
         key = json.dumps(col.name, ensure_ascii=False) + ":"
         parts.append(quote_literal(("{" if i == 0 else ",") + key))
         parts.append(value_expr(col))
-    parts.append("'}'")
-    return " || ".join(parts) if columns else "'{}'"
+    parts.append("'}'" if columns else "'{}'")
+    return parts
 
 
 def json_rows(query: str, columns: list[Column], style: str) -> RowText:
     """The `RowText` of a JSON array file or an NDJSON file."""
-    obj = object_expr(columns)
+    parts = object_parts(columns)
     source = f"FROM ({strip_query(query)}) AS _q"
+    # concat() of many arguments is twice as fast as a chain of `||`.
     if style == "lines":
-        return RowText(sql=f"SELECT {obj} || chr(10) AS line {source}", head=b"", tail=b"")
+        sql = f"SELECT concat({', '.join(parts)}, chr(10)) AS line {source}"
+        return RowText(sql=sql, head=b"", tail=b"")
     # Each item carries its separator in front (",\n{...}"); the writer drops the ','
     # of the first item of each part, so every part is `[` + items + `\n]\n`.
-    return RowText(
-        sql=f"SELECT ',' || chr(10) || {obj} AS line {source}",
-        head=b"[",
-        tail=b"\n]\n",
-        lead=1,
-    )
+    sql = f"SELECT concat(',', chr(10), {', '.join(parts)}) AS line {source}"
+    return RowText(sql=sql, head=b"[", tail=b"\n]\n", lead=1)

@@ -20,51 +20,58 @@ from azexport_assets.formats.text import RowText
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
 FORBIDDEN = "[\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x{FFFE}\\x{FFFF}]"
 _ESCAPES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ('"', "&quot;"), ("'", "&apos;"))
+# Characters that trigger escaping of a value (CR: parsers would turn a raw CR into LF).
+_SPECIAL = ("'&'", "'<'", "'>'", "'\"'", "''''", "chr(13)")
 
 
 def _escape(expr: str) -> str:
+    """SQL escaping a non-NULL text value for element content."""
     escaped = expr
     for char, entity in _ESCAPES:
         escaped = f"replace({escaped}, {quote_literal(char)}, {quote_literal(entity)})"
     escaped = f"replace({escaped}, chr(13), '&#13;')"
-    return f"CASE WHEN regexp_matches({expr}, '[&<>\"''\\r]') THEN {escaped} ELSE {expr} END"
-
-
-def _cleaned(expr: str) -> str:
-    return (
-        f"CASE WHEN regexp_matches({expr}, '{FORBIDDEN}') "
-        f"THEN regexp_replace({expr}, '{FORBIDDEN}', '', 'g') ELSE {expr} END"
-    )
+    # A chain of contains() is about twice as fast as one regexp_matches() on short values.
+    special = " OR ".join(f"contains({expr}, {c})" for c in _SPECIAL)
+    return f"CASE WHEN {special} THEN {escaped} ELSE {expr} END"
 
 
 def xml_rows(
     query: str, columns: list[Column], elements: list[str], root: str, row: str
 ) -> RowText:
-    """The `RowText` of an XML file; `line` is one `<row>…</row>\\n`, `removed` a count."""
-    # Inner query: each value as cleaned text (_vN) and, where cleaning can remove characters,
-    # its original length (_nN). Only these aliases leave it, so the outer query cannot
-    # confuse them with the user's column names.
-    inner, outer, removed = [], [quote_literal(f"<{row}>")], []
+    """The `RowText` of an XML file; `line` is one `<row>…</row>\\n`, `removed` a count.
+
+    Three projections, so that each value's text is computed once: (1) the text `_tN` and,
+    for values that can hold any character, whether it has forbidden ones (`_bN`); (2) the
+    cleaned text `_vN` and the count removed `_rN` (only computed where `_bN`); (3) the row.
+    Only these aliases leave each subquery, so user column names cannot shadow them.
+    """
+    texts, cleaned, removed = [], [], []
+    parts = [quote_literal(f"<{row}>")]
     for i, (col, element) in enumerate(zip(columns, elements, strict=True)):
-        value, length = f"_v{i}", f"_n{i}"
-        text = text_expr(col)
-        if col.text_is_plain:
-            inner.append(f"{text} AS {value}")
-            rendered = value
+        t, b, v = f"_t{i}", f"_b{i}", f"_v{i}"
+        texts.append(f"{text_expr(col)} AS {t}")
+        if col.text_is_plain:  # digits, dates, true/false: nothing to clean or escape
+            cleaned.append(f"{t} AS {v}")
+            rendered = v
         else:
-            inner.append(f"{_cleaned(text)} AS {value}")
-            inner.append(f"length({text}) AS {length}")
-            removed.append(f"coalesce({length} - length({value}), 0)")
-            rendered = _escape(value)
+            texts.append(f"regexp_matches({t}, '{FORBIDDEN}') AS {b}")
+            strip = f"regexp_replace({t}, '{FORBIDDEN}', '', 'g')"
+            cleaned.append(f"CASE WHEN {b} THEN {strip} ELSE {t} END AS {v}")
+            cleaned.append(f"CASE WHEN {b} THEN length({t}) - length({strip}) ELSE 0 END AS _r{i}")
+            removed.append(f"_r{i}")
+            rendered = _escape(v)
         nil = quote_literal(f'<{element} xsi:nil="true"/>')
         open_tag, close_tag = quote_literal(f"<{element}>"), quote_literal(f"</{element}>")
-        outer.append(
-            f"CASE WHEN {value} IS NULL THEN {nil} ELSE {open_tag} || {rendered} || {close_tag} END"
+        # concat() of many arguments is twice as fast as a chain of `||`; no part is NULL.
+        parts.append(
+            f"CASE WHEN {v} IS NULL THEN {nil} ELSE concat({open_tag}, {rendered}, {close_tag}) END"
         )
-    outer.append(quote_literal(f"</{row}>") + " || chr(10)")
+    parts.append(quote_literal(f"</{row}>\n"))
+    step1 = f"SELECT {', '.join(texts)} FROM ({strip_query(query)}) AS _q"
+    step2 = f"SELECT {', '.join(cleaned)} FROM ({step1}) AS _s1"
     sql = (
-        f"SELECT {' || '.join(outer)} AS line, {' + '.join(removed) or '0'} AS removed "
-        f"FROM (SELECT {', '.join(inner)} FROM ({strip_query(query)}) AS _q) AS _r"
+        f"SELECT concat({', '.join(parts)}) AS line, {' + '.join(removed) or '0'} AS removed "
+        f"FROM ({step2}) AS _s2"
     )
     head = f'<?xml version="1.0" encoding="UTF-8"?>\n<{root} xmlns:xsi="{XSI}">\n'
     return RowText(sql=sql, head=head.encode(), tail=f"</{root}>\n".encode(), counts_removed=True)
