@@ -122,6 +122,10 @@ class Warehouse:
         ):
             con = duckdb.connect(str(self.path))
             try:
+                memory_limit = os.environ.get("AZEXPORT_DUCKDB_MEMORY_LIMIT")
+                if memory_limit:
+                    # Past the limit DuckDB spills to <warehouse>.tmp/ instead of failing.
+                    con.execute("SET memory_limit = ?", [memory_limit])
                 if sources:
                     attach_sources(con, sources, self.project_root)
                 yield con

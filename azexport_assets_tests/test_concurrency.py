@@ -139,3 +139,11 @@ def test_path_defaults(monkeypatch, tmp_path):
     assert Warehouse(project_root=tmp_path).path == Path(".azexport/warehouse.duckdb")
     monkeypatch.setenv("AZEXPORT_WAREHOUSE", str(tmp_path / "x.duckdb"))
     assert Warehouse(project_root=tmp_path).path == tmp_path / "x.duckdb"
+
+
+def test_memory_limit_from_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("AZEXPORT_DUCKDB_MEMORY_LIMIT", "512MB")
+    warehouse = Warehouse(path=tmp_path / "w.duckdb", project_root=tmp_path)
+    with warehouse.connect() as con:
+        (limit,) = con.execute("SELECT current_setting('memory_limit')").fetchall()[0]
+    assert limit == "488.2 MiB"
