@@ -536,3 +536,13 @@ def test_delta_commits_rewrite_the_baseline_once_deletions_pile_up(con):
     assert engine.COMPACT_AFTER_DEAD_RATIO == 0.25
     con.execute("UPDATE segments.vip SET city = 'z' WHERE id = 99")
     assert counts(run(con, spec, "r4")) == (0, 1, 0, 82)
+
+
+def test_load_change_set_refuses_a_change_set_of_another_mapping(con):
+    spec = make_spec()
+    change = run(con, spec, "r1")
+    assert load_change_set(con, spec.activation, spec) == load_change_set(con, spec.activation)
+    assert load_change_set(con, spec.activation, spec).delta_id == change.delta_id
+    reordered = make_spec(columns=(("id", "ID"), ("city", "City"), ("name", "Name")))
+    with pytest.raises(ValueError, match="run the delta again"):
+        load_change_set(con, spec.activation, reordered)

@@ -233,14 +233,45 @@ def _change_from_row(activation: str, row: dict[str, Any]) -> ChangeSet:
     )
 
 
-def load_change_set(con: duckdb.DuckDBPyConnection, activation: str) -> ChangeSet | None:
-    """The last computed change set (committed or not), or None if there is none to export."""
+def _mapping_of(detail: dict[str, Any]) -> tuple:
+    """The parts of a fingerprint's JSON that decide how change rows are read (not types)."""
+    return (
+        detail["run_type"],
+        detail["sync_mode"],
+        tuple(k for k, _ in detail["primary_key"]),
+        tuple((src, dest) for src, dest, _ in detail["columns"]),
+    )
+
+
+def load_change_set(
+    con: duckdb.DuckDBPyConnection, activation: str, spec: DeltaSpec | None = None
+) -> ChangeSet | None:
+    """The last computed change set (committed or not), or None if there is none to export.
+
+    Pass `spec` to make sure it can be read with `change_rows_query(spec, ...)`: if the change
+    set was computed for another key, mapping or mode (the configuration changed since), a
+    ValueError says to run the delta again instead of exporting columns under wrong names.
+    """
     check_activation(activation)
     row = state.read(con, activation)
     if not row or row.get("pending_delta_id") is None:
         return None
     if state.relation_kind(con, state_name("changes", activation)) is None:
         return None
+    if spec is not None:
+        stored = json.loads(row["pending_columns"])
+        wanted = (
+            spec.run_type,
+            spec.sync_mode,
+            spec.primary_key,
+            tuple(tuple(pair) for pair in spec.columns),
+        )
+        if _mapping_of(stored) != wanted:
+            raise ValueError(
+                f"activation {activation!r}: the last change set ({row['pending_delta_id']}) "
+                "was computed for another key, mapping or sync mode; run the delta again "
+                "before exporting"
+            )
     return _change_from_row(activation, row)
 
 
