@@ -669,3 +669,18 @@ def test_no_split_when_output_fits(many, tmp_path: Path) -> None:
     for spec in (FormatSpec("csv"), FormatSpec("parquet")):
         result = export(many, spec, tmp_path / spec.format, limit=10**9)
         assert len(result.files) == 1 and result.files[0].rows == 20_000
+
+
+def test_parquet_split_with_a_column_named_file_row_number(many, tmp_path: Path) -> None:
+    """That name would clash with DuckDB's row-range filter: the pyarrow splitter takes over."""
+    query = 'SELECT id AS file_row_number, "text value", amount, ts FROM hard ORDER BY id'
+    whole = export(many, FormatSpec("parquet"), tmp_path / "whole", query)
+    limit = max(4096, whole.files[0].bytes // 4)
+    result = export(many, FormatSpec("parquet"), tmp_path / "parts", query, limit)
+    assert len(result.files) >= 3
+    assert all(f.bytes <= limit for f in result.files)
+    tables = [pq.read_table(f.path) for f in result.files]
+    assert [t.num_rows for t in tables] == [f.rows for f in result.files]
+    joined = [row for t in tables for row in t.to_pylist()]
+    assert joined == pq.read_table(whole.files[0].path).to_pylist()
+    assert all(t.schema.field("ts").type == tables[0].schema.field("ts").type for t in tables)

@@ -82,11 +82,18 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU of this process, DuckDB's threads included."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _child(db: str, case: str, which: str, out: str) -> dict:
     """One measurement, in this (fresh) process."""
     spec, limit, copy_options, _ = CASES[case]
     con = duckdb.connect(db, read_only=True)
     out_dir = Path(out)
+    cpu = _cpu_seconds()
     started = time.perf_counter()
     if which == "ours":
         result = write_export(con, QUERY, spec, out_dir, max_file_size=limit)
@@ -96,7 +103,8 @@ def _child(db: str, case: str, which: str, out: str) -> dict:
         con.execute(f"COPY ({QUERY}) TO '{target}' ({copy_options})")
         files, size = 1, target.stat().st_size
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "bytes": size, "files": files, "rss_mb": _peak_rss_mb()}
+    cpu = _cpu_seconds() - cpu
+    return {"seconds": seconds, "cpu": cpu, "bytes": size, "files": files, "rss_mb": _peak_rss_mb()}
 
 
 def _measure(db: Path, case: str, which: str) -> dict:
@@ -140,6 +148,9 @@ def run(rows: int = 1_000_000, only: list[str] | None = None) -> list[dict]:
                     "baseline": base_name,
                     "baseline_s": round(base["seconds"], 2),
                     "ratio": round(ours["seconds"] / base["seconds"], 2),
+                    "ours_cpu_s": round(ours["cpu"], 2),
+                    "baseline_cpu_s": round(base["cpu"], 2),
+                    "cpu_ratio": round(ours["cpu"] / base["cpu"], 2),
                     "ours_mb": round(ours["bytes"] / MB, 1),
                     "baseline_mb": round(base["bytes"] / MB, 1),
                     "ours_rss_mb": round(ours["rss_mb"]),
@@ -154,14 +165,16 @@ def run(rows: int = 1_000_000, only: list[str] | None = None) -> list[dict]:
 def format_table(results: list[dict]) -> str:
     """A Markdown table of `run`'s results."""
     lines = [
-        "| case | rows | files | ours s | baseline | baseline s | ratio | ours MB | baseline MB "
-        "| ours peak RSS MB | baseline peak RSS MB |",
-        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| case | rows | files | baseline | ours s | baseline s | ratio | ours CPU s "
+        "| baseline CPU s | CPU ratio | ours MB | baseline MB | ours peak RSS MB "
+        "| baseline peak RSS MB |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
-            f"| {r['case']} | {r['rows']:,} | {r['files']} | {r['ours_s']} | {r['baseline']} "
-            f"| {r['baseline_s']} | {r['ratio']} | {r['ours_mb']} | {r['baseline_mb']} "
+            f"| {r['case']} | {r['rows']:,} | {r['files']} | {r['baseline']} | {r['ours_s']} "
+            f"| {r['baseline_s']} | {r['ratio']} | {r['ours_cpu_s']} | {r['baseline_cpu_s']} "
+            f"| {r['cpu_ratio']} | {r['ours_mb']} | {r['baseline_mb']} "
             f"| {r['ours_rss_mb']} | {r['baseline_rss_mb']} |"
         )
     return "\n".join(lines)
