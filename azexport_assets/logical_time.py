@@ -44,7 +44,8 @@ def logical_time(context: dg.AssetExecutionContext) -> datetime:
     pinned = from_tags(run.tags)
     if pinned:
         return pinned
-    root_id = run.tags.get(ROOT_RUN_TAG) or run.run_id
+    # Dagster records re-executions in DagsterRun.root_run_id; the tag is a fallback.
+    root_id = run.root_run_id or run.tags.get(ROOT_RUN_TAG) or run.run_id
     root = context.instance.get_run_by_id(root_id) if root_id != run.run_id else run
     if root is not None and root is not run:
         pinned = from_tags(root.tags)

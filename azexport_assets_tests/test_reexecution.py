@@ -1,0 +1,104 @@
+"""Dagster's own "re-execute from failure": same logical time, same blob names, no lost change.
+
+The run goes through `dg.execute_job` on a persistent instance (multiprocess executor: every
+step in its own process), the upload fails behind a fault-injecting proxy, and the
+re-execution created by Dagster (not by us setting tags) finishes the job.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import textwrap
+
+import dagster as dg
+import duckdb
+from dagster._core.definitions.reconstruct import ReconstructableJob
+
+from azexport_assets.delta import baseline_info
+from azexport_assets_tests.fault_proxy import FaultProxy
+from azexport_assets_tests.project_kit import URL_ENV, ProjectKit
+
+DEFS = """
+models:
+  people:
+    sql: SELECT * FROM src.people
+    primary_key: id
+activations:
+  people_diff:
+    source: people
+    destination: lake
+    file_name: diff/{YYYY}{MM}{DD}_{HH}{mm}{ss}
+    run_type: full_then_delta
+    sync_mode: difference
+    manifest: true
+"""
+
+ENTRY = """
+from pathlib import Path
+
+from azexport_assets.components.build import project_definitions
+
+ROOT = Path(__file__).parent
+
+
+def activation_job():
+    return project_definitions(ROOT / "defs", ROOT).resolve_job_def("activate_people_diff")
+"""
+
+
+def rows(kit: ProjectKit, name: str) -> list[int]:
+    return sorted(int(r["id"]) for r in csv.DictReader(io.StringIO(kit.download(name).decode())))
+
+
+def test_reexecute_from_failure_rewrites_the_same_names(
+    tmp_path, azurite, container, sas_token, monkeypatch
+):
+    kit = ProjectKit.create(tmp_path, azurite, container, sas_token, monkeypatch)
+    kit.source_sql("CREATE TABLE people AS SELECT range AS id, 'n' || range AS name FROM range(5)")
+    kit.write_defs(DEFS)
+    (kit.root / "reexec_entry.py").write_text(textwrap.dedent(ENTRY))
+    # Loaded from its file in every step process, as a code location would be.
+    job = ReconstructableJob.for_file(str(kit.root / "reexec_entry.py"), "activation_job")
+    (tmp_path / "home").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
+        first = dg.execute_job(job, instance=instance)
+        assert first.success
+
+        kit.source_sql("INSERT INTO people VALUES (10, 'new')", "DELETE FROM people WHERE id = 0")
+        with FaultProxy(target_port=azurite.port) as proxy:
+            monkeypatch.setenv(URL_ENV, proxy.account_url)
+            proxy.fail(method="PUT", path_contains="_removed", status=500, times=None)
+            failed = dg.execute_job(job, instance=instance)
+            assert not failed.success
+            names_after_failure = kit.blob_names()
+            proxy.clear()
+            retry = dg.execute_job(
+                job,
+                instance=instance,
+                reexecution_options=dg.ReexecutionOptions.from_failure(failed.run_id, instance),
+            )
+        monkeypatch.setenv(URL_ENV, azurite.account_url)
+        assert retry.success
+        retry_run = instance.get_run_by_id(retry.run_id)
+        assert retry_run.root_run_id == failed.run_id
+        # Only the failed step ran again: the change set of the failed run was exported.
+        assert {e.step_key for e in retry.all_events if e.event_type_value == "STEP_SUCCESS"} == {
+            "activations__people_diff__export"
+        }
+
+    new_names = [n for n in kit.blob_names() if n not in names_after_failure]
+    stems = {n.rsplit("_", 1)[0] for n in new_names}
+    assert len(stems) == 1, new_names
+    (stem,) = stems
+    # The failed run had committed `_added` under the same logical time: the retry rewrote it.
+    assert f"{stem}_added.csv" in names_after_failure
+    assert rows(kit, f"{stem}_added.csv") == [10]
+    assert rows(kit, f"{stem}_removed.csv") == [0]
+    assert f"{stem}_manifest.json" in kit.blob_names()
+
+    con = duckdb.connect(str(kit.warehouse_path), read_only=True)
+    try:
+        assert baseline_info(con, "people_diff")["delta_id"] == failed.run_id
+    finally:
+        con.close()
