@@ -10,6 +10,6 @@ from azexport_assets.resources import WAREHOUSE_KEY, WarehouseResource
 @dg.definitions
 def defs() -> dg.Definitions:
     return dg.Definitions.merge(
-        dg.load_from_defs_folder(project_root=Path(__file__).parent.parent),
+        dg.load_from_defs_folder(path_within_project=Path(__file__).parent),
         dg.Definitions(resources={WAREHOUSE_KEY: WarehouseResource()}),
     )
