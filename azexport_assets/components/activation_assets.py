@@ -299,8 +299,11 @@ def export_asset(project: Project, name: str) -> dg.AssetsDefinition:
             except StorageError as error:
                 raise dg.Failure(f"activation '{name}': {error}") from None
             with warehouse.connect(holder=f"run {context.run.run_id[:8]} {name}/export") as con:
-                change = load_change_set(con, name)
                 saved = _load_spec(con, name)
+                try:
+                    change = load_change_set(con, name, saved[1]) if saved else None
+                except ValueError as error:  # the change set belongs to another mapping
+                    raise dg.Failure(f"activation '{name}': {error}") from None
                 if change is None or saved is None:
                     raise dg.Failure(
                         f"activation '{name}' has no change set yet: materialize "
