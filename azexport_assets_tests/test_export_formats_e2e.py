@@ -175,8 +175,7 @@ def test_size_limit_splits_into_complete_parts_with_manifest(kit: ProjectKit, fm
     rows: list[dict] = []
     downloads = {name: kit.download(name) for name in parts}
     for name, data in downloads.items():
-        if fmt != "parquet":  # Parquet row groups can't be cut mid-group; see docs/formats.md
-            assert len(data) <= limit, (name, len(data))
+        assert len(data) <= limit, (name, len(data))  # the limit is hard
         rows += parse(name, data)  # every part parses on its own
     assert sorted(rows, key=lambda r: int(r["id"])) == expected_rows(kit)
 
