@@ -159,7 +159,7 @@ def test_every_format_round_trips(kit: ProjectKit, options: str, blob: str):
 
 @pytest.mark.parametrize("fmt", ["csv", "json", "xml", "parquet"])
 def test_size_limit_splits_into_complete_parts_with_manifest(kit: ProjectKit, fmt: str):
-    limit = 12_000 if fmt == "parquet" else 40_000  # Parquet is far smaller for the same rows
+    limit = 7_000 if fmt == "parquet" else 40_000  # Parquet is far smaller for the same rows
     options = f"        format: {fmt}\n        max_file_size: {limit}\n        manifest: true"
     kit.write_defs(activation_yaml("items_parts", options))
     result = kit.run("items_parts", logical_time=LOGICAL)
