@@ -32,7 +32,7 @@ type: azexport_assets.components.AzureExport
 attributes:
   sources:
     src: {{duckdb: src.duckdb}}
-  destinations:
+{extra_sources}  destinations:
     lake:
       account_url: {{env: {url_env}}}
       container: {container}
@@ -87,10 +87,14 @@ class ProjectKit:
         finally:
             con.close()
 
-    def write_defs(self, body: str, folder: str = "main") -> Path:
-        """Write defs/<folder>/defs.yaml: the shared header plus `body` (models, activations)."""
+    def write_defs(self, body: str, folder: str = "main", extra_sources: str = "") -> Path:
+        """Write defs/<folder>/defs.yaml: the shared header plus `body` (models, activations);
+        `extra_sources` are YAML lines like 'visits: {parquet: visits/*.parquet}'."""
         header = HEADER.format(
-            url_env=URL_ENV, sas_env=SAS_ENV, container=self.container.container_name
+            url_env=URL_ENV,
+            sas_env=SAS_ENV,
+            container=self.container.container_name,
+            extra_sources="".join(f"    {line}\n" for line in extra_sources.splitlines() if line),
         )
         path = self.root / "defs" / folder / "defs.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ import dagster as dg
 from azexport_assets.components.activation_assets import delta_asset, export_asset
 from azexport_assets.components.jobs import activation_job, activation_schedule
 from azexport_assets.components.model_assets import model_asset, segment_asset, source_table_specs
+from azexport_assets.components.sensors import source_change_sensor
 from azexport_assets.introspect import ProjectShape, describe_project
 from azexport_assets.project import Project, load_project
 from azexport_assets.resources import (
@@ -42,17 +43,22 @@ def build_definitions(
     assets += [segment_asset(project, s) for s in segments]
     jobs: list[Any] = []
     schedules = []
+    sensors = []
     for name in activations:
         assets += [delta_asset(project, name), export_asset(project, name)]
         jobs.append(activation_job(project, shape, name))
         schedule = activation_schedule(project, name, jobs[-1])
         if schedule:
             schedules.append(schedule)
+        if project.activations[name].trigger == "on_change":
+            sensors.append(source_change_sensor(project, shape, name, jobs[-1]))
     resources = {
         destination_resource_key(d): destination_resource(project.destinations[d])
         for d in declared("destinations")
     }
-    return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, resources=resources)
+    return dg.Definitions(
+        assets=assets, jobs=jobs, schedules=schedules, sensors=sensors, resources=resources
+    )
 
 
 def project_definitions(
