@@ -253,7 +253,9 @@ class WarningsConfig(_Strict):
     max_change_ratio: float | None = Field(None, ge=0, le=1)
     sas_expiry_days: int | None = Field(None, ge=0)
     webhook_url_env: str | None = Field(
-        None, description="Environment variable holding a webhook URL that receives warnings."
+        None,
+        description="Environment variable holding a webhook URL that receives warnings.",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
     )
 
 

@@ -79,3 +79,48 @@ def test_warnings_pass_then_fire(tmp_path, azurite, container, sas_token, monkey
     kit.source_sql("INSERT INTO people VALUES (100, 'x')")
     third = checks(kit.run("watched", logical_time=datetime(2025, 4, 14, 3, tzinfo=timezone.utc)))
     assert third["min_rows"] == (False, {"rows": 1})
+
+
+def test_failed_warnings_are_posted_to_the_webhook_once(
+    tmp_path, azurite, container, sas_token, monkeypatch
+):
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        kit = ProjectKit.create(tmp_path, azurite, container, sas_token, monkeypatch)
+        monkeypatch.setenv(
+            "AZEXPORT_TEST_HOOK", f"http://127.0.0.1:{server.server_port}/hook?token=s3cret"
+        )
+        kit.source_sql(
+            "CREATE TABLE people AS SELECT range AS id, 'n' || range AS name FROM range(2)"
+        )
+        kit.write_defs(DEFS + "      webhook_url_env: AZEXPORT_TEST_HOOK\n")
+        result = kit.run("watched", logical_time=datetime(2025, 4, 14, 1, tzinfo=timezone.utc))
+        assert checks(result)["min_rows"][0] is False  # 2 rows < 3
+
+        sensor = kit.definitions().resolve_sensor_def("activate_watched_warnings")
+        tick = sensor.evaluate_tick(dg.build_sensor_context(instance=kit.instance))
+        assert len(received) == 1
+        assert received[0]["check"] == "min_rows" and received[0]["severity"] == "WARN"
+        assert received[0]["metadata"] == {"rows": 2} and received[0]["run_id"] == result.run_id
+        again = sensor.evaluate_tick(
+            dg.build_sensor_context(cursor=tick.cursor, instance=kit.instance)
+        )
+        assert len(received) == 1 and again.skip_message == "no new warnings"
+    finally:
+        server.shutdown()

@@ -178,7 +178,7 @@ def change_metadata(change: ChangeSet) -> dict:
 # --------------------------------------------------------------------------- export
 
 
-def _warning_specs(project: Project, name: str) -> list[dg.AssetCheckSpec]:
+def warning_specs(project: Project, name: str) -> list[dg.AssetCheckSpec]:
     activation = project.activations[name]
     warnings = activation.warnings
     key = export_key(name)
@@ -281,7 +281,7 @@ def export_asset(project: Project, name: str) -> dg.AssetsDefinition:
             "Writes the change set of the last delta, then advances the baseline."
         ),
         required_resource_keys={WAREHOUSE_KEY, storage_key},
-        check_specs=_warning_specs(project, name),
+        check_specs=warning_specs(project, name),
         tags={"azexport/activation": name},
     )
     def _export(context: dg.AssetExecutionContext) -> dg.MaterializeResult:

@@ -7,10 +7,10 @@ from typing import Any
 
 import dagster as dg
 
-from azexport_assets.components.activation_assets import delta_asset, export_asset
+from azexport_assets.components.activation_assets import delta_asset, export_asset, warning_specs
 from azexport_assets.components.jobs import activation_job, activation_schedule
 from azexport_assets.components.model_assets import model_asset, segment_asset, source_table_specs
-from azexport_assets.components.sensors import source_change_sensor
+from azexport_assets.components.sensors import source_change_sensor, warning_webhook_sensor
 from azexport_assets.introspect import ProjectShape, describe_project
 from azexport_assets.project import Project, load_project
 from azexport_assets.resources import (
@@ -52,6 +52,9 @@ def build_definitions(
             schedules.append(schedule)
         if project.activations[name].trigger == "on_change":
             sensors.append(source_change_sensor(project, shape, name, jobs[-1]))
+        if project.activations[name].warnings.webhook_url_env:
+            checks = [spec.name for spec in warning_specs(project, name)]
+            sensors.append(warning_webhook_sensor(project, name, checks))
     resources = {
         destination_resource_key(d): destination_resource(project.destinations[d])
         for d in declared("destinations")

@@ -13,8 +13,11 @@ import glob
 import hashlib
 import json
 import os
+import urllib.error
+import urllib.request
 
 import dagster as dg
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from azexport_assets.components.jobs import upstream_models
 from azexport_assets.introspect import ProjectShape
@@ -81,3 +84,76 @@ def source_change_sensor(
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(current, sort_keys=True))
 
     return _sensor
+
+
+def warning_webhook_sensor(
+    project: Project, activation: str, check_names: list[str]
+) -> dg.SensorDefinition:
+    """Posts every failed warning check of the activation's export to a webhook, once.
+
+    The URL is read from the environment variable named by `warnings.webhook_url_env` at
+    each evaluation (it often embeds a token: it is never logged). The cursor is the id of the
+    last delivered check evaluation; a delivery error fails the tick and leaves the cursor, so
+    the warning is sent again on the next tick.
+    """
+    url_env = project.activations[activation].warnings.webhook_url_env or ""
+    asset_key = dg.AssetKey(["activations", activation, "export"])
+
+    @dg.sensor(
+        name=f"activate_{activation}_warnings",
+        minimum_interval_seconds=MINIMUM_INTERVAL_SECONDS,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Sends failed warning checks of `{activation}` to the webhook in ${url_env}.",
+    )
+    def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+        seen = int(context.cursor or 0)
+        failed = []
+        for check in check_names:
+            records = context.instance.event_log_storage.get_asset_check_execution_history(
+                dg.AssetCheckKey(asset_key, check),
+                limit=100,
+                status={AssetCheckExecutionRecordStatus.FAILED},
+            )
+            failed += [r for r in records if r.id > seen and r.event is not None]
+        if not failed:
+            return dg.SkipReason("no new warnings")
+        url = os.environ.get(url_env)
+        if not url:
+            return dg.SkipReason(f"{len(failed)} warning(s) to send, but ${url_env} is not set")
+        for record in sorted(failed, key=lambda r: r.id):
+            post_json(url, warning_payload(activation, record))
+        return dg.SensorResult(cursor=str(max(r.id for r in failed)))
+
+    return _sensor
+
+
+def warning_payload(activation: str, record) -> dict:
+    evaluation = record.event.dagster_event.event_specific_data
+    return {
+        "activation": activation,
+        "asset": record.key.asset_key.to_user_string(),
+        "check": record.key.name,
+        "severity": evaluation.severity.value,
+        "run_id": record.run_id,
+        "timestamp": record.create_timestamp,
+        "description": evaluation.description,
+        "metadata": {k: v.value for k, v in evaluation.metadata.items()},
+    }
+
+
+def post_json(url: str, payload: dict, timeout: float = 10.0) -> None:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(payload, default=str).encode("utf-8"),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            response.read()
+    except (urllib.error.URLError, OSError) as error:
+        # The URL may hold a token: name the variable, never the URL.
+        reason = getattr(error, "reason", None) or getattr(error, "code", None) or type(error)
+        raise dg.Failure(
+            f"webhook delivery failed ({reason}); check the URL in the variable"
+        ) from None
