@@ -112,11 +112,20 @@ def describe(con: duckdb.DuckDBPyConnection, query: str) -> list[Column]:
 
 
 def utc_timestamp(col: Column, ref: str | None = None) -> str:
-    """SQL for the column as a naive TIMESTAMP (microseconds) holding UTC wall time."""
+    """SQL for the column as a naive TIMESTAMP (microseconds) holding UTC wall time.
+
+    `make_timestamp(epoch_us(x))` maps an instant to UTC wall time without the ICU time zone
+    machinery (`timezone('UTC', x)` does the same, ~2x slower) and without the session zone.
+    """
     ref = ref or col.ref
     if col.is_timestamptz:
-        return f"timezone('UTC', {ref})"
+        return f"make_timestamp(epoch_us({ref}))"
     return f"CAST({ref} AS TIMESTAMP)"
+
+
+def utc_timestamptz(col: Column) -> str:
+    """SQL for a naive TIMESTAMP column (taken as UTC) as a TIMESTAMPTZ instant."""
+    return f"make_timestamptz(epoch_us(CAST({col.ref} AS TIMESTAMP)))"
 
 
 def text_expr(col: Column) -> str:

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from azexport_assets import naming
-from azexport_assets.formats.columns import Column, quote_literal, strip_query, utc_timestamp
+from azexport_assets.formats.columns import Column, quote_literal, strip_query, utc_timestamptz
 from azexport_assets.formats.spec import WrittenFile
 
 ROW_GROUP_ROWS = 122_880
@@ -56,7 +56,7 @@ def select_sql(query: str, columns: list[Column]) -> str:
     exprs = []
     for col in columns:
         if col.is_naive_timestamp:
-            exprs.append(f"timezone('UTC', {utc_timestamp(col)}) AS {col.ref}")
+            exprs.append(f"{utc_timestamptz(col)} AS {col.ref}")
         else:
             exprs.append(col.ref)
     return f"SELECT {', '.join(exprs)} FROM ({strip_query(query)}) AS _q"
