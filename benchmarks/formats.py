@@ -35,6 +35,7 @@ import duckdb
 from azexport_assets.formats import FormatSpec, write_export
 
 MB = 1_000_000
+MEMORY_LIMIT = "512MB"
 QUERY = "SELECT * FROM bench"  # no ORDER BY: a sort would dominate time and memory
 
 # name -> (our FormatSpec, max_file_size, baseline COPY options or None, reference name)
@@ -88,10 +89,12 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _child(db: str, case: str, which: str, out: str) -> dict:
+def _child(db: str, case: str, which: str, out: str, memory_limit: str) -> dict:
     """One measurement, in this (fresh) process."""
     spec, limit, copy_options, _ = CASES[case]
     con = duckdb.connect(db, read_only=True)
+    if memory_limit != "none":
+        con.execute(f"SET memory_limit = '{memory_limit}'")
     out_dir = Path(out)
     cpu = _cpu_seconds()
     started = time.perf_counter()
@@ -107,11 +110,11 @@ def _child(db: str, case: str, which: str, out: str) -> dict:
     return {"seconds": seconds, "cpu": cpu, "bytes": size, "files": files, "rss_mb": _peak_rss_mb()}
 
 
-def _measure(db: Path, case: str, which: str) -> dict:
+def _measure(db: Path, case: str, which: str, memory_limit: str) -> dict:
     out = Path(tempfile.mkdtemp(prefix="azexport-fmt-"))
     try:
         proc = subprocess.run(
-            [sys.executable, __file__, "--child", str(db), case, which, str(out)],
+            [sys.executable, __file__, "--child", str(db), case, which, str(out), memory_limit],
             check=True,
             capture_output=True,
             text=True,
@@ -121,8 +124,15 @@ def _measure(db: Path, case: str, which: str) -> dict:
         shutil.rmtree(out, ignore_errors=True)
 
 
-def run(rows: int = 1_000_000, only: list[str] | None = None) -> list[dict]:
-    """Measure every case (or `only` those) on `rows` rows; return one dict per case."""
+def run(
+    rows: int = 1_000_000, only: list[str] | None = None, memory_limit: str = MEMORY_LIMIT
+) -> list[dict]:
+    """Measure every case (or `only` those) on `rows` rows; return one dict per case.
+
+    `memory_limit` caps DuckDB's buffer pool in each measurement ("none": DuckDB's default,
+    80% of RAM); without a cap DuckDB keeps the blocks of the table it scanned cached, so peak
+    RSS grows with the table for any writer, ours and COPY alike.
+    """
     workdir = Path(tempfile.mkdtemp(prefix="azexport-fmt-bench-"))
     db = workdir / "bench.duckdb"
     try:
@@ -131,12 +141,12 @@ def run(rows: int = 1_000_000, only: list[str] | None = None) -> list[dict]:
         ours_by_case: dict[str, dict] = {}
         for case in only or list(CASES):
             _, limit, copy_options, reference = CASES[case]
-            ours = _measure(db, case, "ours")
+            ours = _measure(db, case, "ours", memory_limit)
             ours_by_case[case] = ours
             if copy_options:
-                base, base_name = _measure(db, case, "copy"), "DuckDB COPY"
+                base, base_name = _measure(db, case, "copy", memory_limit), "DuckDB COPY"
             else:
-                ref = ours_by_case.get(reference) or _measure(db, reference, "ours")
+                ref = ours_by_case.get(reference) or _measure(db, reference, "ours", memory_limit)
                 base, base_name = ref, f"our {reference}"
             results.append(
                 {
@@ -182,15 +192,22 @@ def format_table(results: list[dict]) -> str:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        print(json.dumps(_child(*sys.argv[2:6])))
+        print(json.dumps(_child(*sys.argv[2:7])))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--only", help="comma-separated cases, e.g. csv,xml")
+    parser.add_argument(
+        "--memory-limit", default=MEMORY_LIMIT, help="DuckDB memory_limit, or 'none'"
+    )
     args = parser.parse_args()
     only = args.only.split(",") if args.only else None
-    print(f"format benchmark: {args.rows:,} rows, {os.cpu_count()} CPUs", flush=True)
-    print(format_table(run(args.rows, only)))
+    print(
+        f"format benchmark: {args.rows:,} rows, {os.cpu_count()} CPUs, "
+        f"DuckDB memory_limit {args.memory_limit}",
+        flush=True,
+    )
+    print(format_table(run(args.rows, only, args.memory_limit)))
 
 
 if __name__ == "__main__":
