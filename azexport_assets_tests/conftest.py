@@ -35,3 +35,11 @@ def container(blob_service: BlobServiceClient) -> Iterator[ContainerClient]:
 @pytest.fixture
 def sas_token(azurite: Azurite, container: ContainerClient) -> str:
     return container_sas(azurite.account_url, container.container_name)
+
+
+@pytest.fixture
+def project(tmp_path, azurite, container, sas_token, monkeypatch):
+    """An empty throw-away azexport project wired to this test's container (see project_kit)."""
+    from azexport_assets_tests.project_kit import ProjectKit
+
+    return ProjectKit.create(tmp_path, azurite, container, sas_token, monkeypatch)

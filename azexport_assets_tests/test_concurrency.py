@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from azexport_assets.warehouse import Warehouse, WarehouseBusyError
-from azexport_assets_tests.project_kit import ProjectKit
 
 DEFS = """
 models:
@@ -48,10 +47,8 @@ defs = project_definitions(Path(__file__).parent / "defs", Path(__file__).parent
 """
 
 
-def test_two_jobs_launched_at_once_both_succeed(
-    tmp_path, azurite, container, sas_token, monkeypatch
-):
-    kit = ProjectKit.create(tmp_path, azurite, container, sas_token, monkeypatch)
+def test_two_jobs_launched_at_once_both_succeed(tmp_path, project, azurite, container, monkeypatch):
+    kit = project
     kit.source_sql(
         "CREATE TABLE people AS SELECT range AS id, 'p' || range AS name, "
         "CAST(range % 90 AS INTEGER) AS age FROM range(1, 50001)"

@@ -81,8 +81,8 @@ def mutate(kit: ProjectKit) -> None:
 
 
 @pytest.fixture
-def kit(tmp_path, azurite, container, sas_token, monkeypatch) -> ProjectKit:
-    kit = ProjectKit.create(tmp_path, azurite, container, sas_token, monkeypatch)
+def kit(project: ProjectKit) -> ProjectKit:
+    kit = project
     kit.source_sql(SOURCE)
     return kit
 

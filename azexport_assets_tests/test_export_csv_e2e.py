@@ -87,8 +87,8 @@ def expected_text(value) -> str:
 
 
 @pytest.fixture
-def kit(tmp_path, azurite, container, sas_token, monkeypatch) -> ProjectKit:
-    kit = ProjectKit.create(tmp_path, azurite, container, sas_token, monkeypatch)
+def kit(project: ProjectKit) -> ProjectKit:
+    kit = project
     kit.source_sql(HARD_ROWS)
     return kit
 

@@ -109,8 +109,8 @@ def expected_rows(kit: ProjectKit, where: str = "true") -> list[dict[str, str | 
 
 
 @pytest.fixture
-def kit(tmp_path, azurite, container, sas_token, monkeypatch) -> ProjectKit:
-    kit = ProjectKit.create(tmp_path, azurite, container, sas_token, monkeypatch)
+def kit(project: ProjectKit) -> ProjectKit:
+    kit = project
     kit.source_sql(SOURCE)
     return kit
 

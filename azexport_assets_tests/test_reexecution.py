@@ -52,9 +52,9 @@ def rows(kit: ProjectKit, name: str) -> list[int]:
 
 
 def test_reexecute_from_failure_rewrites_the_same_names(
-    tmp_path, azurite, container, sas_token, monkeypatch
+    tmp_path, project, azurite, container, monkeypatch
 ):
-    kit = ProjectKit.create(tmp_path, azurite, container, sas_token, monkeypatch)
+    kit = project
     kit.source_sql("CREATE TABLE people AS SELECT range AS id, 'n' || range AS name FROM range(5)")
     kit.write_defs(DEFS)
     (kit.root / "reexec_entry.py").write_text(textwrap.dedent(ENTRY))

@@ -8,8 +8,6 @@ import io
 import dagster as dg
 import duckdb
 
-from azexport_assets_tests.project_kit import ProjectKit
-
 DEFS = """
 models:
   people:
@@ -35,8 +33,8 @@ def evaluate(sensor: dg.SensorDefinition, cursor: str | None, instance) -> dg.Se
     return sensor.evaluate_tick(context)
 
 
-def test_source_change_starts_the_activation(tmp_path, azurite, container, sas_token, monkeypatch):
-    kit = ProjectKit.create(tmp_path, azurite, container, sas_token, monkeypatch)
+def test_source_change_starts_the_activation(project, azurite, container, monkeypatch):
+    kit = project
     kit.source_sql("CREATE TABLE people AS SELECT range AS id, 'p' || range AS name FROM range(3)")
     (kit.root / "visits").mkdir()
     duckdb.sql(f"COPY (SELECT 1 AS id, 5 AS visits) TO '{kit.root}/visits/a.parquet'")

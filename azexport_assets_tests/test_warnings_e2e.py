@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 
 from azexport_assets.demo.azurite import container_sas
-from azexport_assets_tests.project_kit import SAS_ENV, ProjectKit
+from azexport_assets_tests.project_kit import SAS_ENV
 
 DEFS = """
 models:
@@ -41,8 +41,8 @@ def checks(result: dg.ExecuteInProcessResult) -> dict[str, tuple[bool, dict]]:
     return found
 
 
-def test_warnings_pass_then_fire(tmp_path, azurite, container, sas_token, monkeypatch):
-    kit = ProjectKit.create(tmp_path, azurite, container, sas_token, monkeypatch)
+def test_warnings_pass_then_fire(project, azurite, container, monkeypatch):
+    kit = project
     kit.source_sql("CREATE TABLE people AS SELECT range AS id, 'n' || range AS name FROM range(10)")
     kit.write_defs(DEFS)
     first = checks(kit.run("watched", logical_time=datetime(2025, 4, 14, 1, tzinfo=timezone.utc)))
@@ -81,9 +81,7 @@ def test_warnings_pass_then_fire(tmp_path, azurite, container, sas_token, monkey
     assert third["min_rows"] == (False, {"rows": 1})
 
 
-def test_failed_warnings_are_posted_to_the_webhook_once(
-    tmp_path, azurite, container, sas_token, monkeypatch
-):
+def test_failed_warnings_are_posted_to_the_webhook_once(project, azurite, container, monkeypatch):
     import json
     import threading
     from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -102,7 +100,7 @@ def test_failed_warnings_are_posted_to_the_webhook_once(
     server = HTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        kit = ProjectKit.create(tmp_path, azurite, container, sas_token, monkeypatch)
+        kit = project
         monkeypatch.setenv(
             "AZEXPORT_TEST_HOOK", f"http://127.0.0.1:{server.server_port}/hook?token=s3cret"
         )
