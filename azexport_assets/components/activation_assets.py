@@ -374,6 +374,7 @@ def _export_metadata(
         metadata["skipped_empty"] = dg.MetadataValue.json(report.skipped)
     if report.manifest:
         metadata["manifest"] = report.manifest.name
+        metadata["manifest_bytes"] = report.manifest.bytes
     if report.stale_removed:
         metadata["stale_parts_removed"] = dg.MetadataValue.json(report.stale_removed)
     if report.stale_left:

@@ -9,7 +9,7 @@ import dagster as dg
 from azexport_assets.demo.environment import DEMO_CONTAINER, demo_environment
 
 
-def run_all_activations() -> list[tuple[str, str, int, int]]:
+def run_all_activations() -> list[tuple[str, str, int, int | None]]:
     from azexport_assets.definitions import defs
 
     definitions = defs()
@@ -31,19 +31,26 @@ def run_all_activations() -> list[tuple[str, str, int, int]]:
         for event in result.get_asset_materialization_events():
             metadata = event.event_specific_data.materialization.metadata
             if "blob_files" in metadata:
-                for blob in metadata["blob_files"].value:
+                blobs = metadata["blob_files"].value
+                if not blobs:
+                    print("  no changes since the last export: nothing written", flush=True)
+                for blob in blobs:
                     written.append((job_name, blob["name"], blob["bytes"], blob["rows"]))
+                if "manifest" in metadata:
+                    size = metadata["manifest_bytes"].value
+                    written.append((job_name, metadata["manifest"].value, size, None))
     return written
 
 
 def main() -> int:
-    with demo_environment() as env:
+    with demo_environment(simulate=True) as env:
         print(f"Azure Blob Storage: {env['account_url']} (container {DEMO_CONTAINER})")
         written = run_all_activations()
     width = max([len(n) for _, n, _, _ in written] + [4])
     print(f"\n{'blob':<{width}}  {'bytes':>12}  {'rows':>8}")
     for _, name, size, rows in written:
-        print(f"{name:<{width}}  {size:>12,}  {rows:>8,}")
+        shown = "-" if rows is None else f"{rows:,}"
+        print(f"{name:<{width}}  {size:>12,}  {shown:>8}")
     print(
         "\nOpen the Dagster UI on the same setup (warehouse, run history, Azurite data):\n"
         "    make ui      # then browse http://127.0.0.1:3000 -> Assets -> Lineage"

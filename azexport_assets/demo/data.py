@@ -65,3 +65,27 @@ def generate(folder: Path, rows: int = 100_000) -> dict[str, Path]:
     finally:
         con.close()
     return {"crm": crm, "orders": orders}
+
+
+def simulate_changes(folder: Path, round_number: int) -> dict[str, int]:
+    """A day in the CRM: some customers change e-mail, some sign up, some leave.
+    Deterministic per round, so every `make demo` after the first has deltas to export."""
+    con = duckdb.connect(str(folder / "crm.duckdb"))
+    try:
+        start = con.execute("SELECT max(customer_id) FROM customers").fetchall()[0][0]
+        r = round_number
+        updated = con.execute(
+            f"UPDATE customers SET email = 'moved{r}.' || email WHERE customer_id % 200 = {r % 200}"
+        ).fetchall()[0][0]
+        inserted = con.execute(
+            f"""INSERT INTO customers
+            SELECT {start} + i, 'New', 'Customer ' || i, 'new{r}_' || i || '@example.com', NULL,
+                   30, true, 0, current_date, current_localtimestamp(), 'FR', NULL
+            FROM range(1, 101) AS t(i)"""
+        ).fetchall()[0][0]
+        deleted = con.execute(
+            f"DELETE FROM customers WHERE customer_id % 1000 = {(r * 7) % 1000}"
+        ).fetchall()[0][0]
+    finally:
+        con.close()
+    return {"updated": updated, "inserted": inserted, "deleted": deleted}

@@ -16,17 +16,24 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobServiceClient
 
 from azexport_assets.demo.azurite import PROJECT_ROOT, container_sas, start_azurite
-from azexport_assets.demo.data import generate
+from azexport_assets.demo.data import generate, simulate_changes
 
 STATE_DIR = PROJECT_ROOT / ".azexport"
 DEMO_CONTAINER = "azexport-demo"
 
 
 @contextmanager
-def demo_environment(azurite_port: int | None = None) -> Iterator[dict[str, str]]:
-    """Set the environment the demo's defs.yaml expects; yields what was set (no secrets)."""
+def demo_environment(simulate: bool = False) -> Iterator[dict[str, str]]:
+    """Set the environment the demo's defs.yaml expects; yields what was set (no secrets).
+    With `simulate`, existing demo data first gets a round of changes (for the deltas)."""
     if not (STATE_DIR / "demo" / "crm.duckdb").exists():
         generate(STATE_DIR / "demo")
+    elif simulate:
+        rounds = STATE_DIR / "demo" / "rounds"
+        number = int(rounds.read_text()) + 1 if rounds.exists() else 1
+        rounds.write_text(str(number))
+        changes = simulate_changes(STATE_DIR / "demo", number)
+        print(f"demo data changed since the last run: {changes}")
     os.environ.setdefault("AZEXPORT_WAREHOUSE", str(STATE_DIR / "warehouse.duckdb"))
     os.environ.setdefault("DAGSTER_HOME", str(STATE_DIR / "dagster_home"))
     dagster_home = Path(os.environ["DAGSTER_HOME"])
@@ -44,7 +51,7 @@ def demo_environment(azurite_port: int | None = None) -> Iterator[dict[str, str]
         return
     location = STATE_DIR / "azurite"
     location.mkdir(parents=True, exist_ok=True)
-    server = start_azurite(port=azurite_port, location=location)
+    server = start_azurite(location=location)
     try:
         service = BlobServiceClient.from_connection_string(server.connection_string)
         with contextlib.suppress(ResourceExistsError):  # kept from an earlier demo run
