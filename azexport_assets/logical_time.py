@@ -15,8 +15,10 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
+# The tag Dagster's scheduler puts on every run it launches (".dagster/…", a hidden tag).
+from dagster._core.storage.tags import SCHEDULED_EXECUTION_TIME_TAG as SCHEDULED_TAG
+
 LOGICAL_TIME_TAG = "azexport/logical_time"
-SCHEDULED_TAG = "dagster/scheduled_execution_time"
 ROOT_RUN_TAG = "dagster/root_run_id"
 
 

@@ -202,3 +202,23 @@ def test_secret_never_reaches_logs_or_metadata(kit: ProjectKit, monkeypatch):
             assert sas not in dumped and signature not in dumped
     failure = next(e for e in failed.all_events if e.event_type_value == "STEP_FAILURE")
     assert "container" in str(failure.event_specific_data.error.message).lower()
+
+
+def test_scheduled_run_uses_the_tick_in_the_activation_time_zone(kit: ProjectKit):
+    from dagster._core.storage.tags import SCHEDULED_EXECUTION_TIME_TAG
+
+    kit.write_defs(
+        DEFS.format(delimiter=",", header="true").replace(
+            "    mapping:", "    schedule: '30 0 * * *'\n    timezone: Europe/Paris\n    mapping:"
+        )
+    )
+    schedule = kit.definitions().resolve_schedule_def("activate_people_csv_schedule")
+    assert schedule.cron_schedule == "30 0 * * *" and schedule.execution_timezone == "Europe/Paris"
+    # 2025-04-13 22:30 UTC is the 00:30 tick of April 14th in Paris.
+    tick = datetime(2025, 4, 13, 22, 30, tzinfo=timezone.utc)
+    context = dg.build_schedule_context(scheduled_execution_time=tick)
+    (request,) = schedule.evaluate_tick(context).run_requests
+    # The scheduler adds this tag to every run it launches (see dagster's scheduler).
+    tags = {**request.tags, SCHEDULED_EXECUTION_TIME_TAG: tick.isoformat()}
+    assert kit.run("people_csv", tags=tags).success
+    assert kit.blob_names() == ["crm/25-04-14_export.csv"]
