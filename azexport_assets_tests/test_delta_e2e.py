@@ -280,3 +280,22 @@ def test_duplicate_key_blocks_the_export(kit: ProjectKit):
     assert check.passed is False
     shown = check.metadata["offending_keys"].value
     assert "duplicate" in shown and "null" in shown.lower()
+
+
+def test_delta_alone_refuses_bad_keys_and_names_them(kit: ProjectKit):
+    """Launching only the delta (no model check in the run) still stops before any file."""
+    kit.write_defs(DEFS.format(mode="upsert"))
+    kit.source_sql("INSERT INTO people VALUES (2, 'Bob2', 'b2@x.io', 1, 'x')")
+    kit.run("people_sync", logical_time=at(0), raise_on_error=False)  # model table now exists
+    job = kit.definitions().resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(
+        instance=kit.instance,
+        asset_selection=[dg.AssetKey(["activations", "people_sync", "delta"])],
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.event_specific_data.error.message
+    assert "activation 'people_sync'" in message
+    assert "duplicate key {'id': 2} (2 rows)" in message and "baseline is unchanged" in message
+    assert kit.blob_names() == []

@@ -20,9 +20,9 @@ from azexport_assets.delta import (
     STATE_SCHEMA,
     ChangeSet,
     DeltaSpec,
+    KeyViolationError,
     commit_baseline,
     compute_change_set,
-    key_violations,
     load_change_set,
     reset_baseline,
 )
@@ -141,20 +141,18 @@ def delta_asset(project: Project, name: str) -> dg.AssetsDefinition:
                 run_type=activation.run_type,
                 sync_mode=activation.sync_mode,
             )
-            if primary_key:
-                problems = key_violations(con, spec.source_table, primary_key)
-                if problems:
-                    shown = ", ".join(f"{p['key']} ({p['problem']})" for p in problems)
-                    raise dg.Failure(
-                        f"activation '{name}': primary key ({', '.join(primary_key)}) of "
-                        f"'{source}' is NULL or duplicated for: {shown}. Nothing was exported; "
-                        "fix the model's SQL.",
-                        allow_retries=False,
-                    )
             if config.full_resync:
                 reset_baseline(con, name)
                 context.log.info(f"full resync: baseline of '{name}' reset")
-            change = compute_change_set(con, spec, delta_id=context.run.run_id)
+            try:
+                # Checks the key itself (cheaply, while it reads the rows) in delta modes.
+                change = compute_change_set(con, spec, delta_id=context.run.run_id)
+            except KeyViolationError as error:
+                raise dg.Failure(
+                    f"activation '{name}': {error}. Nothing was exported and the baseline is "
+                    "unchanged; fix the model's SQL.",
+                    allow_retries=False,
+                ) from None
             _save_spec(con, spec, change.delta_id)
         return dg.MaterializeResult(metadata=change_metadata(change))
 
