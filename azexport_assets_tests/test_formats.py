@@ -684,3 +684,14 @@ def test_parquet_split_with_a_column_named_file_row_number(many, tmp_path: Path)
     joined = [row for t in tables for row in t.to_pylist()]
     assert joined == pq.read_table(whole.files[0].path).to_pylist()
     assert all(t.schema.field("ts").type == tables[0].schema.field("ts").type for t in tables)
+
+
+def test_parquet_zero_or_one_row_over_the_limit_is_one_file(tmp_path: Path) -> None:
+    con = duckdb.connect()
+    wide = ", ".join(f"repeat('x', 300) || {i} AS c{i}" for i in range(300))
+    for n in (0, 1):
+        query = f"SELECT {wide} FROM range({n})"
+        result = export(con, FormatSpec("parquet"), tmp_path / str(n), query, 1024)
+        (file,) = result.files
+        assert file.rows == n and file.bytes > 1024
+        assert pq.read_table(file.path).num_rows == n

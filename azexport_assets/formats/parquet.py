@@ -77,7 +77,9 @@ def write_parquet(
         f"(FORMAT parquet, COMPRESSION {_DUCKDB_CODEC[compression]}, "
         f"ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
     )
-    if max_bytes is None or whole.stat().st_size <= max_bytes:
+    rows = pq.ParquetFile(whole).metadata.num_rows
+    # Zero rows or one row cannot be split: such a file is the only part whatever its size.
+    if max_bytes is None or whole.stat().st_size <= max_bytes or rows <= 1:
         return [_written(whole)]
     source = whole.rename(whole.with_name("whole.parquet.tmp"))
     try:
