@@ -21,7 +21,8 @@ import duckdb
 
 from azexport_assets.config import ConfigError
 from azexport_assets.project import Project
-from azexport_assets.warehouse import quote_ident, resolve_path, sql_string
+from azexport_assets.sql_text import quote_ident, quote_literal
+from azexport_assets.warehouse import resolve_path
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ def describe_project(project: Project) -> ProjectShape:
     try:
         for source in sorted(available):
             config = project.sources[source]
-            location = sql_string(resolve_path(config.location, project.project_root))
+            location = quote_literal(resolve_path(config.location, project.project_root))
             try:
                 if config.kind == "duckdb":
                     con.execute(f"ATTACH {location} AS {quote_ident(source)} (READ_ONLY)")

@@ -20,6 +20,7 @@ from pathlib import Path
 import duckdb
 
 from azexport_assets.config import SourceConfig
+from azexport_assets.sql_text import quote_ident, quote_literal
 
 DEFAULT_WAREHOUSE = ".azexport/warehouse.duckdb"
 WAREHOUSE_ENV = "AZEXPORT_WAREHOUSE"
@@ -73,20 +74,12 @@ def resolve_path(location: str, base: Path) -> str:
     return expanded if os.path.isabs(expanded) else str(base / expanded)
 
 
-def sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def attach_sources(
     con: duckdb.DuckDBPyConnection, sources: Mapping[str, SourceConfig], base: Path
 ) -> None:
     """Make every source visible under its name: DuckDB files read-only, globs as temp views."""
     for name, source in sources.items():
-        location = sql_string(resolve_path(source.location, base))
+        location = quote_literal(resolve_path(source.location, base))
         if source.kind == "duckdb":
             con.execute(f"ATTACH {location} AS {quote_ident(name)} (READ_ONLY)")
         else:

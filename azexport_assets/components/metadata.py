@@ -7,7 +7,7 @@ from typing import Any
 import dagster as dg
 import duckdb
 
-from azexport_assets.warehouse import quote_ident
+from azexport_assets.sql_text import quote_ident
 
 PREVIEW_ROWS = 10
 

@@ -8,7 +8,7 @@ from azexport_assets.delta import key_violations
 from azexport_assets.introspect import ProjectShape
 from azexport_assets.project import Project
 from azexport_assets.resources import WAREHOUSE_KEY
-from azexport_assets.warehouse import quote_ident
+from azexport_assets.sql_text import quote_ident
 
 PRIMARY_KEY_CHECK = "primary_key_unique_not_null"
 

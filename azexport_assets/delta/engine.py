@@ -29,11 +29,11 @@ from azexport_assets.delta.spec import (
     DeltaSpec,
     KeyViolationError,
     check_activation,
-    quote_ident,
     quote_table,
     state_name,
     state_table,
 )
+from azexport_assets.sql_text import quote_ident
 
 FINGERPRINT_VERSION = 1
 

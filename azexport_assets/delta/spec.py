@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from azexport_assets.sql_text import quote_ident
+
 STATE_SCHEMA = "azexport_state"
 KINDS = ("added", "updated", "removed")
 REASONS = ("full_only", "first_run", "resync", "mapping_changed", "delta")
@@ -103,18 +105,6 @@ def check_activation(activation: str) -> None:
     """Activation names are identifiers (letters, digits, '_'), as in the configuration."""
     if not isinstance(activation, str) or not _IDENTIFIER.match(activation):
         raise ValueError(f"activation name {activation!r} is not a valid identifier")
-
-
-def quote_ident(name: str) -> str:
-    """A DuckDB identifier literal for any name (embedded double quotes are doubled)."""
-    if "\x00" in name:
-        raise ValueError(f"identifier {name!r} contains a NUL character")
-    return '"' + name.replace('"', '""') + '"'
-
-
-def quote_literal(value: str) -> str:
-    """A SQL string literal (used only for fixed vocabulary such as change kinds)."""
-    return "'" + value.replace("'", "''") + "'"
 
 
 def split_table(qualified: str) -> tuple[str, ...]:

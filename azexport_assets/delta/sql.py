@@ -15,11 +15,10 @@ from azexport_assets.delta.spec import (
     KINDS,
     DeltaSpec,
     baseline_name,
-    quote_ident,
-    quote_literal,
     quote_table,
     state_table,
 )
+from azexport_assets.sql_text import quote_ident, quote_literal
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from typing import Any
 
 import duckdb
 
-from azexport_assets.delta.spec import STATE_SCHEMA, quote_ident
+from azexport_assets.delta.spec import STATE_SCHEMA
+from azexport_assets.sql_text import quote_ident
 
 STATE_TABLE = f"{quote_ident(STATE_SCHEMA)}.activation_state"
 

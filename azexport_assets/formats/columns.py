@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import duckdb
 
+from azexport_assets.sql_text import quote_ident
+
 ISO_UTC = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 _INTEGER_IDS = {
@@ -90,14 +92,6 @@ class Column:
             or self.is_timestamptz
             or self.type_id in {"boolean", "date", "uuid"}
         )
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def quote_literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def strip_query(query: str) -> str:

@@ -9,8 +9,9 @@
 
 from __future__ import annotations
 
-from azexport_assets.formats.columns import Column, quote_literal, strip_query, text_expr
+from azexport_assets.formats.columns import Column, strip_query, text_expr
 from azexport_assets.formats.text import RowText
+from azexport_assets.sql_text import quote_literal
 
 # Characters the text of a "plain" column (numbers, dates, timestamps…) can contain.
 _PLAIN_CHARS = set("0123456789+-.:eETZnaiftrulsNIF")

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import json
 
-from azexport_assets.formats.columns import Column, quote_literal, strip_query, text_expr
+from azexport_assets.formats.columns import Column, strip_query, text_expr
 from azexport_assets.formats.text import RowText
+from azexport_assets.sql_text import quote_literal
 
 
 def value_expr(col: Column) -> str:

@@ -28,8 +28,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from azexport_assets import naming
-from azexport_assets.formats.columns import Column, quote_literal, strip_query, utc_timestamptz
+from azexport_assets.formats.columns import Column, strip_query, utc_timestamptz
 from azexport_assets.formats.spec import WrittenFile
+from azexport_assets.sql_text import quote_literal
 
 ROW_GROUP_ROWS = 122_880
 _DUCKDB_CODEC = {"zstd": "zstd", "snappy": "snappy", "gzip": "gzip", "none": "uncompressed"}

@@ -14,8 +14,9 @@ Element names follow `xml_names.py`.
 
 from __future__ import annotations
 
-from azexport_assets.formats.columns import Column, quote_literal, strip_query, text_expr
+from azexport_assets.formats.columns import Column, strip_query, text_expr
 from azexport_assets.formats.text import RowText
+from azexport_assets.sql_text import quote_literal
 
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
 FORBIDDEN = "[\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x{FFFE}\\x{FFFF}]"
