@@ -546,3 +546,18 @@ def test_load_change_set_refuses_a_change_set_of_another_mapping(con):
     reordered = make_spec(columns=(("id", "ID"), ("city", "City"), ("name", "Name")))
     with pytest.raises(ValueError, match="run the delta again"):
         load_change_set(con, spec.activation, reordered)
+
+
+def test_change_set_spec_is_the_spec_the_change_set_was_computed_with(con):
+    from azexport_assets.delta import change_set_spec
+
+    assert change_set_spec(con, "vip_crm", "segments.vip") is None
+    computed = make_spec(columns=(("id", "ID"), ("city", "Town name")), primary_key=("id",))
+    run(con, computed, "d1", commit=False)
+    # The configuration changes after the delta: the export still reads what was computed.
+    assert change_set_spec(con, "vip_crm", "segments.vip") == computed
+    assert rows(con, change_set_spec(con, "vip_crm", "segments.vip"), "added") == [
+        (1, "oslo"),
+        (2, "rome"),
+        (3, "lima"),
+    ]

@@ -1,6 +1,5 @@
 """Asset factories for an activation: `activations/<a>/delta` and `activations/<a>/export`."""
 
-import json
 import os
 import tempfile
 import time
@@ -17,10 +16,10 @@ from azexport_assets.components.metadata import describe, markdown_table
 from azexport_assets.components.model_assets import project_warehouse
 from azexport_assets.config import ConfigError
 from azexport_assets.delta import (
-    STATE_SCHEMA,
     ChangeSet,
     DeltaSpec,
     KeyViolationError,
+    change_set_spec,
     commit_baseline,
     compute_change_set,
     load_change_set,
@@ -32,8 +31,6 @@ from azexport_assets.logical_time import logical_time
 from azexport_assets.project import Project
 from azexport_assets.resources import WAREHOUSE_KEY, destination_resource_key
 from azexport_assets.storage import StorageError, preflight, sas_expiry
-
-SPEC_TABLE = f"{STATE_SCHEMA}.export_spec"
 
 
 class DeltaRunConfig(dg.Config):
@@ -52,51 +49,6 @@ def export_key(activation: str) -> dg.AssetKey:
 
 
 # --------------------------------------------------------------------------- delta
-
-
-def _save_spec(con: duckdb.DuckDBPyConnection, spec: DeltaSpec, delta_id: str) -> None:
-    """Remember the exact spec the change set was computed with, for the export step."""
-    con.execute(f"CREATE SCHEMA IF NOT EXISTS {STATE_SCHEMA}")
-    con.execute(
-        f"CREATE TABLE IF NOT EXISTS {SPEC_TABLE} "
-        "(activation VARCHAR PRIMARY KEY, delta_id VARCHAR, spec VARCHAR)"
-    )
-    payload = json.dumps(
-        {
-            "activation": spec.activation,
-            "source_table": spec.source_table,
-            "primary_key": list(spec.primary_key),
-            "columns": [list(c) for c in spec.columns],
-            "run_type": spec.run_type,
-            "sync_mode": spec.sync_mode,
-        }
-    )
-    con.execute(
-        f"INSERT OR REPLACE INTO {SPEC_TABLE} VALUES (?, ?, ?)",
-        [spec.activation, delta_id, payload],
-    )
-
-
-def _load_spec(con: duckdb.DuckDBPyConnection, activation: str) -> tuple[str, DeltaSpec] | None:
-    try:
-        rows = con.execute(
-            f"SELECT delta_id, spec FROM {SPEC_TABLE} WHERE activation = ?", [activation]
-        ).fetchall()
-    except duckdb.CatalogException:
-        return None
-    if not rows:
-        return None
-    row = rows[0]
-    raw = json.loads(row[1])
-    spec = DeltaSpec(
-        activation=raw["activation"],
-        source_table=raw["source_table"],
-        primary_key=tuple(raw["primary_key"]),
-        columns=tuple((s, d) for s, d in raw["columns"]),
-        run_type=raw["run_type"],
-        sync_mode=raw["sync_mode"],
-    )
-    return row[0], spec
 
 
 def delta_asset(project: Project, name: str) -> dg.AssetsDefinition:
@@ -153,7 +105,6 @@ def delta_asset(project: Project, name: str) -> dg.AssetsDefinition:
                     "unchanged; fix the model's SQL.",
                     allow_retries=False,
                 ) from None
-            _save_spec(con, spec, change.delta_id)
         return dg.MaterializeResult(metadata=change_metadata(change))
 
     return _delta
@@ -297,17 +248,13 @@ def export_asset(project: Project, name: str) -> dg.AssetsDefinition:
             except StorageError as error:
                 raise dg.Failure(f"activation '{name}': {error}") from None
             with warehouse.connect(holder=f"run {context.run.run_id[:8]} {name}/export") as con:
-                saved = _load_spec(con, name)
-                try:
-                    change = load_change_set(con, name, saved[1]) if saved else None
-                except ValueError as error:  # the change set belongs to another mapping
-                    raise dg.Failure(f"activation '{name}': {error}") from None
-                if change is None or saved is None:
+                spec = change_set_spec(con, name, project.table_of(activation.source))
+                change = load_change_set(con, name, spec) if spec else None
+                if spec is None or change is None:
                     raise dg.Failure(
                         f"activation '{name}' has no change set yet: materialize "
                         f"activations/{name}/delta first (the job activate_{name} does)"
                     )
-                spec = saved[1]
                 file_sets = exporting.write_local_files(
                     con, spec, change, activation, Path(workdir)
                 )

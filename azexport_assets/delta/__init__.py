@@ -7,6 +7,7 @@ No Dagster here. The delta asset calls `compute_change_set`, the export asset wr
 
 from azexport_assets.delta.engine import (
     baseline_info,
+    change_set_spec,
     commit_baseline,
     compute_change_set,
     export_kinds,
@@ -30,6 +31,7 @@ __all__ = [
     "KeyViolationError",
     "baseline_info",
     "change_rows_query",
+    "change_set_spec",
     "commit_baseline",
     "compute_change_set",
     "export_kinds",

@@ -243,6 +243,26 @@ def _mapping_of(detail: dict[str, Any]) -> tuple:
     )
 
 
+def change_set_spec(
+    con: duckdb.DuckDBPyConnection, activation: str, source_table: str
+) -> DeltaSpec | None:
+    """The spec the last change set was computed with: what the export must read it with,
+    even if the configuration changed since (then the next delta starts over in full)."""
+    check_activation(activation)
+    row = state.read(con, activation)
+    if not row or row.get("pending_columns") is None:
+        return None
+    run_type, sync_mode, key, columns = _mapping_of(json.loads(row["pending_columns"]))
+    return DeltaSpec(
+        activation=activation,
+        source_table=source_table,
+        primary_key=key,
+        columns=columns,
+        run_type=run_type,
+        sync_mode=sync_mode,
+    )
+
+
 def load_change_set(
     con: duckdb.DuckDBPyConnection, activation: str, spec: DeltaSpec | None = None
 ) -> ChangeSet | None:
