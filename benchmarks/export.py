@@ -23,7 +23,7 @@ from pathlib import Path
 
 import duckdb
 
-from benchmarks.formats import _peak_rss_mb, generate
+from benchmarks.formats import peak_rss_mb, generate
 
 # DuckDB caches scanned blocks up to its memory_limit (80% of RAM by default), which would
 # make every process's RSS grow with the table; both sides get the same cap
@@ -88,7 +88,7 @@ def measure(kind: str, fmt: str, db: Path, account_url: str, workdir: Path) -> d
         "upload_s": round(done - written, 2),
         "total_s": round(done - started, 2),
         "bytes": size,
-        "peak_rss_mib": round(_peak_rss_mb()),
+        "peak_rss_mib": round(peak_rss_mb()),
     }
 
 

@@ -82,7 +82,7 @@ def generate(path: Path, rows: int) -> None:
     con.close()
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
     """This process's peak RSS. Linux keeps `getrusage`'s ru_maxrss across fork+exec, so a
     child would report its parent's peak if larger; VmHWM belongs to this process only."""
     try:
@@ -119,7 +119,7 @@ def _child(db: str, case: str, which: str, out: str, memory_limit: str) -> dict:
         files, size = 1, target.stat().st_size
     seconds = time.perf_counter() - started
     cpu = _cpu_seconds() - cpu
-    return {"seconds": seconds, "cpu": cpu, "bytes": size, "files": files, "rss_mb": _peak_rss_mb()}
+    return {"seconds": seconds, "cpu": cpu, "bytes": size, "files": files, "rss_mb": peak_rss_mb()}
 
 
 def _measure(db: Path, case: str, which: str, memory_limit: str) -> dict:
