@@ -23,7 +23,7 @@ from pathlib import Path
 
 import duckdb
 
-from benchmarks.formats import peak_rss_mb, generate
+from benchmarks.formats import generate, peak_rss_mb
 
 # DuckDB caches scanned blocks up to its memory_limit (80% of RAM by default), which would
 # make every process's RSS grow with the table; both sides get the same cap
