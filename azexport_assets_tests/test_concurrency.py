@@ -59,6 +59,9 @@ def test_two_jobs_launched_at_once_both_succeed(tmp_path, project, azurite, cont
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     env = {**os.environ, "DAGSTER_HOME": str(home)}
+    # Create the instance's SQLite storage once: two CLI processes creating it at the same
+    # moment race on "CREATE TABLE runs" (Dagster's, not the warehouse's).
+    subprocess.run([sys.executable, "-m", "dagster", "instance", "migrate"], env=env, check=True)
     dagster = [sys.executable, "-m", "dagster", "job", "execute", "-f", "entry.py", "-j"]
     # Both runs use Dagster's multiprocess executor: every step is its own process.
     processes = [
