@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, ClassVar
 
 import duckdb
 
@@ -24,6 +25,7 @@ from azexport_assets.sql_text import quote_ident, quote_literal
 
 DEFAULT_WAREHOUSE = ".azexport/warehouse.duckdb"
 WAREHOUSE_ENV = "AZEXPORT_WAREHOUSE"
+DEFAULT_LOCK_TIMEOUT = 3600.0
 
 
 class WarehouseBusyError(RuntimeError):
@@ -35,37 +37,105 @@ def warehouse_path() -> Path:
     return Path(os.environ.get(WAREHOUSE_ENV) or DEFAULT_WAREHOUSE).expanduser()
 
 
+def _wait_for_flock(handle: IO[str], timeout: float) -> bool:
+    """Take an exclusive flock on an open file, waiting up to `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+def _current_holder(handle: IO[str]) -> str:
+    handle.seek(0)
+    return handle.read().strip() or "another process"
+
+
+def _record_holder(handle: IO[str], holder: str) -> None:
+    # Who holds it, for the message another waiter may print.
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{holder or 'pid'} (pid {os.getpid()})")
+    handle.flush()
+
+
 @contextmanager
 def exclusive_lock(lock_path: Path, timeout: float, holder: str = "") -> Iterator[None]:
     """Hold an exclusive flock on lock_path, waiting up to `timeout` seconds."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a+") as handle:
-        deadline = time.monotonic() + timeout
-        delay = 0.05
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    handle.seek(0)
-                    current = handle.read().strip() or "another process"
-                    raise WarehouseBusyError(
-                        f"the warehouse {lock_path.with_suffix('')} stayed locked by {current} "
-                        f"for {timeout:.0f}s; wait for that run to finish or raise "
-                        "AZEXPORT_LOCK_TIMEOUT_SECONDS"
-                    ) from None
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
+        if not _wait_for_flock(handle, timeout):
+            raise WarehouseBusyError(
+                f"the warehouse {lock_path.with_suffix('')} stayed locked by "
+                f"{_current_holder(handle)} for {timeout:.0f}s; wait for that run to finish or "
+                "raise AZEXPORT_LOCK_TIMEOUT_SECONDS"
+            )
         try:
-            # Record who holds it, for the message another waiter may print.
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"{holder or 'pid'} (pid {os.getpid()})")
-            handle.flush()
+            _record_holder(handle, holder)
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class ActivationBusyError(RuntimeError):
+    pass
+
+
+class ActivationLock:
+    """One run of an activation at a time, from its change set until the baseline commit.
+
+    Held across the delta and export steps of a run (they run in one process), so a second
+    run of the same activation waits before it computes a change set and no change is exported
+    twice. A flock: the kernel releases it when the process ends, even on SIGKILL.
+    """
+
+    # Locks this process holds: lock file -> (open handle, holder). A run that failed between
+    # its delta and its export leaves its entry; the next run in this process replaces it.
+    _held: ClassVar[dict[str, tuple[IO[str], str]]] = {}
+
+    def __init__(self, path: Path, timeout: float, holder: str) -> None:
+        self.path = path
+        self.timeout = timeout
+        self.holder = holder
+
+    def acquire(self) -> None:
+        key = str(self.path)
+        held = self._held.get(key)
+        if held is not None:
+            if held[1] == self.holder:
+                return  # this run already holds it (its delta step took it)
+            self._release(key)  # an earlier run of this process that did not finish
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")  # noqa: SIM115 - kept open while the lock is held
+        if not _wait_for_flock(handle, self.timeout):
+            running = _current_holder(handle)
+            handle.close()
+            raise ActivationBusyError(
+                f"another run of this activation ({running}) is still exporting; waited "
+                f"{self.timeout:.0f}s. Let it finish (or stop it) and run again; nothing was "
+                "exported by this run"
+            )
+        _record_holder(handle, self.holder)
+        self._held[key] = (handle, self.holder)
+
+    def release(self) -> None:
+        held = self._held.get(str(self.path))
+        if held is not None and held[1] == self.holder:
+            self._release(str(self.path))
+
+    @classmethod
+    def _release(cls, key: str) -> None:
+        handle, _ = cls._held.pop(key)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+        finally:
+            handle.close()
 
 
 def resolve_path(location: str, base: Path) -> str:
@@ -96,13 +166,23 @@ class Warehouse:
         path: Path | None = None,
         project_root: Path | None = None,
         lock_timeout: float | None = None,
+        memory_limit: str | None = None,
     ) -> None:
         self.path = Path(path) if path else warehouse_path()
         self.project_root = project_root or Path.cwd()
         self.lock_timeout = (
             lock_timeout
             if lock_timeout is not None
-            else float(os.environ.get("AZEXPORT_LOCK_TIMEOUT_SECONDS", "3600"))
+            else float(os.environ.get("AZEXPORT_LOCK_TIMEOUT_SECONDS") or DEFAULT_LOCK_TIMEOUT)
+        )
+        self.memory_limit = memory_limit or os.environ.get("AZEXPORT_DUCKDB_MEMORY_LIMIT")
+
+    def activation_lock(self, activation: str, holder: str = "") -> ActivationLock:
+        """The lock that lets one run of `activation` at a time compute and export changes."""
+        return ActivationLock(
+            self.path.with_name(f"{self.path.name}.{activation}.activation.lock"),
+            self.lock_timeout,
+            holder,
         )
 
     @contextmanager
@@ -115,10 +195,9 @@ class Warehouse:
         ):
             con = duckdb.connect(str(self.path))
             try:
-                memory_limit = os.environ.get("AZEXPORT_DUCKDB_MEMORY_LIMIT")
-                if memory_limit:
+                if self.memory_limit:
                     # Past the limit DuckDB spills to <warehouse>.tmp/ instead of failing.
-                    con.execute("SET memory_limit = ?", [memory_limit])
+                    con.execute("SET memory_limit = ?", [self.memory_limit])
                 if sources:
                     attach_sources(con, sources, self.project_root)
                 yield con

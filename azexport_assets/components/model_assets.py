@@ -3,18 +3,16 @@
 import dagster as dg
 import duckdb
 
+from azexport_assets.asset_keys import model_key, segment_key, source_key
+from azexport_assets.components.activation_assets import WAREHOUSE_POOL
 from azexport_assets.components.metadata import markdown_table, table_metadata
 from azexport_assets.delta import key_violations
 from azexport_assets.introspect import ProjectShape
 from azexport_assets.project import Project
-from azexport_assets.resources import WAREHOUSE_KEY
+from azexport_assets.resources import WarehouseResource
 from azexport_assets.sql_text import quote_ident
 
 PRIMARY_KEY_CHECK = "primary_key_unique_not_null"
-
-
-def source_key(source: str, table: str) -> dg.AssetKey:
-    return dg.AssetKey(["sources", source, table])
 
 
 def source_table_specs(project: Project, shape: ProjectShape, models: list[str]) -> list:
@@ -33,10 +31,6 @@ def source_table_specs(project: Project, shape: ProjectShape, models: list[str])
     return list(specs.values())
 
 
-def project_warehouse(context: dg.AssetExecutionContext, project: Project):
-    return getattr(context.resources, WAREHOUSE_KEY).open(project.project_root)
-
-
 def _sources_for(project: Project, keys) -> dict:
     names = {k.path[1] for k in keys if k.path[0] == "sources"}
     return {n: project.sources[n] for n in names}
@@ -44,6 +38,7 @@ def _sources_for(project: Project, keys) -> dict:
 
 def materialize_table(
     context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
     project: Project,
     kind: str,
     name: str,
@@ -54,7 +49,7 @@ def materialize_table(
     """CREATE OR REPLACE the table, then describe it and check its key, in one warehouse hold.
     SQL errors name the file, the object and the field."""
     table = f"{kind}.{quote_ident(name)}"
-    with project_warehouse(context, project).connect(
+    with warehouse.open(project.project_root).connect(
         holder=f"run {context.run.run_id[:8]} {kind}/{name}",
         sources=_sources_for(project, context.assets_def.dependency_keys),
     ) as con:
@@ -94,9 +89,9 @@ def _key_check(asset_key: dg.AssetKey, key: list[str], problems: list[dict]) -> 
 def model_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDefinition:
     """One model: a SQL query materialized as a warehouse table."""
     model = project.models[name]
-    key = dg.AssetKey(["models", name])
+    key = model_key(name)
     deps = [source_key(s, t) for s, t in shape.deps[name].source_tables]
-    deps += [dg.AssetKey(["models", m]) for m in shape.deps[name].models]
+    deps += [model_key(m) for m in shape.deps[name].models]
     check_specs = (
         [
             dg.AssetCheckSpec(
@@ -121,12 +116,17 @@ def model_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDe
         kinds={"duckdb", "sql"},
         description=description,
         check_specs=check_specs,
-        required_resource_keys={WAREHOUSE_KEY},
+        owners=list(getattr(model, "owners", None) or []),
+        pool=WAREHOUSE_POOL,
         tags={"azexport/model": name},
     )
-    def _model(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    def _model(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
         field = "sql" if model.sql else "sql_file"
-        return materialize_table(context, project, "models", name, sql, field, model.primary_key)
+        return materialize_table(
+            context, warehouse, project, "models", name, sql, field, model.primary_key
+        )
 
     return _model
 
@@ -135,27 +135,38 @@ def segment_asset(project: Project, name: str) -> dg.AssetsDefinition:
     """One segment: a model narrowed by a filter, materialized as a warehouse table."""
     segment = project.segments[name]
     model = project.models[segment.model]
-    key = dg.AssetKey(["segments", name])
+    key = segment_key(name)
     query = f"SELECT * FROM models.{quote_ident(segment.model)} WHERE ({segment.filter})"
     check_specs = (
-        [dg.AssetCheckSpec(PRIMARY_KEY_CHECK, asset=key, blocking=True)]
+        [
+            dg.AssetCheckSpec(
+                PRIMARY_KEY_CHECK,
+                asset=key,
+                blocking=True,
+                description=f"({', '.join(model.primary_key)}) is never NULL nor duplicated.",
+            )
+        ]
         if model.primary_key
         else []
     )
 
     @dg.asset(
         key=key,
-        deps=[dg.AssetKey(["models", segment.model])],
-        group_name="models",
+        deps=[model_key(segment.model)],
+        group_name="segments",
         kinds={"duckdb", "sql"},
         description=(segment.description or f"Segment `{name}` of model `{segment.model}`.")
         + f"\n\n```sql\nWHERE {segment.filter}\n```",
         check_specs=check_specs,
-        required_resource_keys={WAREHOUSE_KEY},
+        owners=list(getattr(segment, "owners", None) or []),
+        pool=WAREHOUSE_POOL,
+        tags={"azexport/segment": name},
     )
-    def _segment(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    def _segment(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
         return materialize_table(
-            context, project, "segments", name, query, "filter", model.primary_key
+            context, warehouse, project, "segments", name, query, "filter", model.primary_key
         )
 
     return _segment

@@ -111,6 +111,12 @@ def key_violations(
 
 
 def _compute_full(con: duckdb.DuckDBPyConnection, spec: DeltaSpec) -> dict[str, int]:
+    if not spec.is_delta:
+        # full_only keeps no baseline, so nothing needs a copy: the change set is a view over
+        # the source table, read once by the export.
+        con.execute(sql.full_changes_view(spec.activation, f"({sql.snapshot_select(spec)})"))
+        rows = _count(con, quote_table(spec.source_table))
+        return {"added": rows, "updated": 0, "removed": 0, "current_rows": rows}
     pending = state_table("pending", spec.activation)
     rows = int(con.execute(f"CREATE TABLE {pending} AS {sql.snapshot_select(spec)}").fetchone()[0])
     if spec.is_delta:
@@ -307,7 +313,9 @@ def commit_baseline(con: duckdb.DuckDBPyConnection, activation: str, delta_id: s
         if not row or row.get("pending_delta_id") != delta_id or row.get("committed"):
             return False
         baseline = state_table("baseline", activation)
-        if row["full_export"]:
+        if row["full_export"] and not state.relation_kind(con, state_name("pending", activation)):
+            pass  # full_only: no snapshot was copied and no baseline is kept
+        elif row["full_export"]:
             # The snapshot table itself becomes the baseline: no copy. The change set view is
             # re-pointed so that re-exporting the committed change set still works.
             state.drop_relation(con, state_name("changes", activation))

@@ -20,7 +20,7 @@ import zlib
 from bisect import bisect_right
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, Protocol
 
 import zstandard
 
@@ -47,6 +47,17 @@ def compressed_bound(size: int) -> int:
 def _max_input_for(room: int) -> int:
     """The largest input size whose `compressed_bound` is <= room."""
     return max(0, (room - _BOUND_CONSTANT) * 8 // 9)
+
+
+class PartObserver(Protocol):
+    """Told about each part as it is written (the export uploads parts while they grow)."""
+
+    def opened(self, index: int, path: Path) -> None: ...
+
+    def grew(self, index: int, size: int) -> None:
+        """`size` bytes of part `index` are in the file (flushed to the OS)."""
+
+    def closed(self, index: int, written: WrittenFile) -> None: ...
 
 
 class _Compressor:
@@ -98,6 +109,10 @@ class _Part:
             self._emit(self._z.flush())
         self.rows += rows
 
+    def flush(self) -> None:
+        """Hand what was written to the OS, so another reader of the file sees it."""
+        self._file.flush()
+
     def close(self) -> WrittenFile:
         self._emit(self._z.finish())
         self._file.close()
@@ -127,6 +142,7 @@ class PartWriter:
         compression: Compression = "none",
         max_bytes: int | None = None,
         stem: str = "export",
+        observer: PartObserver | None = None,
     ) -> None:
         self._out_dir = Path(out_dir)
         self._extension = extension
@@ -137,6 +153,7 @@ class PartWriter:
         self._compression = compression
         self._max = max_bytes
         self._part: _Part | None = None
+        self._observer = observer
         self.files: list[WrittenFile] = []
 
     # -- parts
@@ -145,6 +162,8 @@ class PartWriter:
         index = len(self.files) + 1
         path = self._out_dir / f"{self._stem}{naming.part_suffix(index)}{self._extension}"
         part = _Part(path, self._compression)
+        if self._observer is not None:
+            self._observer.opened(index, path)
         part.write(self._head, flush=self._max is not None)
         self._part = part
         return part
@@ -154,6 +173,8 @@ class PartWriter:
             self._part.write(self._tail)
             self.files.append(self._part.close())
             self._part = None
+            if self._observer is not None:
+                self._observer.closed(len(self.files), self.files[-1])
 
     def _room(self, part: _Part) -> int:
         """How many more uncompressed row bytes the open part can surely take."""
@@ -188,6 +209,9 @@ class PartWriter:
                     j = i + 1  # a single row larger than the limit gets a part of its own
             part.write(data[offsets[i] + lead : offsets[j]], j - i, flush=self._max is not None)
             i = j
+        if self._part is not None and self._observer is not None:
+            self._part.flush()
+            self._observer.grew(len(self.files) + 1, self._part.bytes)
 
     def finish(self) -> list[WrittenFile]:
         """Close the last part (writing one empty but valid part if there were no rows)."""
