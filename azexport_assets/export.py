@@ -28,12 +28,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 from azure.storage.blob import ContainerClient
 
 from azexport_assets import naming
-from azexport_assets.config import ActivationConfig
 from azexport_assets.delta import (
     ChangeSet,
     DeltaSpec,
@@ -57,6 +57,9 @@ from azexport_assets.storage import (
 )
 from azexport_assets.storage.streaming import GrowingFileUpload, UploadPool
 from azexport_assets.warehouse import Warehouse
+
+if TYPE_CHECKING:  # the configuration layer may depend on Dagster; exports do not
+    from azexport_assets.config import ActivationConfig
 
 TEMP_DIR_ENV = "AZEXPORT_TEMP_DIR"
 PROGRESS_EVERY_SECONDS = 10.0

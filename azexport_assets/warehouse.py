@@ -16,12 +16,14 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, ClassVar
+from typing import IO, TYPE_CHECKING, ClassVar
 
 import duckdb
 
-from azexport_assets.config import SourceConfig
 from azexport_assets.sql_text import quote_ident, quote_literal
+
+if TYPE_CHECKING:  # the configuration layer may depend on Dagster; the warehouse does not
+    from azexport_assets.config import SourceConfig
 
 DEFAULT_WAREHOUSE = ".azexport/warehouse.duckdb"
 WAREHOUSE_ENV = "AZEXPORT_WAREHOUSE"

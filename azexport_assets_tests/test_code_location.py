@@ -42,7 +42,7 @@ def test_demo_definitions_lineage_jobs_and_schedules():
     assert groups == {
         "sources": "sources",
         "models": "models",
-        "segments": "models",
+        "segments": "segments",
         "activations": "activations",
     }
     jobs = {j.name for j in definitions.resolve_all_job_defs()}
