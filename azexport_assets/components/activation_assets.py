@@ -5,7 +5,6 @@ Each asset is a short story around one function of `azexport_assets.export`:
 context into their arguments and their results into metadata and check results.
 """
 
-
 import os
 from datetime import datetime, timezone
 
