@@ -4,8 +4,9 @@ import dagster as dg
 import duckdb
 
 from azexport_assets.components.metadata import markdown_table, table_metadata
+from azexport_assets.config import ConfigError
 from azexport_assets.delta import key_violations
-from azexport_assets.introspect import ProjectShape
+from azexport_assets.introspect import ProjectShape, check_segment, model_sql, segment_sql
 from azexport_assets.project import Project
 from azexport_assets.resources import WAREHOUSE_KEY
 from azexport_assets.sql_text import quote_ident
@@ -91,6 +92,13 @@ def _key_check(asset_key: dg.AssetKey, key: list[str], problems: list[dict]) -> 
     )
 
 
+def _checked(check, project: Project, name: str) -> str:
+    try:
+        return check(project, name)
+    except ConfigError as error:
+        raise dg.Failure(description=str(error), allow_retries=False) from None
+
+
 def model_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDefinition:
     """One model: a SQL query materialized as a warehouse table."""
     model = project.models[name]
@@ -126,7 +134,10 @@ def model_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDe
     )
     def _model(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         field = "sql" if model.sql else "sql_file"
-        return materialize_table(context, project, "models", name, sql, field, model.primary_key)
+        checked = _checked(model_sql, project, name)  # the load-time checks, again at run time
+        return materialize_table(
+            context, project, "models", name, checked, field, model.primary_key
+        )
 
     return _model
 
@@ -136,7 +147,7 @@ def segment_asset(project: Project, name: str) -> dg.AssetsDefinition:
     segment = project.segments[name]
     model = project.models[segment.model]
     key = dg.AssetKey(["segments", name])
-    query = f"SELECT * FROM models.{quote_ident(segment.model)} WHERE ({segment.filter})"
+    check_segment(project, name)  # at load; again in the step (segment_sql)
     check_specs = (
         [dg.AssetCheckSpec(PRIMARY_KEY_CHECK, asset=key, blocking=True)]
         if model.primary_key
@@ -154,6 +165,7 @@ def segment_asset(project: Project, name: str) -> dg.AssetsDefinition:
         required_resource_keys={WAREHOUSE_KEY},
     )
     def _segment(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        query = _checked(segment_sql, project, name)
         return materialize_table(
             context, project, "segments", name, query, "filter", model.primary_key
         )
