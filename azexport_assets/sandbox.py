@@ -78,8 +78,8 @@ def _parse_tree(sql: str) -> dict[str, Any]:
     if parsed.get("error"):
         message = str(parsed.get("error_message") or "cannot parse the SQL")
         if "Only SELECT statements" in message:
-            message = "must be a single SELECT query"
-        raise UnsafeSQLError(message.strip().splitlines()[0])
+            raise UnsafeSQLError("must be a single SELECT query")
+        raise UnsafeSQLError(f"does not parse: {message.strip().splitlines()[0]}")
     return parsed
 
 
@@ -87,7 +87,7 @@ def _statement_types(sql: str) -> list[str]:
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as error:
-        raise UnsafeSQLError(str(error).strip().splitlines()[0]) from None
+        raise UnsafeSQLError(f"does not parse: {str(error).strip().splitlines()[0]}") from None
     return [str(s.type).rsplit(".", 1)[-1] for s in statements]
 
 
@@ -105,7 +105,7 @@ def check_select(sql: str) -> tuple[dict[str, Any], QueryRefs]:
             f"has {len(kinds)} statements ({', '.join(kinds)}); write exactly one SELECT query"
         )
     if kinds[0] != "SELECT":
-        raise UnsafeSQLError(f"is a {kinds[0]} statement; write exactly one SELECT query")
+        raise UnsafeSQLError(f"is a statement of kind {kinds[0]}; write exactly one SELECT query")
     parsed = _parse_tree(sql)
     statements = parsed.get("statements", [])
     if len(statements) != 1:
@@ -182,10 +182,16 @@ def check_segment_filter(model: str, filter_sql: str) -> QueryRefs:
     filter itself reads (subqueries), so the caller can allow models only."""
     if not filter_sql.strip():
         raise UnsafeSQLError("is empty: write a boolean expression, e.g. is_active")
+    query = segment_query(model, filter_sql)
     try:
-        tree, _ = check_select(segment_query(model, filter_sql))
+        count = len(_statement_types(query))
+        if count > 1:
+            raise UnsafeSQLError(
+                f"ends the query and adds {count - 1} more statement(s) after a ';'"
+            )
+        tree, _ = check_select(query)
     except UnsafeSQLError as error:
-        raise UnsafeSQLError(f"must be one boolean expression: {error}") from None
+        raise UnsafeSQLError(f"must be one boolean expression: it {error}") from None
     node = tree.get("node") or {}
     star = node.get("select_list") or []
     source = node.get("from_table") or {}
