@@ -69,6 +69,7 @@ def project_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "secret.csv").write_text(f"secret\n{SECRET}\n")
     (root / "orders" / "notes.csv").write_text(f"secret\n{SECRET}\n")
     (tmp_path / "exports").mkdir()
+    (tmp_path / "exports" / "link.csv").symlink_to(tmp_path / "secret.csv")
     monkeypatch.setenv(TEMP_DIR_ENV, str(tmp_path / "exports"))
     monkeypatch.setenv("AZEXPORT_WAREHOUSE", str(root / "warehouse.duckdb"))
     return root
@@ -425,7 +426,10 @@ RUNTIME_BLOCKED = [
     ("SELECT * FROM glob('{root}/orders/*')", "Permission Error"),
     ("SELECT * FROM glob('/etc/*')", "Permission Error"),
     ("SELECT * FROM read_blob('{root}/orders/../../secret.csv')", "Permission Error"),
+    ("SELECT * FROM read_csv('{tmp}/exports/link.csv')", "Permission Error"),  # symlink out
+    ("SELECT * FROM read_csv('https://example.com/x.csv')", "Permission Error"),
     ("COPY (SELECT 1) TO '{tmp}/out.csv'", "Permission Error"),
+    ("EXPORT DATABASE '{tmp}/dump'", "Permission Error"),
     (
         "COPY models.x TO '{tmp}/exports-evil/out.csv'",
         "Permission Error",
