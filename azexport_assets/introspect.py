@@ -26,6 +26,7 @@ from azexport_assets.sandbox import (
     UnsafeSQLError,
     check_segment_filter,
     check_select,
+    filter_type_probe,
     lock_down,
     segment_query,
 )
@@ -201,7 +202,7 @@ def _create_view(
 def _check_boolean(con: duckdb.DuckDBPyConnection, project: Project, segment: str) -> None:
     """A filter must be a boolean expression: DuckDB would cast an integer silently."""
     config = project.segments[segment]
-    probe = f"SELECT (\n{config.filter}\n) AS keep FROM models.{quote_ident(config.model)}"
+    probe = filter_type_probe(config.model, config.filter)  # shape-checked with the filter
     try:
         kind = con.execute(f"DESCRIBE {probe}").fetchall()[0][1]
     except duckdb.Error as error:

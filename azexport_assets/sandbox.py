@@ -227,7 +227,30 @@ def check_segment_filter(model: str, filter_sql: str) -> QueryRefs:
     tables: list[tuple[str, str, str]] = []
     functions: list[str] = []
     _walk(node["where_clause"], frozenset(), tables, functions)
+    _check_probe(model, filter_sql)
     return QueryRefs(tuple(tables), tuple(functions))
+
+
+def filter_type_probe(model: str, filter_sql: str) -> str:
+    """A query whose one column has the filter's type (DESCRIBE it to learn the type)."""
+    return f"SELECT (\n{filter_sql}\n) AS keep FROM models.{quote_ident(model)}"
+
+
+def _check_probe(model: str, filter_sql: str) -> None:
+    # The probe puts the same text in another place; it must be just as harmless there.
+    tree, _ = check_select(filter_type_probe(model, filter_sql))
+    node = tree.get("node") or {}
+    source = node.get("from_table") or {}
+    if (
+        node.get("type") != "SELECT_NODE"
+        or len(node.get("select_list") or []) != 1
+        or node.get("where_clause") is not None
+        or node.get("modifiers")
+        or source.get("type") != "BASE_TABLE"
+        or source.get("schema_name") != "models"
+        or source.get("table_name") != model
+    ):
+        raise UnsafeSQLError("must be one boolean expression over the model's columns")
 
 
 # --------------------------------------------------------------------------- the connection
