@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import tempfile
 import time
@@ -46,6 +45,7 @@ from azexport_assets.delta import (
     reset_baseline,
 )
 from azexport_assets.formats import FormatSpec, WriteResult, WrittenFile, write_export
+from azexport_assets.sandbox import export_temp_root
 from azexport_assets.sql_text import quote_ident
 from azexport_assets.storage import (
     BlobStorage,
@@ -61,7 +61,6 @@ from azexport_assets.warehouse import Warehouse
 if TYPE_CHECKING:  # the configuration layer may depend on Dagster; exports do not
     from azexport_assets.config import ActivationConfig
 
-TEMP_DIR_ENV = "AZEXPORT_TEMP_DIR"
 PROGRESS_EVERY_SECONDS = 10.0
 
 
@@ -102,11 +101,6 @@ def stem_name(activation: ActivationConfig, path_prefix: str, logical_time: date
 
 def rows_of(change: ChangeSet, kinds: tuple[str, ...]) -> int:
     return sum(getattr(change, kind) for kind in kinds)
-
-
-def work_root() -> Path:
-    """Where exports write their local files: $AZEXPORT_TEMP_DIR, else the system temp dir."""
-    return Path(os.environ.get(TEMP_DIR_ENV) or tempfile.gettempdir())
 
 
 class Progress:
@@ -355,7 +349,9 @@ def run_export(
     fmt = FormatSpec.from_activation(run.activation)
     holder = f"run {run.run_id[:8]} {run.name}/export"
     with (
-        tempfile.TemporaryDirectory(prefix=f"azexport-{run.name}-", dir=work_root()) as workdir,
+        tempfile.TemporaryDirectory(
+            prefix=f"azexport-{run.name}-", dir=export_temp_root()
+        ) as workdir,
         storage.container(run.container) as container,
     ):
         preflight(container)

@@ -6,11 +6,16 @@ takes an exclusive advisory lock (`<warehouse>.lock`, `fcntl.flock`) before open
 and releases it after closing. Concurrent runs therefore queue for the warehouse instead of
 failing with "Could not set lock on file". Steps keep the lock only while they use DuckDB:
 uploads to Azure happen outside it.
+
+Every connection is sandboxed once the sources are attached (`sandbox.lock_down`): it reads
+only the declared source files and the warehouse, writes only under the export temp root, and
+its settings are locked. Set any DuckDB option here, before the lock, never afterwards.
 """
 
 from __future__ import annotations
 
 import fcntl
+import glob
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -20,6 +25,7 @@ from typing import IO, TYPE_CHECKING, ClassVar
 
 import duckdb
 
+from azexport_assets.sandbox import export_temp_root, lock_down
 from azexport_assets.sql_text import quote_ident, quote_literal
 
 if TYPE_CHECKING:  # the configuration layer may depend on Dagster; the warehouse does not
@@ -146,18 +152,40 @@ def resolve_path(location: str, base: Path) -> str:
     return expanded if os.path.isabs(expanded) else str(base / expanded)
 
 
+def source_files(source: SourceConfig, base: Path) -> list[str]:
+    """The files a Parquet/CSV source's glob matches now, sorted (`**` recurses)."""
+    pattern = resolve_path(source.location, base)
+    return sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+
+
+def attach_source(
+    con: duckdb.DuckDBPyConnection, name: str, source: SourceConfig, base: Path
+) -> list[str]:
+    """Make one source visible under its name: a DuckDB file read-only, a glob as a temp view
+    over the files it matches now. Returns the files the sandbox must keep readable."""
+    location = resolve_path(source.location, base)
+    if source.kind == "duckdb":
+        con.execute(f"ATTACH {quote_literal(location)} AS {quote_ident(name)} (READ_ONLY)")
+        return [location]
+    # The view lists the files rather than the glob: the sandbox grants exactly these files,
+    # and a glob would need the whole folder. No match: keep the glob for DuckDB's own error.
+    files = source_files(source, base)
+    listed = f"[{', '.join(quote_literal(f) for f in files)}]" if files else quote_literal(location)
+    reader = "read_parquet" if source.kind == "parquet" else "read_csv"
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW {quote_ident(name)} AS SELECT * FROM {reader}({listed})"
+    )
+    return files
+
+
 def attach_sources(
     con: duckdb.DuckDBPyConnection, sources: Mapping[str, SourceConfig], base: Path
-) -> None:
-    """Make every source visible under its name: DuckDB files read-only, globs as temp views."""
+) -> list[str]:
+    """Attach every source (see `attach_source`); returns the files they read."""
+    files: list[str] = []
     for name, source in sources.items():
-        location = quote_literal(resolve_path(source.location, base))
-        if source.kind == "duckdb":
-            con.execute(f"ATTACH {location} AS {quote_ident(name)} (READ_ONLY)")
-        else:
-            reader = "read_parquet" if source.kind == "parquet" else "read_csv"
-            view = quote_ident(name)
-            con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM {reader}({location})")
+        files += attach_source(con, name, source, base)
+    return files
 
 
 class Warehouse:
@@ -200,8 +228,9 @@ class Warehouse:
                 if self.memory_limit:
                     # Past the limit DuckDB spills to <warehouse>.tmp/ instead of failing.
                     con.execute("SET memory_limit = ?", [self.memory_limit])
-                if sources:
-                    attach_sources(con, sources, self.project_root)
+                files = attach_sources(con, sources or {}, self.project_root)
+                # From here on the connection runs user SQL: sandbox it (docs/security.md).
+                lock_down(con, files=files, directories=[export_temp_root()])
                 yield con
             finally:
                 con.close()

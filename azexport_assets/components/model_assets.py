@@ -6,8 +6,9 @@ import duckdb
 from azexport_assets.asset_keys import model_key, segment_key, source_key
 from azexport_assets.components.activation_assets import WAREHOUSE_POOL
 from azexport_assets.components.metadata import markdown_table, table_metadata
+from azexport_assets.config import ConfigError
 from azexport_assets.delta import key_violations
-from azexport_assets.introspect import ProjectShape
+from azexport_assets.introspect import ProjectShape, check_segment, model_sql, segment_sql
 from azexport_assets.project import Project
 from azexport_assets.resources import WarehouseResource
 from azexport_assets.sql_text import quote_ident
@@ -86,6 +87,13 @@ def _key_check(asset_key: dg.AssetKey, key: list[str], problems: list[dict]) -> 
     )
 
 
+def _checked(check, project: Project, name: str) -> str:
+    try:
+        return check(project, name)
+    except ConfigError as error:
+        raise dg.Failure(description=str(error), allow_retries=False) from None
+
+
 def model_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDefinition:
     """One model: a SQL query materialized as a warehouse table."""
     model = project.models[name]
@@ -124,8 +132,9 @@ def model_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDe
         context: dg.AssetExecutionContext, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
         field = "sql" if model.sql else "sql_file"
+        checked = _checked(model_sql, project, name)  # the load-time checks, again at run time
         return materialize_table(
-            context, warehouse, project, "models", name, sql, field, model.primary_key
+            context, warehouse, project, "models", name, checked, field, model.primary_key
         )
 
     return _model
@@ -136,7 +145,7 @@ def segment_asset(project: Project, name: str) -> dg.AssetsDefinition:
     segment = project.segments[name]
     model = project.models[segment.model]
     key = segment_key(name)
-    query = f"SELECT * FROM models.{quote_ident(segment.model)} WHERE ({segment.filter})"
+    check_segment(project, name)  # at load; again in the step (segment_sql)
     check_specs = (
         [
             dg.AssetCheckSpec(
@@ -165,6 +174,7 @@ def segment_asset(project: Project, name: str) -> dg.AssetsDefinition:
     def _segment(
         context: dg.AssetExecutionContext, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
+        query = _checked(segment_sql, project, name)
         return materialize_table(
             context, warehouse, project, "segments", name, query, "filter", model.primary_key
         )
