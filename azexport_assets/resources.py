@@ -1,4 +1,4 @@
-"""Dagster resources: the DuckDB warehouse and one Azure Blob Storage resource per destination.
+"""Dagster resources: the warehouse and one Azure Blob Storage resource per destination.
 
 The resources are thin: each builds the plain object the export code uses (`Warehouse`,
 `BlobStorage`) from its configuration. Secrets are named by environment variable in YAML and
@@ -25,7 +25,13 @@ from pydantic import Field
 from azexport_assets.config import DestinationConfig, SecretRef
 from azexport_assets.storage import BlobStorage, ExportContainerClient
 from azexport_assets.storage.resource import MiB
-from azexport_assets.warehouse import DEFAULT_LOCK_TIMEOUT, Warehouse, warehouse_path
+from azexport_assets.warehouse import (
+    DEFAULT_LOCK_TIMEOUT,
+    DEFAULT_WAREHOUSE,
+    WAREHOUSE_ENV,
+    WarehouseBackend,
+    open_warehouse,
+)
 
 WAREHOUSE_KEY = "warehouse"
 
@@ -36,16 +42,40 @@ def _env_float(name: str, default: float) -> float:
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The project's DuckDB warehouse (models, segments, delta baselines)."""
+    """The project's warehouse (models, segments, delta baselines): a DuckDB file or a DuckLake.
+
+    Leave the fields unset to take everything from the environment (`AZEXPORT_WAREHOUSE`,
+    `AZEXPORT_LAKE_DATA_PATH`, ...); see docs/deploy.md. Secrets (the catalog's password, the
+    lake storage's credential) are read from environment variables only.
+    """
 
     path: str | None = Field(
-        None, description="DuckDB file; default $AZEXPORT_WAREHOUSE or .azexport/warehouse.duckdb"
+        None,
+        description=(
+            "A DuckDB file, or 'ducklake:postgres:<libpq conninfo>' for a DuckLake whose catalog "
+            "is in Postgres (password in PGPASSWORD). Default $AZEXPORT_WAREHOUSE, else "
+            f"{DEFAULT_WAREHOUSE}."
+        ),
+    )
+    lake_data_path: str | None = Field(
+        None,
+        description=(
+            "DuckLake only: where the data files go (az://<container>/<prefix>/, abfss://..., "
+            "or a folder every machine shares). Default $AZEXPORT_LAKE_DATA_PATH."
+        ),
+    )
+    lake_metadata_schema: str | None = Field(
+        None,
+        description=(
+            "DuckLake only: the Postgres schema of the catalog tables, to keep several lakes "
+            "in one database. Default $AZEXPORT_LAKE_METADATA_SCHEMA, else Postgres's own."
+        ),
     )
     lock_timeout_seconds: float | None = Field(
         None,
         description=(
-            "How long a step waits for another run's hold on the warehouse; default "
-            f"$AZEXPORT_LOCK_TIMEOUT_SECONDS or {DEFAULT_LOCK_TIMEOUT:.0f}."
+            "How long a step waits for another run's hold on the warehouse file or on an "
+            f"activation; default $AZEXPORT_LOCK_TIMEOUT_SECONDS or {DEFAULT_LOCK_TIMEOUT:.0f}."
         ),
     )
     memory_limit: str | None = Field(
@@ -56,14 +86,17 @@ class WarehouseResource(dg.ConfigurableResource):
         ),
     )
 
-    def open(self, project_root: Path) -> Warehouse:
-        return Warehouse(
-            path=Path(self.path) if self.path else warehouse_path(),
+    def open(self, project_root: Path) -> WarehouseBackend:
+        return open_warehouse(
+            location=self.path,
             project_root=project_root,
             lock_timeout=self.lock_timeout_seconds
             if self.lock_timeout_seconds is not None
             else _env_float("AZEXPORT_LOCK_TIMEOUT_SECONDS", DEFAULT_LOCK_TIMEOUT),
             memory_limit=self.memory_limit or os.environ.get("AZEXPORT_DUCKDB_MEMORY_LIMIT"),
+            data_path=self.lake_data_path,
+            metadata_schema=self.lake_metadata_schema,
+            where="the warehouse resource's 'path'" if self.path else WAREHOUSE_ENV,
         )
 
 

@@ -272,7 +272,13 @@ def lock_down(
     warehouse, attached sources, their WAL) and its own spill folder to the lists itself."""
     paths = sorted({os.path.realpath(f) for f in files})
     # DuckDB matches a directory as a path prefix ending in '/', so siblings stay out.
-    dirs = sorted({os.path.join(os.path.realpath(d), "") for d in directories})
+    # Remote prefixes (the lake's az://container/prefix/) are kept as written.
+    dirs = sorted(
+        {
+            str(d).rstrip("/") + "/" if "://" in str(d) else os.path.join(os.path.realpath(d), "")
+            for d in directories
+        }
+    )
     # Python variables in scope must not become tables either (replacement scans).
     con.execute("SET python_enable_replacements = false")
     con.execute(f"SET allowed_paths = [{', '.join(quote_literal(p) for p in paths)}]")

@@ -517,9 +517,9 @@ def test_state_lives_in_its_own_schema(con):
         [STATE_SCHEMA],
     ).fetchall()
     assert tables == [
-        ("activation_state", "BASE TABLE"),
         ("baseline__vip_crm", "BASE TABLE"),
         ("changes__vip_crm", "BASE TABLE"),
+        ("state__vip_crm", "BASE TABLE"),  # the activation's own state row
     ]
 
 

@@ -11,6 +11,7 @@ Lifecycle of one activation (see docs/delta.md):
    applies the change set to the baseline (delta), in one transaction.
 
 Nothing here opens or closes the database, and the caller must not hold an open transaction.
+Each of the three is one transaction, run again after a commit conflict (DuckLake).
 """
 
 from __future__ import annotations
@@ -163,6 +164,7 @@ def _compute_delta(
     return {"added": added, "updated": updated, "removed": removed, "current_rows": current_rows}
 
 
+@state.retrying
 def compute_change_set(con: duckdb.DuckDBPyConnection, spec: DeltaSpec, delta_id: str) -> ChangeSet:
     """Snapshot the source's mapped rows, compare them with the baseline, store the change set.
 
@@ -316,6 +318,7 @@ def load_change_set(
     return _change_from_row(activation, row)
 
 
+@state.retrying
 def commit_baseline(con: duckdb.DuckDBPyConnection, activation: str, delta_id: str) -> bool:
     """Make the snapshot of change set `delta_id` the baseline, in one transaction.
 
@@ -375,6 +378,7 @@ def commit_baseline(con: duckdb.DuckDBPyConnection, activation: str, delta_id: s
     return True
 
 
+@state.retrying
 def reset_baseline(con: duckdb.DuckDBPyConnection, activation: str) -> None:
     """Full resync: forget the baseline and any pending change set; the next run is full."""
     check_activation(activation)

@@ -1,4 +1,4 @@
-"""The one place that opens, locks and closes the DuckDB warehouse.
+"""The file backend: one embedded DuckDB file, opened under a file lock (the default).
 
 DuckDB allows one writing process per database file, and Dagster's default executor runs
 every step in its own process. So every access goes through `Warehouse.connect()`, which
@@ -15,7 +15,6 @@ its settings are locked. Set any DuckDB option here, before the lock, never afte
 from __future__ import annotations
 
 import fcntl
-import glob
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -26,18 +25,20 @@ from typing import IO, TYPE_CHECKING, ClassVar
 import duckdb
 
 from azexport_assets.sandbox import export_temp_root, lock_down
-from azexport_assets.sql_text import quote_ident, quote_literal
+from azexport_assets.warehouse.base import (
+    DEFAULT_LOCK_TIMEOUT,
+    ActivationBusyError,
+    WarehouseBackend,
+    WarehouseBusyError,
+    create_schemas,
+)
+from azexport_assets.warehouse.sources import attach_sources
 
 if TYPE_CHECKING:  # the configuration layer may depend on Dagster; the warehouse does not
     from azexport_assets.config import SourceConfig
 
 DEFAULT_WAREHOUSE = ".azexport/warehouse.duckdb"
 WAREHOUSE_ENV = "AZEXPORT_WAREHOUSE"
-DEFAULT_LOCK_TIMEOUT = 3600.0
-
-
-class WarehouseBusyError(RuntimeError):
-    pass
 
 
 def warehouse_path() -> Path:
@@ -91,10 +92,6 @@ def exclusive_lock(lock_path: Path, timeout: float, holder: str = "") -> Iterato
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-class ActivationBusyError(RuntimeError):
-    pass
-
-
 class ActivationLock:
     """One run of an activation at a time, from its change set until the baseline commit.
 
@@ -146,50 +143,10 @@ class ActivationLock:
             handle.close()
 
 
-def resolve_path(location: str, base: Path) -> str:
-    """Expand ~ and $VARS; relative paths are relative to the project root."""
-    expanded = os.path.expanduser(os.path.expandvars(location))
-    return expanded if os.path.isabs(expanded) else str(base / expanded)
+class Warehouse(WarehouseBackend):
+    """Opens the warehouse file under the lock, attaching the sources a step needs."""
 
-
-def source_files(source: SourceConfig, base: Path) -> list[str]:
-    """The files a Parquet/CSV source's glob matches now, sorted (`**` recurses)."""
-    pattern = resolve_path(source.location, base)
-    return sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
-
-
-def attach_source(
-    con: duckdb.DuckDBPyConnection, name: str, source: SourceConfig, base: Path
-) -> list[str]:
-    """Make one source visible under its name: a DuckDB file read-only, a glob as a temp view
-    over the files it matches now. Returns the files the sandbox must keep readable."""
-    location = resolve_path(source.location, base)
-    if source.kind == "duckdb":
-        con.execute(f"ATTACH {quote_literal(location)} AS {quote_ident(name)} (READ_ONLY)")
-        return [location]
-    # The view lists the files rather than the glob: the sandbox grants exactly these files,
-    # and a glob would need the whole folder. No match: keep the glob for DuckDB's own error.
-    files = source_files(source, base)
-    listed = f"[{', '.join(quote_literal(f) for f in files)}]" if files else quote_literal(location)
-    reader = "read_parquet" if source.kind == "parquet" else "read_csv"
-    con.execute(
-        f"CREATE OR REPLACE TEMP VIEW {quote_ident(name)} AS SELECT * FROM {reader}({listed})"
-    )
-    return files
-
-
-def attach_sources(
-    con: duckdb.DuckDBPyConnection, sources: Mapping[str, SourceConfig], base: Path
-) -> list[str]:
-    """Attach every source (see `attach_source`); returns the files they read."""
-    files: list[str] = []
-    for name, source in sources.items():
-        files += attach_source(con, name, source, base)
-    return files
-
-
-class Warehouse:
-    """Opens the warehouse under the lock, attaching the sources a step needs."""
+    kind = "file"
 
     def __init__(
         self,
@@ -234,3 +191,11 @@ class Warehouse:
                 yield con
             finally:
                 con.close()
+
+    def init(self) -> list[str]:
+        """Create the file and the project's schemas (each step would create them anyway)."""
+        with self.connect(holder="init") as con:
+            return create_schemas(con)
+
+    def describe(self) -> str:
+        return f"DuckDB file {self.path}"

@@ -1,0 +1,229 @@
+"""The DuckLake backend: many processes on many machines write one warehouse at once.
+
+The catalog (tables, snapshots, small inlined changes) lives in Postgres, the data files in
+Azure Blob Storage (`az://`, `abfss://`, through DuckDB's azure extension) or in a folder all
+machines share. Every `connect()` opens a private in-memory DuckDB, loads the extensions,
+attaches the lake as catalog `lake` and makes it the current one, so the project's SQL
+(`models.x`, `azexport_state.y`) runs unchanged.
+
+There is no warehouse-wide lock: DuckLake checks at commit whether two writers collided, and
+the callers re-run a transaction that conflicted (`conflicts.retry_on_conflict`). Writers of
+different activations never collide: each activation has its own state tables. The
+activation lock is a Postgres advisory lock (`pglock`), valid across machines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import duckdb
+
+from azexport_assets.sandbox import export_temp_root, lock_down
+from azexport_assets.sql_text import quote_literal
+from azexport_assets.warehouse.base import (
+    DEFAULT_LOCK_TIMEOUT,
+    WarehouseBackend,
+    create_schemas,
+)
+from azexport_assets.warehouse.conflicts import retry_on_conflict
+from azexport_assets.warehouse.extensions import load_extensions
+from azexport_assets.warehouse.pglock import PostgresActivationLock
+from azexport_assets.warehouse.settings import (
+    AZURE_CONNECTION_STRING_ENV,
+    LakeSettings,
+    redact,
+)
+
+if TYPE_CHECKING:
+    from azexport_assets.config import SourceConfig
+
+CATALOG = "lake"
+
+# A catalog created by two processes at once: the loser sees Postgres's duplicate errors.
+_FIRST_ATTACH_RACES = ("already exists", "duplicate key", "conflict", "could not serialize")
+_ATTACH_ATTEMPTS = 5
+
+
+class LakeConnectError(RuntimeError):
+    """The lake could not be opened (catalog unreachable, data path refused, ...)."""
+
+
+class LakeWarehouse(WarehouseBackend):
+    """Opens the DuckLake for a step: no file lock, a sandboxed connection per step."""
+
+    kind = "ducklake"
+
+    def __init__(
+        self,
+        settings: LakeSettings,
+        project_root: Path | None = None,
+        lock_timeout: float | None = None,
+        memory_limit: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.project_root = project_root or Path.cwd()
+        self.lock_timeout = (
+            lock_timeout
+            if lock_timeout is not None
+            else float(os.environ.get("AZEXPORT_LOCK_TIMEOUT_SECONDS") or DEFAULT_LOCK_TIMEOUT)
+        )
+        self.memory_limit = memory_limit or os.environ.get("AZEXPORT_DUCKDB_MEMORY_LIMIT")
+
+    def describe(self) -> str:
+        return self.settings.describe()
+
+    def activation_lock(self, activation: str, holder: str = "") -> PostgresActivationLock:
+        return PostgresActivationLock(
+            self.settings.conninfo, self.settings.namespace, activation, self.lock_timeout, holder
+        )
+
+    # -- opening
+
+    def _extensions(self) -> list[str]:
+        return ["postgres_scanner", "ducklake"] + (["azure"] if self.settings.remote else [])
+
+    def _secrets(self) -> list[str]:
+        """Values that must never appear in a message (inline passwords are redacted too)."""
+        value = os.environ.get(AZURE_CONNECTION_STRING_ENV)
+        return [value] if value else []
+
+    def _clean(self, error: BaseException) -> str:
+        text = redact(str(error))
+        for secret in self._secrets():
+            text = text.replace(secret, "***")
+        return text
+
+    def _azure_secret(self, con: duckdb.DuckDBPyConnection) -> None:
+        connection_string = os.environ.get(AZURE_CONNECTION_STRING_ENV)
+        if connection_string:
+            options = f"CONNECTION_STRING {quote_literal(connection_string)}"
+        elif self.settings.azure_account:
+            options = (
+                "PROVIDER credential_chain, "
+                f"ACCOUNT_NAME {quote_literal(self.settings.azure_account)}"
+            )
+        else:
+            raise LakeConnectError(
+                f"the lake's data path {self.settings.data_path} is in Azure, but no credential "
+                f"is set: set {AZURE_CONNECTION_STRING_ENV}, or AZEXPORT_LAKE_AZURE_ACCOUNT to "
+                "use the machine's Azure identity (managed identity, az login, environment)"
+            )
+        # A temporary secret: it lives in this in-memory DuckDB only, never on disk.
+        con.execute(f"CREATE TEMPORARY SECRET azexport_lake_data (TYPE azure, {options})")
+
+    def _attach(self, con: duckdb.DuckDBPyConnection) -> None:
+        options = [f"DATA_PATH {quote_literal(self.settings.data_path)}"]
+        if self.settings.metadata_schema:
+            options.append(f"METADATA_SCHEMA {quote_literal(self.settings.metadata_schema)}")
+        target = quote_literal(f"ducklake:postgres:{self.settings.conninfo}")
+        con.execute(f"ATTACH {target} AS {CATALOG} ({', '.join(options)})")
+        con.execute(f"USE {CATALOG}")
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB with the lake attached and current (not yet sandboxed)."""
+        if not self.settings.remote:
+            Path(self.settings.data_path).mkdir(parents=True, exist_ok=True)
+        delay = 0.1
+        for attempt in range(1, _ATTACH_ATTEMPTS + 1):
+            con = duckdb.connect()
+            try:
+                if self.memory_limit:
+                    con.execute("SET memory_limit = ?", [self.memory_limit])
+                spill = export_temp_root() / "azexport-duckdb-spill"
+                con.execute("SET temp_directory = ?", [str(spill)])
+                load_extensions(con, self._extensions())
+                if self.settings.remote:
+                    self._azure_secret(con)
+                self._attach(con)
+                return con
+            except duckdb.Error as error:
+                con.close()
+                text = str(error).lower()
+                if attempt < _ATTACH_ATTEMPTS and any(m in text for m in _FIRST_ATTACH_RACES):
+                    time.sleep(delay)
+                    delay *= 2
+                    continue
+                raise LakeConnectError(
+                    f"cannot open the lake ({self.describe()}): {self._clean(error)}"
+                ) from None
+            except BaseException:
+                con.close()
+                raise
+        raise AssertionError("unreachable")
+
+    def _ensure_schemas(self, con: duckdb.DuckDBPyConnection) -> list[str]:
+        def create() -> list[str]:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                created = create_schemas(con)
+                con.execute("COMMIT")
+            except BaseException:
+                _rollback(con)
+                raise
+            return created
+
+        # A conflict means another process created them meanwhile: the next try finds them.
+        return retry_on_conflict(create)
+
+    def _sandbox_directories(self) -> list[str | Path]:
+        return [export_temp_root(), self.settings.data_path]
+
+    def init(self) -> list[str]:
+        """Create the catalog (on first attach) and the project's schemas; idempotent."""
+        con = self._open()
+        try:
+            return self._ensure_schemas(con)
+        finally:
+            con.close()
+
+    @contextmanager
+    def connect(
+        self, holder: str = "", sources: Mapping[str, SourceConfig] | None = None
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
+        from azexport_assets.warehouse.sources import attach_sources
+
+        con = self._open()
+        try:
+            self._ensure_schemas(con)
+            files = attach_sources(con, sources or {}, self.project_root)
+            # From here on the connection runs user SQL: sandbox it (docs/security.md).
+            lock_down(con, files=files, directories=self._sandbox_directories())
+            yield con
+        finally:
+            con.close()
+
+    # -- maintenance
+
+    def maintain(self, older_than_days: float = 7.0) -> dict[str, int]:
+        """Merge small data files, expire snapshots older than `older_than_days`, delete the
+        files no snapshot needs any more. Safe while runs write (see docs/deploy.md)."""
+        con = self._open()
+        try:
+            cutoff = f"now() - INTERVAL {float(older_than_days) * 86400:.0f} SECOND"
+            merged = con.execute(f"CALL ducklake_merge_adjacent_files({quote_literal(CATALOG)})")
+            merged_rows = len(merged.fetchall())
+            expired = con.execute(
+                f"CALL ducklake_expire_snapshots({quote_literal(CATALOG)}, older_than => {cutoff})"
+            ).fetchall()
+            cleaned = con.execute(
+                f"CALL ducklake_cleanup_old_files({quote_literal(CATALOG)}, older_than => {cutoff})"
+            ).fetchall()
+            return {
+                "merged_files": merged_rows,
+                "expired_snapshots": len(expired),
+                "deleted_files": len(cleaned),
+            }
+        finally:
+            con.close()
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    # A failed COMMIT has ended the transaction already; ROLLBACK then has nothing to do.
+    with contextlib.suppress(duckdb.Error):
+        con.execute("ROLLBACK")

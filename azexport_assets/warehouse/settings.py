@@ -1,0 +1,99 @@
+"""Which warehouse backend to open, from configuration alone.
+
+`AZEXPORT_WAREHOUSE` (or the `WarehouseResource` field `path`) names either a DuckDB file
+(the default, `.azexport/warehouse.duckdb`) or a DuckLake whose catalog is in Postgres:
+
+    AZEXPORT_WAREHOUSE='ducklake:postgres:dbname=azexport host=pg.internal user=azexport'
+    AZEXPORT_LAKE_DATA_PATH='az://lake/azexport/'      # or abfss://..., or a shared folder
+    PGPASSWORD=...                                     # libpq's own variables, never logged
+    AZEXPORT_LAKE_AZURE_CONNECTION_STRING=...          # or AZEXPORT_LAKE_AZURE_ACCOUNT
+
+Secrets come from environment variables only; `redact` removes any that a connection string
+carries inline before it reaches a message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from azexport_assets.warehouse.base import WarehouseConfigError
+
+LAKE_PREFIX = "ducklake:"
+DATA_PATH_ENV = "AZEXPORT_LAKE_DATA_PATH"
+METADATA_SCHEMA_ENV = "AZEXPORT_LAKE_METADATA_SCHEMA"
+AZURE_CONNECTION_STRING_ENV = "AZEXPORT_LAKE_AZURE_CONNECTION_STRING"
+AZURE_ACCOUNT_ENV = "AZEXPORT_LAKE_AZURE_ACCOUNT"
+
+REMOTE_SCHEMES = ("az://", "azure://", "abfss://")
+
+_PASSWORD_KV = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+_URI_USERINFO = re.compile(r"(://[^:/@\s]+:)([^@\s]+)(@)")
+
+
+def redact(text: str) -> str:
+    """`text` with inline passwords (key=value or URI user:password@) replaced by ***."""
+    text = _PASSWORD_KV.sub(r"\1***", text)
+    return _URI_USERINFO.sub(r"\1***\3", text)
+
+
+def is_lake(location: str | None) -> bool:
+    return bool(location) and str(location).startswith(LAKE_PREFIX)
+
+
+@dataclass(frozen=True)
+class LakeSettings:
+    """Where a DuckLake lives: its Postgres catalog and the folder of its data files."""
+
+    conninfo: str  # libpq connection string or URI of the catalog database
+    data_path: str  # az://container/prefix/, abfss://..., or an absolute shared folder
+    metadata_schema: str | None = None  # Postgres schema of the catalog tables
+    azure_account: str | None = None  # for the credential chain when no connection string
+
+    @property
+    def remote(self) -> bool:
+        return self.data_path.startswith(REMOTE_SCHEMES)
+
+    @property
+    def namespace(self) -> str:
+        """What tells lakes in one catalog database apart (the advisory-lock key space)."""
+        return self.metadata_schema or "main"
+
+    def describe(self) -> str:
+        schema = f", metadata schema {self.metadata_schema}" if self.metadata_schema else ""
+        return (
+            f"DuckLake with its catalog in Postgres ({redact(self.conninfo)}{schema}), "
+            f"data under {self.data_path}"
+        )
+
+
+def lake_settings(
+    location: str,
+    data_path: str | None = None,
+    metadata_schema: str | None = None,
+    where: str = "AZEXPORT_WAREHOUSE",
+) -> LakeSettings:
+    """Parse 'ducklake:postgres:<conninfo>'; missing parts come from the environment."""
+    catalog = location[len(LAKE_PREFIX) :]
+    kind, _, conninfo = catalog.partition(":")
+    if kind != "postgres" or not conninfo.strip():
+        raise WarehouseConfigError(
+            f"{where}: a DuckLake warehouse needs its catalog in Postgres, written "
+            "'ducklake:postgres:dbname=<db> host=<host> user=<user>' (the password in "
+            f"PGPASSWORD); got 'ducklake:{redact(kind)}:...'"
+        )
+    path = data_path or os.environ.get(DATA_PATH_ENV)
+    if not path:
+        raise WarehouseConfigError(
+            f"{where} names a DuckLake, but its data path is not set: set {DATA_PATH_ENV} to "
+            "az://<container>/<prefix>/, abfss://... or a folder every machine shares"
+        )
+    if not path.startswith(REMOTE_SCHEMES):
+        path = os.path.abspath(os.path.expanduser(os.path.expandvars(path)))
+    return LakeSettings(
+        conninfo=conninfo.strip(),
+        data_path=path if path.endswith("/") else path + "/",
+        metadata_schema=metadata_schema or os.environ.get(METADATA_SCHEMA_ENV) or None,
+        azure_account=os.environ.get(AZURE_ACCOUNT_ENV) or None,
+    )

@@ -1,0 +1,61 @@
+"""Declared sources on a warehouse connection: DuckDB files attached read-only, globs as views.
+
+Both backends attach sources the same way, before the connection is sandboxed.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import duckdb
+
+from azexport_assets.sql_text import quote_ident, quote_literal
+
+if TYPE_CHECKING:  # the configuration layer may depend on Dagster; the warehouse does not
+    from azexport_assets.config import SourceConfig
+
+
+def resolve_path(location: str, base: Path) -> str:
+    """Expand ~ and $VARS; relative paths are relative to the project root."""
+    expanded = os.path.expanduser(os.path.expandvars(location))
+    return expanded if os.path.isabs(expanded) else str(base / expanded)
+
+
+def source_files(source: SourceConfig, base: Path) -> list[str]:
+    """The files a Parquet/CSV source's glob matches now, sorted (`**` recurses)."""
+    pattern = resolve_path(source.location, base)
+    return sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+
+
+def attach_source(
+    con: duckdb.DuckDBPyConnection, name: str, source: SourceConfig, base: Path
+) -> list[str]:
+    """Make one source visible under its name: a DuckDB file read-only, a glob as a temp view
+    over the files it matches now. Returns the files the sandbox must keep readable."""
+    location = resolve_path(source.location, base)
+    if source.kind == "duckdb":
+        con.execute(f"ATTACH {quote_literal(location)} AS {quote_ident(name)} (READ_ONLY)")
+        return [location]
+    # The view lists the files rather than the glob: the sandbox grants exactly these files,
+    # and a glob would need the whole folder. No match: keep the glob for DuckDB's own error.
+    files = source_files(source, base)
+    listed = f"[{', '.join(quote_literal(f) for f in files)}]" if files else quote_literal(location)
+    reader = "read_parquet" if source.kind == "parquet" else "read_csv"
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW {quote_ident(name)} AS SELECT * FROM {reader}({listed})"
+    )
+    return files
+
+
+def attach_sources(
+    con: duckdb.DuckDBPyConnection, sources: Mapping[str, SourceConfig], base: Path
+) -> list[str]:
+    """Attach every source (see `attach_source`); returns the files they read."""
+    files: list[str] = []
+    for name, source in sources.items():
+        files += attach_source(con, name, source, base)
+    return files
