@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test ui lint format bench setup clean
+.PHONY: demo test ui lint format bench setup clean test-lake bench-lake
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -12,6 +12,17 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# The lake environment: DuckDB 1.5.5 with the DuckLake/postgres/azure extension wheels and
+# dagster-postgres (docs/deploy.md). Its tests start their own Postgres and Azurite.
+LAKE_VENV := .venv-lake
+LAKE_PY := $(LAKE_VENV)/bin/python
+
+$(LAKE_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(LAKE_VENV)
+	$(LAKE_PY) -m pip install --quiet --upgrade pip
+	$(LAKE_PY) -m pip install --quiet -e '.[dev,lake]'
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
@@ -23,6 +34,9 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest
+
+test-lake: $(LAKE_VENV)/.installed node_modules/.installed
+	$(LAKE_PY) -m pytest -m lake
 
 ui: setup
 	$(PY) -m azexport_assets.demo.ui
@@ -37,6 +51,9 @@ format: setup
 
 bench: setup
 	$(PY) -m benchmarks
+
+bench-lake: $(LAKE_VENV)/.installed node_modules/.installed
+	$(LAKE_PY) -m benchmarks.lake
 
 clean:
 	rm -rf .azexport
