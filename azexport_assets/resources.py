@@ -64,13 +64,6 @@ class WarehouseResource(dg.ConfigurableResource):
             "or a folder every machine shares). Default $AZEXPORT_LAKE_DATA_PATH."
         ),
     )
-    lake_metadata_schema: str | None = Field(
-        None,
-        description=(
-            "DuckLake only: the Postgres schema of the catalog tables, to keep several lakes "
-            "in one database. Default $AZEXPORT_LAKE_METADATA_SCHEMA, else Postgres's own."
-        ),
-    )
     lock_timeout_seconds: float | None = Field(
         None,
         description=(
@@ -95,7 +88,6 @@ class WarehouseResource(dg.ConfigurableResource):
             else _env_float("AZEXPORT_LOCK_TIMEOUT_SECONDS", DEFAULT_LOCK_TIMEOUT),
             memory_limit=self.memory_limit or os.environ.get("AZEXPORT_DUCKDB_MEMORY_LIMIT"),
             data_path=self.lake_data_path,
-            metadata_schema=self.lake_metadata_schema,
             where="the warehouse resource's 'path'" if self.path else WAREHOUSE_ENV,
         )
 

@@ -48,7 +48,6 @@ def open_warehouse(
     lock_timeout: float | None = None,
     memory_limit: str | None = None,
     data_path: str | None = None,
-    metadata_schema: str | None = None,
     where: str = WAREHOUSE_ENV,
 ) -> WarehouseBackend:
     """The backend `location` names (default: $AZEXPORT_WAREHOUSE, else the DuckDB file).
@@ -58,7 +57,7 @@ def open_warehouse(
     """
     location = location or os.environ.get(WAREHOUSE_ENV) or DEFAULT_WAREHOUSE
     if is_lake(location):
-        settings = lake_settings(location, data_path, metadata_schema, where=where)
+        settings = lake_settings(location, data_path, where=where)
         return LakeWarehouse(settings, project_root, lock_timeout, memory_limit)
     return Warehouse(Path(location).expanduser(), project_root, lock_timeout, memory_limit)
 

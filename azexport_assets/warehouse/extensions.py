@@ -1,20 +1,21 @@
-"""Loading the DuckDB extensions the lake needs (ducklake, postgres_scanner, azure).
+"""Installing the DuckDB extensions the lake needs (ducklake, postgres_scanner, azure).
 
-Where each extension comes from, first match wins:
+They are installed once per process into a private extension folder (`install_extensions`),
+from which DuckDB loads them by name when the lake is opened. Each comes from the first of:
 
 1. `$AZEXPORT_DUCKDB_EXTENSIONS`: a folder holding `<name>.duckdb_extension` files (or
    DuckDB's own `v<version>/<platform>/` tree, e.g. a copy of `~/.duckdb/extensions`), for
    air-gapped machines and container images.
 2. The PyPI wheels `duckdb-extension-<name>` (the `lake` extra) when they ship a file for the
    running DuckDB version.
-3. An extension already installed in DuckDB's extension folder (`LOAD <name>`).
-4. DuckDB's extension repository (`INSTALL <name>`), when the machine is online.
+3. DuckDB's extension repository (`INSTALL <name>`), when the machine is online.
 
 Extension files are bound to one DuckDB version: DuckDB refuses a file built for another.
 """
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import os
 import shutil
@@ -104,37 +105,70 @@ def extension_file(con: duckdb.DuckDBPyConnection, name: str) -> Path | None:
     return None
 
 
-def _loaded(con: duckdb.DuckDBPyConnection) -> set[str]:
-    rows = con.execute("SELECT extension_name FROM duckdb_extensions() WHERE loaded").fetchall()
-    return {row[0] for row in rows}
+def extension_directory() -> Path:
+    """The private folder extensions are installed into (one per DuckDB version)."""
+    return Path(tempfile.gettempdir()) / f"azexport-duckdb-{duckdb.__version__}" / "extensions"
 
 
-def load_extensions(con: duckdb.DuckDBPyConnection, names: Iterable[str]) -> None:
-    """Load each extension into `con` (see the module docstring for where from)."""
-    loaded = _loaded(con)
-    for name in names:
-        if name in loaded:
-            continue
-        path = extension_file(con, name)
-        if path is not None:
-            con.execute(f"LOAD {quote_literal(str(path))}")
-            continue
+# Folders this process has installed into already: installing is needed once per process.
+_prepared: set[tuple[str, tuple[str, ...]]] = set()
+
+
+def install_extensions(names: Iterable[str]) -> Path:
+    """Install each extension into `extension_directory()` (see the module docstring for
+    where from) and return that folder; DuckDB then loads them from there by name."""
+    folder = extension_directory()
+    wanted = tuple(names)
+    if (str(folder), wanted) in _prepared:
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    # One installer at a time: processes starting together must not write the same file.
+    with open(folder / ".install.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            con.execute(f"LOAD {name}")
-            continue
-        except duckdb.Error:
-            pass  # not installed yet: try the repository
-        try:
-            con.execute(f"INSTALL {name}")
-            con.execute(f"LOAD {name}")
-        except duckdb.Error as error:
-            wheels = _wheel_versions(name)
-            found = f" (installed wheels are for {', '.join(wheels)})" if wheels else ""
-            raise ExtensionLoadError(
-                f"cannot load the DuckDB extension '{name}' for DuckDB {duckdb.__version__}: "
-                f"no file in ${EXTENSIONS_ENV}, no matching wheel "
-                f"'{WHEELS.get(name, (name,))[0].replace('_', '-')}'{found}, and INSTALL from "
-                f"DuckDB's repository failed ({str(error).splitlines()[0]}). Put the extension "
-                f"files in a folder named by ${EXTENSIONS_ENV}, or install a DuckDB version "
-                "with wheels (pip install 'azexport_assets[lake]')"
-            ) from None
+            _install(folder, wanted)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    _prepared.add((str(folder), wanted))
+    return folder
+
+
+def _install(folder: Path, wanted: tuple[str, ...]) -> None:
+    con = duckdb.connect(config={"extension_directory": str(folder)})
+    try:
+        installed = {
+            row[0]
+            for row in con.execute(
+                "SELECT extension_name FROM duckdb_extensions() WHERE installed"
+            ).fetchall()
+        }
+        for name in wanted:
+            if name in installed:
+                continue
+            path = extension_file(con, name)
+            try:
+                con.execute(f"INSTALL {quote_literal(str(path)) if path else name}")
+                con.execute(f"LOAD {name}")  # proves the file fits this DuckDB version
+            except duckdb.Error as error:
+                raise ExtensionLoadError(_cannot_load(name, path, error)) from None
+    finally:
+        con.close()
+
+
+def _cannot_load(name: str, path: Path | None, error: duckdb.Error) -> str:
+    first_line = str(error).splitlines()[0]
+    if path is not None:
+        return (
+            f"cannot load the DuckDB extension '{name}' from {path} into DuckDB "
+            f"{duckdb.__version__}: {first_line}"
+        )
+    wheels = _wheel_versions(name)
+    found = f" (installed wheels are for {', '.join(wheels)})" if wheels else ""
+    wheel = WHEELS.get(name, (name,))[0].replace("_", "-")
+    return (
+        f"cannot load the DuckDB extension '{name}' for DuckDB {duckdb.__version__}: no file "
+        f"in ${EXTENSIONS_ENV}, no matching wheel '{wheel}'{found}, and INSTALL from DuckDB's "
+        f"repository failed ({first_line}). Put the extension files in a folder named by "
+        f"${EXTENSIONS_ENV}, or install a DuckDB version with wheels "
+        "(pip install 'azexport_assets[lake]')"
+    )

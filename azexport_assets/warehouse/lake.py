@@ -2,9 +2,9 @@
 
 The catalog (tables, snapshots, small inlined changes) lives in Postgres, the data files in
 Azure Blob Storage (`az://`, `abfss://`, through DuckDB's azure extension) or in a folder all
-machines share. Every `connect()` opens a private in-memory DuckDB, loads the extensions,
-attaches the lake as catalog `lake` and makes it the current one, so the project's SQL
-(`models.x`, `azexport_state.y`) runs unchanged.
+machines share. Every `connect()` opens a private DuckDB whose main database is the lake, so
+the project's SQL (`models.x`, `azexport_state.y`) runs unchanged. The first connection of a
+process runs `init()` (creates the catalog, checks the data path, creates the schemas).
 
 There is no warehouse-wide lock: DuckLake checks at commit whether two writers collided, and
 the callers re-run a transaction that conflicted (`conflicts.retry_on_conflict`). Writers of
@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,7 +32,7 @@ from azexport_assets.warehouse.base import (
     create_schemas,
 )
 from azexport_assets.warehouse.conflicts import retry_on_conflict
-from azexport_assets.warehouse.extensions import load_extensions
+from azexport_assets.warehouse.extensions import install_extensions
 from azexport_assets.warehouse.pglock import PostgresActivationLock
 from azexport_assets.warehouse.settings import (
     AZURE_CONNECTION_STRING_ENV,
@@ -48,6 +48,9 @@ CATALOG = "lake"
 # A catalog created by two processes at once: the loser sees Postgres's duplicate errors.
 _FIRST_ATTACH_RACES = ("already exists", "duplicate key", "conflict", "could not serialize")
 _ATTACH_ATTEMPTS = 5
+
+# Lakes this process has prepared (catalog created, data path checked, schemas there).
+_prepared: set[tuple[str, str]] = set()
 
 
 class LakeConnectError(RuntimeError):
@@ -115,35 +118,29 @@ class LakeWarehouse(WarehouseBackend):
                 "use the machine's Azure identity (managed identity, az login, environment)"
             )
         # A temporary secret: it lives in this in-memory DuckDB only, never on disk.
+        con.execute("LOAD azure")
         con.execute(f"CREATE TEMPORARY SECRET azexport_lake_data (TYPE azure, {options})")
 
-    def _attach(self, con: duckdb.DuckDBPyConnection) -> None:
-        options = [f"DATA_PATH {quote_literal(self.settings.data_path)}"]
-        if self.settings.metadata_schema:
-            options.append(f"METADATA_SCHEMA {quote_literal(self.settings.metadata_schema)}")
-        target = quote_literal(f"ducklake:postgres:{self.settings.conninfo}")
-        con.execute(f"ATTACH {target} AS {CATALOG} ({', '.join(options)})")
-        con.execute(f"USE {CATALOG}")
+    def _config(self) -> dict[str, str]:
+        config = {
+            "extension_directory": str(install_extensions(self._extensions())),
+            "autoinstall_known_extensions": "false",
+            "autoload_known_extensions": "true",  # ducklake and postgres_scanner, by name
+            "temp_directory": str(export_temp_root() / "azexport-duckdb-spill"),
+        }
+        if self.memory_limit:
+            config["memory_limit"] = self.memory_limit
+        return config
 
-    def _open(self) -> duckdb.DuckDBPyConnection:
-        """An in-memory DuckDB with the lake attached and current (not yet sandboxed)."""
-        if not self.settings.remote:
-            Path(self.settings.data_path).mkdir(parents=True, exist_ok=True)
+    def _with_retries(
+        self, open_once: Callable[[], duckdb.DuckDBPyConnection]
+    ) -> duckdb.DuckDBPyConnection:
+        """Open, again if Postgres reports a race of two first openings (bounded)."""
         delay = 0.1
         for attempt in range(1, _ATTACH_ATTEMPTS + 1):
-            con = duckdb.connect()
             try:
-                if self.memory_limit:
-                    con.execute("SET memory_limit = ?", [self.memory_limit])
-                spill = export_temp_root() / "azexport-duckdb-spill"
-                con.execute("SET temp_directory = ?", [str(spill)])
-                load_extensions(con, self._extensions())
-                if self.settings.remote:
-                    self._azure_secret(con)
-                self._attach(con)
-                return con
+                return open_once()
             except duckdb.Error as error:
-                con.close()
                 text = str(error).lower()
                 if attempt < _ATTACH_ATTEMPTS and any(m in text for m in _FIRST_ATTACH_RACES):
                     time.sleep(delay)
@@ -152,10 +149,43 @@ class LakeWarehouse(WarehouseBackend):
                 raise LakeConnectError(
                     f"cannot open the lake ({self.describe()}): {self._clean(error)}"
                 ) from None
-            except BaseException:
-                con.close()
-                raise
         raise AssertionError("unreachable")
+
+    def _attach_once(self) -> duckdb.DuckDBPyConnection:
+        """A DuckDB with the lake ATTACHed under `CATALOG`, with its data path (this is what
+        creates the catalog tables in Postgres the first time, and checks the path after)."""
+        con = duckdb.connect(config=self._config())
+        try:
+            if self.settings.remote:
+                self._azure_secret(con)
+            target = quote_literal(f"ducklake:postgres:{self.settings.conninfo}")
+            data_path = quote_literal(self.settings.data_path)
+            con.execute(f"ATTACH {target} AS {CATALOG} (DATA_PATH {data_path})")
+            con.execute(f"USE {CATALOG}")
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    def _open_once(self) -> duckdb.DuckDBPyConnection:
+        """A DuckDB whose main database *is* the lake: every cursor of it (the export writes
+        through cursors) sees `models`, `segments` and `azexport_state` unqualified, which
+        `USE` cannot promise since it is a setting of one connection only."""
+        con = duckdb.connect(f"ducklake:postgres:{self.settings.conninfo}", config=self._config())
+        try:
+            if self.settings.remote:
+                self._azure_secret(con)
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    def _prepare(self) -> None:
+        """Once per process: the catalog exists, its data path is ours, the schemas exist."""
+        key = (self.settings.conninfo, self.settings.data_path)
+        if key not in _prepared:
+            self.init()
+            _prepared.add(key)
 
     def _ensure_schemas(self, con: duckdb.DuckDBPyConnection) -> list[str]:
         def create() -> list[str]:
@@ -175,8 +205,14 @@ class LakeWarehouse(WarehouseBackend):
         return [export_temp_root(), self.settings.data_path]
 
     def init(self) -> list[str]:
-        """Create the catalog (on first attach) and the project's schemas; idempotent."""
-        con = self._open()
+        """Create the catalog (on its first opening) and the project's schemas; idempotent.
+
+        The lake's data path is fixed when the catalog is created: a different
+        AZEXPORT_LAKE_DATA_PATH later is refused here rather than writing files elsewhere.
+        """
+        if not self.settings.remote:
+            Path(self.settings.data_path).mkdir(parents=True, exist_ok=True)
+        con = self._with_retries(self._attach_once)
         try:
             return self._ensure_schemas(con)
         finally:
@@ -188,9 +224,9 @@ class LakeWarehouse(WarehouseBackend):
     ) -> Iterator[duckdb.DuckDBPyConnection]:
         from azexport_assets.warehouse.sources import attach_sources
 
-        con = self._open()
+        self._prepare()
+        con = self._with_retries(self._open_once)
         try:
-            self._ensure_schemas(con)
             files = attach_sources(con, sources or {}, self.project_root)
             # From here on the connection runs user SQL: sandbox it (docs/security.md).
             lock_down(con, files=files, directories=self._sandbox_directories())
@@ -203,16 +239,17 @@ class LakeWarehouse(WarehouseBackend):
     def maintain(self, older_than_days: float = 7.0) -> dict[str, int]:
         """Merge small data files, expire snapshots older than `older_than_days`, delete the
         files no snapshot needs any more. Safe while runs write (see docs/deploy.md)."""
-        con = self._open()
+        con = self._with_retries(self._attach_once)
         try:
+            catalog = quote_literal(CATALOG)
             cutoff = f"now() - INTERVAL {float(older_than_days) * 86400:.0f} SECOND"
-            merged = con.execute(f"CALL ducklake_merge_adjacent_files({quote_literal(CATALOG)})")
+            merged = con.execute(f"CALL ducklake_merge_adjacent_files({catalog})")
             merged_rows = len(merged.fetchall())
             expired = con.execute(
-                f"CALL ducklake_expire_snapshots({quote_literal(CATALOG)}, older_than => {cutoff})"
+                f"CALL ducklake_expire_snapshots({catalog}, older_than => {cutoff})"
             ).fetchall()
             cleaned = con.execute(
-                f"CALL ducklake_cleanup_old_files({quote_literal(CATALOG)}, older_than => {cutoff})"
+                f"CALL ducklake_cleanup_old_files({catalog}, older_than => {cutoff})"
             ).fetchall()
             return {
                 "merged_files": merged_rows,

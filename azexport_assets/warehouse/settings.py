@@ -22,7 +22,6 @@ from azexport_assets.warehouse.base import WarehouseConfigError
 
 LAKE_PREFIX = "ducklake:"
 DATA_PATH_ENV = "AZEXPORT_LAKE_DATA_PATH"
-METADATA_SCHEMA_ENV = "AZEXPORT_LAKE_METADATA_SCHEMA"
 AZURE_CONNECTION_STRING_ENV = "AZEXPORT_LAKE_AZURE_CONNECTION_STRING"
 AZURE_ACCOUNT_ENV = "AZEXPORT_LAKE_AZURE_ACCOUNT"
 
@@ -48,7 +47,6 @@ class LakeSettings:
 
     conninfo: str  # libpq connection string or URI of the catalog database
     data_path: str  # az://container/prefix/, abfss://..., or an absolute shared folder
-    metadata_schema: str | None = None  # Postgres schema of the catalog tables
     azure_account: str | None = None  # for the credential chain when no connection string
 
     @property
@@ -57,13 +55,12 @@ class LakeSettings:
 
     @property
     def namespace(self) -> str:
-        """What tells lakes in one catalog database apart (the advisory-lock key space)."""
-        return self.metadata_schema or "main"
+        """The advisory-lock key space: one lake per catalog database, so a constant."""
+        return "ducklake"
 
     def describe(self) -> str:
-        schema = f", metadata schema {self.metadata_schema}" if self.metadata_schema else ""
         return (
-            f"DuckLake with its catalog in Postgres ({redact(self.conninfo)}{schema}), "
+            f"DuckLake with its catalog in Postgres ({redact(self.conninfo)}), "
             f"data under {self.data_path}"
         )
 
@@ -71,7 +68,6 @@ class LakeSettings:
 def lake_settings(
     location: str,
     data_path: str | None = None,
-    metadata_schema: str | None = None,
     where: str = "AZEXPORT_WAREHOUSE",
 ) -> LakeSettings:
     """Parse 'ducklake:postgres:<conninfo>'; missing parts come from the environment."""
@@ -94,6 +90,5 @@ def lake_settings(
     return LakeSettings(
         conninfo=conninfo.strip(),
         data_path=path if path.endswith("/") else path + "/",
-        metadata_schema=metadata_schema or os.environ.get(METADATA_SCHEMA_ENV) or None,
         azure_account=os.environ.get(AZURE_ACCOUNT_ENV) or None,
     )
