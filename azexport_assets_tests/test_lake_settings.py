@@ -1,0 +1,150 @@
+"""Choosing the backend by configuration, keeping secrets out of messages, per-activation state
+rows (and moving rows out of the old shared table), the conflict retry. No server needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from azexport_assets.delta import state
+from azexport_assets.resources import WarehouseResource
+from azexport_assets.warehouse import (
+    LakeWarehouse,
+    Warehouse,
+    WarehouseConfigError,
+    is_conflict,
+    open_warehouse,
+    retry_on_conflict,
+)
+from azexport_assets.warehouse.extensions import EXTENSIONS_ENV, extension_file
+from azexport_assets.warehouse.settings import redact
+
+CATALOG = "ducklake:postgres:dbname=lake host=pg.internal user=azexport"
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch):
+    for name in ("AZEXPORT_WAREHOUSE", "AZEXPORT_LAKE_DATA_PATH", "AZEXPORT_LAKE_AZURE_ACCOUNT"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_the_file_is_the_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    warehouse = open_warehouse(project_root=tmp_path)
+    assert isinstance(warehouse, Warehouse)
+    assert warehouse.path == Path(".azexport/warehouse.duckdb")
+    assert warehouse.describe() == "DuckDB file .azexport/warehouse.duckdb"
+
+
+def test_the_environment_switches_to_the_lake(monkeypatch, tmp_path):
+    monkeypatch.setenv("AZEXPORT_WAREHOUSE", CATALOG)
+    monkeypatch.setenv("AZEXPORT_LAKE_DATA_PATH", "az://lake/azexport")
+    warehouse = WarehouseResource().open(tmp_path)
+    assert isinstance(warehouse, LakeWarehouse)
+    assert warehouse.settings.conninfo == "dbname=lake host=pg.internal user=azexport"
+    assert warehouse.settings.data_path == "az://lake/azexport/"
+    assert warehouse.settings.remote
+    assert warehouse.project_root == tmp_path
+
+
+def test_resource_fields_switch_to_the_lake_with_a_shared_folder(tmp_path):
+    resource = WarehouseResource(path=CATALOG, lake_data_path=str(tmp_path / "shared"))
+    warehouse = resource.open(tmp_path)
+    assert isinstance(warehouse, LakeWarehouse)
+    assert warehouse.settings.data_path == str(tmp_path / "shared") + "/"
+    assert not warehouse.settings.remote
+    assert warehouse.describe() == (
+        "DuckLake with its catalog in Postgres (dbname=lake host=pg.internal user=azexport), "
+        f"data under {tmp_path / 'shared'}/"
+    )
+
+
+def test_a_lake_without_data_path_names_the_variable(monkeypatch):
+    monkeypatch.setenv("AZEXPORT_WAREHOUSE", CATALOG)
+    with pytest.raises(WarehouseConfigError, match="AZEXPORT_LAKE_DATA_PATH") as caught:
+        open_warehouse()
+    assert str(caught.value).startswith("AZEXPORT_WAREHOUSE names a DuckLake")
+
+
+def test_only_postgres_catalogs_are_accepted():
+    with pytest.raises(WarehouseConfigError, match="catalog in Postgres") as caught:
+        WarehouseResource(path="ducklake:sqlite:/tmp/x.db", lake_data_path="/x").open(Path("."))
+    assert "the warehouse resource's 'path'" in str(caught.value)
+
+
+def test_passwords_never_reach_descriptions():
+    assert redact("dbname=x password=s3cret host=h") == "dbname=x password=*** host=h"
+    assert redact("password = 'a b\\' c' host=h") == "password = *** host=h"
+    assert redact("postgresql://user:s3cret@host/db") == "postgresql://user:***@host/db"
+    warehouse = open_warehouse(CATALOG + " password=s3cret", data_path="/x")
+    assert "s3cret" not in warehouse.describe()
+
+
+def test_conflicts_are_retried_a_bounded_number_of_times():
+    calls = []
+
+    def conflicting():
+        calls.append(1)
+        if len(calls) < 3:
+            raise duckdb.TransactionException("Transaction conflict - attempting to ...")
+        return "done"
+
+    assert retry_on_conflict(conflicting) == "done" and len(calls) == 3
+
+    def always():
+        raise duckdb.TransactionException("Transaction conflict - again")
+
+    with pytest.raises(duckdb.TransactionException):
+        retry_on_conflict(always, attempts=2)
+    assert not is_conflict(duckdb.CatalogException("Table x does not exist"))
+    assert not is_conflict(ValueError("Transaction conflict"))
+
+
+def test_extension_files_come_from_the_configured_folder(tmp_path, monkeypatch):
+    (tmp_path / "ducklake.duckdb_extension").write_bytes(b"not really")
+    monkeypatch.setenv(EXTENSIONS_ENV, str(tmp_path))
+    con = duckdb.connect()
+    assert extension_file(con, "ducklake") == tmp_path / "ducklake.duckdb_extension"
+
+
+def _legacy_warehouse() -> duckdb.DuckDBPyConnection:
+    """A warehouse written before state rows had their own tables."""
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA azexport_state")
+    columns = ", ".join(f"{name} {kind}" for name, kind in state._COLUMNS.items())
+    con.execute(f"CREATE TABLE azexport_state.activation_state ({columns})")
+    con.execute(
+        "INSERT INTO azexport_state.activation_state (activation, baseline_delta_id, "
+        "baseline_rows) VALUES ('crm', 'd1', 10), ('billing', 'd7', 3)"
+    )
+    return con
+
+
+def test_each_activation_has_its_own_state_table():
+    con = duckdb.connect()
+    state.ensure_schema(con)
+    state.write(con, "crm", {"baseline_rows": 1})
+    state.write(con, "CRM", {"baseline_rows": 2})  # another activation: another table
+    state.write(con, "crm", {"reason": "delta"})
+    assert state.read(con, "crm")["baseline_rows"] == 1
+    assert state.read(con, "crm")["reason"] == "delta"
+    assert state.read(con, "CRM")["baseline_rows"] == 2
+    assert con.execute("SELECT count(*) FROM azexport_state.state__crm").fetchone() == (1,)
+
+
+def test_rows_of_the_shared_table_move_on_the_next_write():
+    con = _legacy_warehouse()
+    assert state.read(con, "crm")["baseline_delta_id"] == "d1"  # read where it is
+    state.write(con, "crm", {"committed": True})
+    moved = state.read(con, "crm")
+    assert (moved["baseline_delta_id"], moved["baseline_rows"], moved["committed"]) == (
+        "d1",
+        10,
+        True,
+    )
+    assert con.execute("SELECT activation FROM azexport_state.activation_state").fetchall() == [
+        ("billing",)
+    ]
+    assert state.read(con, "billing")["baseline_rows"] == 3
