@@ -80,6 +80,7 @@ class PostgresServer:
             _as_server_user([postgres_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "stop"]),
             capture_output=True,
             check=False,
+            cwd=self.root,
         )
         shutil.rmtree(self.root, ignore_errors=True)
 
@@ -104,7 +105,8 @@ def start_postgres() -> PostgresServer:
         "--encoding=UTF8",
         "--no-instructions",
     ]  # fmt: skip
-    subprocess.run(_as_server_user(run), check=True, capture_output=True)
+    # cwd: the server user may not be allowed into the caller's folder.
+    subprocess.run(_as_server_user(run), check=True, capture_output=True, cwd=root)
     options = (
         f"-p {server.port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=300 "
         "-c fsync=off -c full_page_writes=off"  # a throw-away test cluster
@@ -117,7 +119,7 @@ def start_postgres() -> PostgresServer:
         "-w", "-t", "60",
         "start",
     ]  # fmt: skip
-    result = subprocess.run(_as_server_user(start), capture_output=True, text=True)
+    result = subprocess.run(_as_server_user(start), capture_output=True, text=True, cwd=root)
     if result.returncode != 0:
         log = (root / "server.log").read_text() if (root / "server.log").exists() else ""
         shutil.rmtree(root, ignore_errors=True)
