@@ -2,8 +2,9 @@
 
 Three runs are submitted to the queue: two of activation `a`, one of activation `b`. The
 daemon starts the first `a` and the `b` together; the second `a` stays QUEUED until the first
-has finished (the per-activation tag limit), then runs. Every run is a real process started
-by the daemon, writing to a DuckLake and exporting to Azurite.
+has finished (the per-activation tag limit), then runs. The test keeps the first `a` in
+progress by holding the activation's lock, so the order does not depend on timing. Every run
+is a real process started by the daemon, writing to a DuckLake and exporting to Azurite.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from azexport_assets.warehouse import open_warehouse
 from azexport_assets_tests.lake_kit import (  # noqa: F401
     PASSWORD,
     USER,
@@ -32,6 +34,7 @@ from azexport_assets_tests.project_kit import ProjectKit
 pytestmark = pytest.mark.lake
 
 REPO = Path(__file__).resolve().parents[1]
+FINISHED = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE)
 
 DEFS = """
 models:
@@ -128,6 +131,10 @@ def test_daemon_runs_one_run_per_activation_at_a_time(deployment: ProjectKit):
         dg.DagsterRunStatus.QUEUED
     }
 
+    # The test holds activation a's lock, so the first run of `a` stays in progress (its delta
+    # step waits) until the test has seen `b` finish alongside it.
+    held = open_warehouse().activation_lock("a", holder="test")
+    held.acquire()
     daemon = subprocess.Popen(
         [bin_of("dagster-daemon"), "run", "-w", str(kit.root / "workspace.yaml")],
         cwd=kit.root,
@@ -135,23 +142,19 @@ def test_daemon_runs_one_run_per_activation_at_a_time(deployment: ProjectKit):
         stderr=subprocess.DEVNULL,
         env=os.environ.copy(),
     )
-    seen_queued_behind_first = False
+    while_b_finished = None
     try:
         deadline = time.monotonic() + 420
         while time.monotonic() < deadline:
             statuses = {r: instance.get_run_by_id(r).status for r in (first_a, second_a, b)}
-            if (
-                statuses[first_a] in (dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED)
-                and statuses[second_a] == dg.DagsterRunStatus.QUEUED
-            ):
-                seen_queued_behind_first = True
-            if all(
-                s in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE)
-                for s in statuses.values()
-            ):
+            if while_b_finished is None and statuses[b] in FINISHED:
+                while_b_finished = statuses
+                held.release()
+            if all(s in FINISHED for s in statuses.values()):
                 break
             time.sleep(0.2)
     finally:
+        held.release()
         daemon.terminate()
         try:
             daemon.wait(timeout=60)
@@ -159,18 +162,21 @@ def test_daemon_runs_one_run_per_activation_at_a_time(deployment: ProjectKit):
             daemon.kill()
             daemon.wait()
 
+    # `b` ran and finished while the first `a` was in progress and the second `a` queued.
+    assert while_b_finished == {
+        first_a: dg.DagsterRunStatus.STARTED,
+        second_a: dg.DagsterRunStatus.QUEUED,
+        b: dg.DagsterRunStatus.SUCCESS,
+    }
     records = {r: instance.get_run_record_by_id(r) for r in (first_a, second_a, b)}
     assert {r: rec.dagster_run.status for r, rec in records.items()} == {
         first_a: dg.DagsterRunStatus.SUCCESS,
         second_a: dg.DagsterRunStatus.SUCCESS,
         b: dg.DagsterRunStatus.SUCCESS,
     }
-    assert seen_queued_behind_first
-    # The second run of `a` started only after the first had ended ...
+    # The second run of `a` started only after the first had ended; `b` inside the first.
     assert records[second_a].start_time >= records[first_a].end_time
-    # ... while `b` ran alongside the first run of `a`.
-    assert records[b].start_time < records[first_a].end_time
-    assert records[first_a].start_time < records[b].end_time
+    assert records[first_a].start_time < records[b].start_time < records[first_a].end_time
 
     expected = [{"id": str(i), "name": f"n{i}"} for i in range(20)]
     for name in ("a/people.csv", "b/people.csv"):

@@ -15,7 +15,9 @@ activation lock is a Postgres advisory lock (`pglock`), valid across machines.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -51,6 +53,11 @@ _ATTACH_ATTEMPTS = 5
 
 # Lakes this process has prepared (catalog created, data path checked, schemas there).
 _prepared: set[tuple[str, str]] = set()
+
+# The sandboxed DuckDB per lake that steps without sources share (see `connect`).
+_shared: dict[tuple, duckdb.DuckDBPyConnection] = {}
+_shared_guard = threading.Lock()
+_openings = itertools.count(1)
 
 
 class LakeConnectError(RuntimeError):
@@ -170,8 +177,18 @@ class LakeWarehouse(WarehouseBackend):
     def _open_once(self) -> duckdb.DuckDBPyConnection:
         """A DuckDB whose main database *is* the lake: every cursor of it (the export writes
         through cursors) sees `models`, `segments` and `azexport_state` unqualified, which
-        `USE` cannot promise since it is a setting of one connection only."""
-        con = duckdb.connect(f"ducklake:postgres:{self.settings.conninfo}", config=self._config())
+        `USE` cannot promise since it is a setting of one connection only.
+
+        DuckDB hands out one instance per database path within a process; a distinct
+        `application_name` per opening gives each its own (and names it in pg_stat_activity).
+        """
+        name = f"azexport-{os.getpid()}-{next(_openings)}"
+        conninfo = self.settings.conninfo
+        if "://" in conninfo:  # a URI: a query parameter
+            conninfo += ("&" if "?" in conninfo else "?") + f"application_name={name}"
+        else:
+            conninfo += f" application_name={name}"
+        con = duckdb.connect(f"ducklake:postgres:{conninfo}", config=self._config())
         try:
             if self.settings.remote:
                 self._azure_secret(con)
@@ -222,17 +239,63 @@ class LakeWarehouse(WarehouseBackend):
     def connect(
         self, holder: str = "", sources: Mapping[str, SourceConfig] | None = None
     ) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A sandboxed connection to the lake with `sources` attached.
+
+        Steps without sources (delta, export, commit) share one sandboxed DuckDB per process
+        and get a cursor of it: loading the extensions into a new DuckDB costs about half a
+        second. Steps with sources get a DuckDB of their own, closed at the end, so that a
+        source file is attached (and locked) only while the step runs.
+        """
+        self._prepare()
+        if sources:
+            con = self._sandboxed(sources)
+            try:
+                yield con
+            finally:
+                con.close()
+            return
+        shared = self._shared()
+        cursor = shared.cursor()
+        try:
+            yield cursor
+        except (duckdb.IOException, duckdb.ConnectionException, duckdb.FatalException):
+            self._forget_shared()  # a broken catalog connection: start afresh next time
+            raise
+        finally:
+            cursor.close()
+
+    def _sandboxed(self, sources: Mapping[str, SourceConfig] | None) -> duckdb.DuckDBPyConnection:
         from azexport_assets.warehouse.sources import attach_sources
 
-        self._prepare()
         con = self._with_retries(self._open_once)
         try:
             files = attach_sources(con, sources or {}, self.project_root)
             # From here on the connection runs user SQL: sandbox it (docs/security.md).
             lock_down(con, files=files, directories=self._sandbox_directories())
-            yield con
-        finally:
+        except BaseException:
             con.close()
+            raise
+        return con
+
+    def _shared_key(self) -> tuple:
+        # The process id: a forked child must not use its parent's DuckDB.
+        return (os.getpid(), self.settings, self.memory_limit, str(export_temp_root()))
+
+    def _shared(self) -> duckdb.DuckDBPyConnection:
+        key = self._shared_key()
+        with _shared_guard:
+            con = _shared.get(key)
+            if con is None:
+                con = self._sandboxed(None)
+                _shared[key] = con
+            return con
+
+    def _forget_shared(self) -> None:
+        with _shared_guard:
+            con = _shared.pop(self._shared_key(), None)
+        if con is not None:
+            with contextlib.suppress(duckdb.Error):
+                con.close()
 
     # -- maintenance
 
