@@ -12,6 +12,7 @@ from azexport_assets.introspect import ProjectShape, check_segment, model_sql, s
 from azexport_assets.project import Project
 from azexport_assets.resources import WarehouseResource
 from azexport_assets.sql_text import quote_ident
+from azexport_assets.warehouse import retry_on_conflict
 
 PRIMARY_KEY_CHECK = "primary_key_unique_not_null"
 
@@ -56,7 +57,9 @@ def materialize_table(
     ) as con:
         try:
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {kind}")
-            con.execute(f"CREATE OR REPLACE TABLE {table} AS {sql}")
+            # On DuckLake two runs may rebuild a shared model at once: the later commit
+            # conflicts and is simply run again (it replaces the table either way).
+            retry_on_conflict(lambda: con.execute(f"CREATE OR REPLACE TABLE {table} AS {sql}"))
         except duckdb.Error as error:
             raise dg.Failure(
                 description=f"{project.where(kind, name, field)}: {error}", allow_retries=False

@@ -18,7 +18,7 @@ import duckdb
 
 T = TypeVar("T")
 
-CONFLICT_ATTEMPTS = 6
+CONFLICT_ATTEMPTS = 10
 _FIRST_DELAY = 0.05
 _MAX_DELAY = 2.0
 
