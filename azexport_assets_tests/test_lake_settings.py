@@ -148,3 +148,28 @@ def test_rows_of_the_shared_table_move_on_the_next_write():
         ("billing",)
     ]
     assert state.read(con, "billing")["baseline_rows"] == 3
+
+
+def test_the_cli_sets_up_a_file_warehouse(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, AZEXPORT_WAREHOUSE=str(tmp_path / "w.duckdb"))
+    done = subprocess.run(
+        [sys.executable, "-m", "azexport_assets.warehouse", "init"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        f"DuckDB file {tmp_path / 'w.duckdb'}",
+        "created schemas: models, segments, azexport_state",
+    ]
+    con = duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True)
+    schemas = {r[0] for r in con.execute("SELECT schema_name FROM duckdb_schemas()").fetchall()}
+    con.close()
+    assert {"models", "segments", "azexport_state"} <= schemas

@@ -25,11 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        warehouse = open_warehouse()
-    except ValueError as error:
+        return _run(args)
+    except (ValueError, RuntimeError) as error:  # configuration, connection: said plainly
         print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(warehouse.describe())
+        return 2 if isinstance(error, ValueError) else 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    warehouse = open_warehouse()
+    print(warehouse.describe(), flush=True)
     if args.command == "init":
         created = warehouse.init()
         print(f"created schemas: {', '.join(created)}" if created else "already set up")
