@@ -23,7 +23,7 @@ import json
 import re
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -59,7 +59,7 @@ from azexport_assets.storage.streaming import GrowingFileUpload, UploadPool
 from azexport_assets.warehouse import Warehouse
 
 if TYPE_CHECKING:  # the configuration layer may depend on Dagster; exports do not
-    from azexport_assets.config import ActivationConfig
+    from azexport_assets.config import ActivationConfig, SourceConfig
 
 PROGRESS_EVERY_SECONDS = 10.0
 
@@ -321,6 +321,7 @@ class ExportRun:
     path_prefix: str
     logical_time: datetime
     run_id: str
+    sources: Mapping[str, SourceConfig] = field(default_factory=dict)  # see DeltaRun.sources
 
 
 @dataclass
@@ -358,7 +359,7 @@ def run_export(
         pool = UploadPool(container)
         progress = Progress(log, pool)
         try:
-            with warehouse.connect(holder=holder) as con:
+            with warehouse.connect(holder=holder, sources=run.sources) as con:
                 spec = change_set_spec(con, run.name, run.source_table)
                 change = load_change_set(con, run.name, spec) if spec else None
                 if spec is None or change is None:
@@ -480,6 +481,8 @@ class DeltaRun:
     exported: Callable[[list[tuple[str, str]]], list[tuple[str, str]]]
     """(source column, destination name) in export order, given the source's columns; raises
     ConfigError when the mapping names a column the source does not have."""
+    sources: Mapping[str, SourceConfig] = field(default_factory=dict)
+    """Sources to attach: those of the view models the activation reads through."""
 
 
 def compute_changes(
@@ -491,7 +494,8 @@ def compute_changes(
 ) -> ChangeSet:
     """The delta step: compare the source's rows with the activation's baseline and store the
     change set the export will write (see `compute_change_set`)."""
-    with warehouse.connect(holder=f"run {delta_id[:8]} {run.name}/delta") as con:
+    holder = f"run {delta_id[:8]} {run.name}/delta"
+    with warehouse.connect(holder=holder, sources=run.sources) as con:
         schema, _, table = run.source_table.partition(".")
         try:
             described = con.execute(f"DESCRIBE {schema}.{quote_ident(table)}").fetchall()

@@ -46,12 +46,12 @@ def build_definitions(
     )
     assets: list[Any] = source_table_specs(project, shape, models)
     assets += [model_asset(project, shape, m) for m in models]
-    assets += [segment_asset(project, s) for s in segments]
+    assets += [segment_asset(project, shape, s) for s in segments]
     jobs: dict[str, Any] = {}
     schedules = []
     sensors = []
     for name in activations:
-        assets += [delta_asset(project, name), export_asset(project, name)]
+        assets += [delta_asset(project, shape, name), export_asset(project, shape, name)]
         job = jobs[f"activate_{name}"] = activation_job(project, shape, name)
         if project.activations[name].trigger == "on_change":
             sensors.append(source_change_sensor(project, shape, name, job))

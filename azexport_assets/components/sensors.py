@@ -20,7 +20,7 @@ import dagster as dg
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from azexport_assets.asset_keys import export_key
-from azexport_assets.components.jobs import upstream_models
+from azexport_assets.components.lineage import upstream_models
 from azexport_assets.introspect import ProjectShape
 from azexport_assets.project import Project
 from azexport_assets.warehouse import resolve_path
