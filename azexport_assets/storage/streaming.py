@@ -111,6 +111,11 @@ class GrowingFileUpload:
                 self._failure = StorageError(f"upload of blob '{self.blob_name}' aborted")
             self._changed.notify()
 
+    def wait(self, timeout: float) -> bool:
+        """True once the upload has ended (committed or failed)."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
     def result(self) -> UploadedBlob:
         self._thread.join()
         if self._failure is not None:
