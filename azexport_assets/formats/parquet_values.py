@@ -110,23 +110,23 @@ def _refuse(index: int, reason: str) -> str:
 
 def _checked(col: Column, index: int) -> str:
     """The column's value as written to Parquet (an expression, without alias)."""
-    t = col.duck_type
-    if t is None:  # a Column built by hand: no nested type information, top level only
-        t = duckdb.sql(f"SELECT NULL::{col.type_text} AS v").types[0]
     ref = col.ref
-    if t.id in _HUGE_IDS:
+    if col.type_id in _HUGE_IDS:
         exact = f"TRY_CAST({ref} AS {EXACT_INTEGER})"
         return (
             f"CASE WHEN {ref} IS NOT NULL AND {exact} IS NULL "
             f"THEN {_refuse(index, 'digits')} ELSE {exact} END"
         )
     value = ref
-    infinite = infinity_test(ref, t)
+    t = col.duck_type  # None for a Column built by hand: then only its top level is known
+    infinite = f"isinf({ref})" if col.type_id in _TEMPORAL_IDS else None
+    if t is not None:
+        infinite = infinity_test(ref, t)
     if infinite is not None:
         value = f"CASE WHEN {infinite} THEN {_refuse(index, 'infinite')} ELSE {ref} END"
     if col.is_naive_timestamp:
         return utc_timestamptz(col, value)
-    nested = exact_type(t)
+    nested = exact_type(t) if t is not None else None
     if nested is not None:
         value = f"CAST({value} AS {nested})"
     return value
