@@ -44,20 +44,18 @@ class _Strict(BaseModel):
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Z|a-z]{2,7}\b")
 
 
-def check_owners(owners: list[str]) -> list[str]:
-    """Each owner is an e-mail address or a team name prefixed with 'team:'."""
-    for owner in owners:
-        if not (_EMAIL.fullmatch(owner) or (owner.startswith("team:") and len(owner) > 5)):
-            raise ValueError(
-                f"{owner!r} is not a valid owner: use an e-mail address "
-                "(e.g. 'ana@example.com') or a team name prefixed with 'team:' (e.g. 'team:crm')"
-            )
-    return owners
+def check_owner(owner: str) -> str:
+    """An e-mail address or a team name prefixed with 'team:'."""
+    if not (_EMAIL.fullmatch(owner) or (owner.startswith("team:") and len(owner) > 5)):
+        raise ValueError(
+            f"{owner!r} is not a valid owner: use an e-mail address "
+            "(e.g. 'ana@example.com') or a team name prefixed with 'team:' (e.g. 'team:crm')"
+        )
+    return owner
 
 
 Owners = Annotated[
-    list[str],
-    pydantic.AfterValidator(check_owners),
+    list[Annotated[str, pydantic.AfterValidator(check_owner)]],
     Field(description="Who to contact: e-mail addresses or 'team:<name>'; shown in the UI."),
 ]
 
