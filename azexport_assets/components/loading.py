@@ -41,17 +41,16 @@ class ValidatedProject:
 def merge_components(components: Sequence[AzureExport], project_root: Path) -> Project:
     """Merge the loaded components' objects; ConfigError on clashes or dangling references."""
     files: list[DeclaredFile] = []
-    seen: dict[Path, int] = {}
     for component in components:
         declared = component.declared_file()
         if declared is None:  # built in Python or `attributes:` left empty: nothing to merge
             continue
-        if declared.path in seen:
+        if any(f.path == declared.path for f in files):
+            # Each component builds the objects of its own file: one document per file.
             raise ConfigError(
-                f"{declared.path}: holds more than one AzureExport document; declare all "
-                "objects of a folder in one document (or use one folder per document)"
+                f"{_shown(str(declared.path), project_root)}: holds more than one AzureExport "
+                "document; declare all objects of a folder in one document"
             )
-        seen[declared.path] = 1
         files.append(declared)
     files.sort(key=lambda f: str(f.path))  # stable messages: the first file in path order wins
     return build_project(files, project_root)
