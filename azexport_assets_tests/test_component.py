@@ -409,3 +409,11 @@ def test_bad_owner_or_prefix_is_named(tmp_path, old, new, expected):
     with pytest.raises(ConfigError) as error:
         _load(tmp_path, BASE.replace(old, new))
     assert expected in str(error.value), str(error.value)
+
+
+def test_component_built_in_python_is_refused_with_a_reason(tmp_path):
+    component = AzureExport(models={"people": {"sql": "SELECT 1 AS id"}})
+    assert component.models["people"].sql == "SELECT 1 AS id"  # fields are the config models
+    with pytest.raises(ConfigError, match="declare its objects in a defs.yaml"):
+        loading.merge_components([component], tmp_path)
+    assert loading.merge_components([AzureExport()], tmp_path).activations == {}

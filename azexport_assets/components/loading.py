@@ -22,7 +22,7 @@ import dagster as dg
 import pydantic
 import yaml
 
-from azexport_assets.config import ConfigError
+from azexport_assets.config import OBJECT_KINDS, ConfigError
 from azexport_assets.introspect import ProjectShape, describe_project
 from azexport_assets.project import DeclaredFile, Project, build_project
 
@@ -43,8 +43,13 @@ def merge_components(components: Sequence[AzureExport], project_root: Path) -> P
     files: list[DeclaredFile] = []
     for component in components:
         declared = component.declared_file()
-        if declared is None:  # built in Python or `attributes:` left empty: nothing to merge
-            continue
+        if declared is None:
+            if any(getattr(component, kind) for kind in OBJECT_KINDS):
+                raise ConfigError(
+                    "an AzureExport built in Python has no defs.yaml to name in messages and "
+                    "to build from: declare its objects in a defs.yaml under the defs folder"
+                )
+            continue  # `attributes:` left empty: nothing to merge
         if any(f.path == declared.path for f in files):
             # Each component builds the objects of its own file: one document per file.
             raise ConfigError(
