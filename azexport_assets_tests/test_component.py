@@ -18,6 +18,7 @@ import dagster as dg
 import duckdb
 import pytest
 
+from azexport_assets.asset_keys import delta_key
 from azexport_assets.components import AzureExport, loading
 from azexport_assets.config import ConfigError, ExportFileConfig
 from azexport_assets.introspect import describe_project
@@ -287,7 +288,7 @@ def test_activation_exports_a_model_of_another_folder(tmp_path):
     graph = dg.Definitions.merge(
         definitions, dg.Definitions(resources={WAREHOUSE_KEY: WarehouseResource()})
     ).resolve_asset_graph()
-    delta = graph.get(dg.AssetKey(["activations", "cross_folder", "delta"]))
+    delta = graph.get(delta_key("cross_folder"))
     assert dg.AssetKey(["models", "people_00"]) in delta.parent_keys
 
 
