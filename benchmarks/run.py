@@ -188,7 +188,15 @@ class Bench:
         if result.get("to_run_start_s"):
             extra += f", {result['to_run_start_s']:.1f} s to RUN_START"
         if result.get("breakdown"):
-            extra += f", {result['breakdown']['step_work_s']:.1f} s inside steps"
+            breakdown = result["breakdown"]
+            steps = " + ".join(
+                f"{step.split('__')[-1]} {times['work_s'] or 0:.1f}"
+                for step, times in breakdown["steps"].items()
+            )
+            extra += (
+                f", {breakdown['step_work_s']:.1f} s inside steps ({steps}), "
+                f"{breakdown['step_startup_s']:.1f} s starting step processes"
+            )
         rows = f", {result['rows']:,} rows" if "rows" in result else ""
         print(
             f"  {label}: {result['seconds']:.2f} s, peak RSS {result['peak_rss_mb']:.0f} MB"
@@ -343,6 +351,7 @@ def summarize(measurements: list[dict], sizes: list[int], formats: list[str]) ->
             for side in SIDES:
                 cell[f"{side}_s"] = _median(full, rows=rows, format=fmt, side=side)
                 cell[f"{side}_rss_mb"] = _peak(full, rows=rows, format=fmt, side=side)
+                cell[f"{side}_cpu_s"] = _median(full, "cpu_s", rows=rows, format=fmt, side=side)
             cell["launched_to_run_start_s"] = _median(
                 full, "to_run_start_s", rows=rows, format=fmt, side="launched"
             )
@@ -380,6 +389,8 @@ def summarize(measurements: list[dict], sizes: list[int], formats: list[str]) ->
         fixed = {side: _median(fixed_rows, side=side) for side in ("tiny_run", *IMPORT_CODE)}
         fixed["tiny_run_rss_mb"] = _peak(fixed_rows, side="tiny_run")
         fixed["tiny_run_in_steps_s"] = _in_steps(fixed_rows, side="tiny_run")
+        for side in ("tiny_run", "import_definitions"):
+            fixed[f"{side}_cpu_s"] = _median(fixed_rows, "cpu_s", side=side)
         ratio = (
             fixed["tiny_run"] / fixed["import_definitions"]
             if fixed["tiny_run"] and fixed["import_definitions"]
@@ -398,6 +409,8 @@ def summarize(measurements: list[dict], sizes: list[int], formats: list[str]) ->
             "changes": changes,
             "ours_s": ours,
             "ours_in_steps_s": _in_steps(delta_rows, side="ours"),
+            "ours_cpu_s": _median(delta_rows, "cpu_s", side="ours"),
+            "join_export_cpu_s": _median(delta_rows, "cpu_s", side="bound"),
             "join_export_s": bound,
             "first_full_run_s": _median(delta_rows, side="delta_first_full"),
             "ours_rss_mb": _peak(delta_rows, side="ours"),
@@ -425,8 +438,9 @@ def markdown(summary: dict, info: dict) -> str:
         "RSS sum)",
         "",
         "| rows | format | ours s | in steps | launched s | bound s | dlt s | ours/bound "
-        "| launched/bound | dlt/ours | RSS MB ours | launched | bound | dlt | targets |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| launched/bound | dlt/ours | CPU s ours / bound / dlt | RSS MB ours | launched "
+        "| bound | dlt | targets |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|",
     ]
     for c in summary["full"]:
         bound = _s(c["bound_s"]) + (" (our csv)" if c["format"] == "xml" else "")
@@ -436,6 +450,7 @@ def markdown(summary: dict, info: dict) -> str:
             f"| {_s(c['launched_s'])} "
             f"| {bound} | {_s(c['dlt_s'])} | {_s(c['ours_over_bound'])} "
             f"| {_s(c['launched_over_bound'])} | {_s(c['dlt_over_ours'])} "
+            f"| {_s(c['ours_cpu_s'], 1)} / {_s(c['bound_cpu_s'], 1)} / {_s(c['dlt_cpu_s'], 1)} "
             f"| {_s(c['ours_rss_mb'], 0)} | {_s(c['launched_rss_mb'], 0)} "
             f"| {_s(c['bound_rss_mb'], 0)} | {_s(c['dlt_rss_mb'], 0)} | {targets} |"
         )
@@ -456,11 +471,12 @@ def markdown(summary: dict, info: dict) -> str:
         lines += [
             "",
             "| 10-row run s | in steps | import `azexport_assets.definitions` + `defs()` s "
-            "| load `entry.py` s | run/import | RSS MB | target |",
-            "|---:|---:|---:|---:|---:|---:|---|",
+            "| load `entry.py` s | run/import | CPU s run / import | RSS MB | target |",
+            "|---:|---:|---:|---:|---:|---|---:|---|",
             f"| {_s(fixed['tiny_run'])} | {_s(fixed['tiny_run_in_steps_s'])} "
             f"| {_s(fixed['import_definitions'])} "
             f"| {_s(fixed['import_entry'])} | {_s(fixed['ratio'])} "
+            f"| {_s(fixed['tiny_run_cpu_s'], 1)} / {_s(fixed['import_definitions_cpu_s'], 1)} "
             f"| {_s(fixed['tiny_run_rss_mb'], 0)} | {fixed['target']['target']}: "
             f"{_met(fixed['target'])} |",
         ]
@@ -470,12 +486,15 @@ def markdown(summary: dict, info: dict) -> str:
         lines += [
             "",
             "| delta on rows | changes (upd/ins/del) | ours delta run s | in steps "
-            "| join+export s | ratio | RSS MB ours | join+export | first full run s | target |",
-            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
+            "| join+export s | ratio | CPU s ours / join+export | RSS MB ours | join+export "
+            "| first full run s | target |",
+            "|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---|",
             f"| {delta['rows']:,} | {ch.get('updated', 0):,}/{ch.get('added', 0):,}/"
             f"{ch.get('removed', 0):,} | {_s(delta['ours_s'])} | {_s(delta['ours_in_steps_s'])} "
             f"| {_s(delta['join_export_s'])} "
-            f"| {_s(delta['ratio'])} | {_s(delta['ours_rss_mb'], 0)} "
+            f"| {_s(delta['ratio'])} "
+            f"| {_s(delta['ours_cpu_s'], 1)} / {_s(delta['join_export_cpu_s'], 1)} "
+            f"| {_s(delta['ours_rss_mb'], 0)} "
             f"| {_s(delta['join_export_rss_mb'], 0)} | {_s(delta['first_full_run_s'])} "
             f"| {delta['target']['target']}: {_met(delta['target'])} |",
         ]
@@ -541,6 +560,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--out", default=str(STATE / "run-results.json"))
+    parser.add_argument(
+        "--report", metavar="JSON", help="only print the Markdown table of an earlier results file"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.rows, args.reps = "20000", 1
@@ -554,8 +576,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def report(path: Path) -> str:
+    """The Markdown table of a results file written by an earlier run."""
+    saved = json.loads(path.read_text())
+    config = saved["info"].get("config") or {}
+    sizes = config.get("rows") or sorted(
+        {m["rows"] for m in saved["measurements"] if m["kind"] == "full"}
+    )
+    formats = config.get("formats") or list(
+        dict.fromkeys(m["format"] for m in saved["measurements"] if m["kind"] == "full")
+    )
+    saved["info"].setdefault("load_avg_1m_before_after", ["?", "?"])
+    return markdown(summarize(saved["measurements"], sizes, formats), saved["info"])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report:
+        print(report(Path(args.report)))
+        return 0
     print(
         f"whole-run benchmark: rows {args.rows}, formats {args.formats}, reps {args.reps}, "
         f"launched {args.launched or 'none'}, {os.cpu_count()} CPUs",
@@ -577,6 +616,7 @@ def main(argv: list[str] | None = None) -> int:
         None,
     )
     info = machine_info(args, dlt_version)
+    info["config"] = {"rows": args.rows, "formats": args.formats, "launched": args.launched}
     # Other work on the machine slows every side; the load average says how busy it was.
     info["load_avg_1m_before_after"] = [round(load_before[0], 1), round(os.getloadavg()[0], 1)]
     summary = summarize(bench.measurements, args.rows, args.formats)

@@ -117,23 +117,25 @@ def run_breakdown(ctx: Context, run_id: str, began: float, ended: float) -> dict
     before RUN_START (loading the code location, creating the run), each step's process
     start-up (STEP_WORKER_STARTING -> STEP_START) and work (STEP_START -> STEP_SUCCESS),
     and after RUN_SUCCESS until the process (or the polling) saw the end."""
+    import dagster as dg
+
+    kinds = dg.DagsterEventType
     times: dict[tuple[str, str], float] = {}
     for entry in ctx.instance.all_logs(run_id):
         if entry.dagster_event is not None:
-            times.setdefault(
-                (entry.dagster_event.event_type_value, entry.step_key or ""), entry.timestamp
-            )
+            key = (entry.dagster_event.event_type_value, entry.step_key or "")
+            times.setdefault(key, entry.timestamp)
     steps = {}
     for (kind, step), started in times.items():
-        if kind == "STEP_START":
-            finished = times.get(("STEP_SUCCESS", step))
-            spawned = times.get(("STEP_WORKER_STARTING", step), started)
+        if kind == kinds.STEP_START.value:
+            finished = times.get((kinds.STEP_SUCCESS.value, step))
+            spawned = times.get((kinds.STEP_WORKER_STARTING.value, step), started)
             steps[step] = {
                 "startup_s": started - spawned,
                 "work_s": (finished - started) if finished else None,
             }
-    run_start = times.get(("RUN_START", ""))
-    run_end = times.get(("RUN_SUCCESS", ""))
+    run_start = times.get((kinds.RUN_START.value, ""))
+    run_end = times.get((kinds.RUN_SUCCESS.value, ""))
     return {
         "before_run_start_s": (run_start - began) if run_start else None,
         "step_startup_s": sum(s["startup_s"] for s in steps.values()),
