@@ -23,6 +23,8 @@ from pathlib import Path
 
 import duckdb
 
+from azexport_assets.asset_keys import delta_key, op_name
+
 URL_ENV = "AZEXPORT_BENCH_ACCOUNT_URL"
 SAS_ENV = "AZEXPORT_BENCH_SAS"
 CONTAINER = "bench"  # ours and the bound write here
@@ -126,7 +128,7 @@ def write_project(root: Path) -> None:
     defs.parent.mkdir(parents=True, exist_ok=True)
     defs.write_text(body)
     (root / "entry.py").write_text(ENTRY)
-    resync = {"ops": {f"activations__{DELTA_ACTIVATION}__delta": {"config": {"full_resync": True}}}}
+    resync = {"ops": {op_name(delta_key(DELTA_ACTIVATION)): {"config": {"full_resync": True}}}}
     (root / "resync.json").write_text(json.dumps(resync))
 
 

@@ -102,9 +102,9 @@ def export_metadata(
 ) -> tuple[str, dict]:
     """(run id, metadata) of the newest materialization of activations/<a>/export after
     `since`."""
-    import dagster as dg
+    from azexport_assets.asset_keys import export_key
 
-    key = dg.AssetKey(["activations", activation, "export"])
+    key = export_key(activation)
     entry = ctx.instance.get_latest_materialization_event(key)
     if entry is None or entry.timestamp < since or (run_id and entry.run_id != run_id):
         raise SideFailed(f"no new materialization of {key.to_user_string()}")
@@ -161,17 +161,17 @@ def check_our_blobs(ctx: Context, metadata: dict, fmt: str, expected_rows: int) 
     """The blobs the export reported exist with the reported sizes (and, for small tables,
     hold the expected rows)."""
     container = ctx.service.get_container_client(CONTAINER)
-    files = metadata["blob_files"]
+    files = [record.data for record in metadata["files"].records]
     total = 0
     for item in files:
-        size = container.get_blob_client(item["name"]).get_blob_properties().size
+        size = container.get_blob_client(item["blob"]).get_blob_properties().size
         if size != item["bytes"]:
-            raise SideFailed(f"blob {item['name']}: {size} bytes, export said {item['bytes']}")
+            raise SideFailed(f"blob {item['blob']}: {size} bytes, export said {item['bytes']}")
         total += size
-    rows = metadata["rows"]
+    rows = metadata["dagster/row_count"]
     if expected_rows <= DOWNLOAD_CHECK_MAX_ROWS:
         rows = sum(
-            count_rows(container.download_blob(item["name"]).readall(), fmt) for item in files
+            count_rows(container.download_blob(item["blob"]).readall(), fmt) for item in files
         )
     if rows != expected_rows:
         raise SideFailed(f"ours ({fmt}) exported {rows} rows, expected {expected_rows}")
