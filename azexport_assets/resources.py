@@ -25,7 +25,12 @@ from pydantic import Field
 from azexport_assets.config import DestinationConfig, SecretRef
 from azexport_assets.storage import BlobStorage, ExportContainerClient
 from azexport_assets.storage.resource import MiB
-from azexport_assets.warehouse import DEFAULT_LOCK_TIMEOUT, Warehouse, warehouse_path
+from azexport_assets.warehouse import (
+    DEFAULT_LOCK_TIMEOUT,
+    DEFAULT_MEMORY_LIMIT,
+    Warehouse,
+    warehouse_path,
+)
 
 WAREHOUSE_KEY = "warehouse"
 
@@ -52,7 +57,7 @@ class WarehouseResource(dg.ConfigurableResource):
         None,
         description=(
             "DuckDB memory_limit (e.g. '2GB'); past it DuckDB spills to disk. Default "
-            "$AZEXPORT_DUCKDB_MEMORY_LIMIT, else DuckDB's own (80% of RAM)."
+            f"$AZEXPORT_DUCKDB_MEMORY_LIMIT, else {DEFAULT_MEMORY_LIMIT}."
         ),
     )
 

@@ -34,6 +34,9 @@ if TYPE_CHECKING:  # the configuration layer may depend on Dagster; the warehous
 DEFAULT_WAREHOUSE = ".azexport/warehouse.duckdb"
 WAREHOUSE_ENV = "AZEXPORT_WAREHOUSE"
 DEFAULT_LOCK_TIMEOUT = 3600.0
+# DuckDB's own default is 80% of RAM, which it fills with cached blocks of large tables; a run
+# then holds gigabytes it does not need. Past the limit DuckDB spills to disk instead of failing.
+DEFAULT_MEMORY_LIMIT = "512MB"
 
 
 class WarehouseBusyError(RuntimeError):
@@ -205,7 +208,9 @@ class Warehouse:
             if lock_timeout is not None
             else float(os.environ.get("AZEXPORT_LOCK_TIMEOUT_SECONDS") or DEFAULT_LOCK_TIMEOUT)
         )
-        self.memory_limit = memory_limit or os.environ.get("AZEXPORT_DUCKDB_MEMORY_LIMIT")
+        self.memory_limit = (
+            memory_limit or os.environ.get("AZEXPORT_DUCKDB_MEMORY_LIMIT") or DEFAULT_MEMORY_LIMIT
+        )
 
     def activation_lock(self, activation: str, holder: str = "") -> ActivationLock:
         """The lock that lets one run of `activation` at a time compute and export changes."""

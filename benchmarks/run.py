@@ -125,7 +125,7 @@ class Bench:
         self.project.mkdir(parents=True)
         self.src = self.project / "src.duckdb"
         home = self.workdir / "dagster_home"
-        project_kit.write_project(self.project)
+        project_kit.write_project(self.project, materialized=self.args.model)
         project_kit.write_dagster_home(home)
         dlt_python = None if self.args.no_dlt else ensure_dlt_venv()
         self.azurite = start_azurite(location=self.workdir / "azurite")
@@ -434,7 +434,8 @@ def markdown(summary: dict, info: dict) -> str:
         f"Whole-run benchmark — {info['when']}, {info['cpus']} CPUs, Dagster {info['dagster']}, "
         f"DuckDB {info['duckdb']}, dlt {info.get('dlt') or '–'}, load average "
         f"{info['load_avg_1m_before_after'][0]} before / {info['load_avg_1m_before_after'][1]} "
-        f"after, reps {info['reps']} (median; peak RSS = max over reps of the process tree's "
+        f"after, reps {info['reps']}, model materialized as {info.get('model', 'table')} "
+        "(median; peak RSS = max over reps of the process tree's "
         "RSS sum)",
         "",
         "| rows | format | ours s | in steps | launched s | bound s | dlt s | ours/bound "
@@ -556,6 +557,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-fixed", action="store_true", help="skip the 10-row run")
     parser.add_argument("--no-delta", action="store_true")
     parser.add_argument(
+        "--model",
+        choices=("table", "view"),
+        default="table",
+        help="how the exported model is materialized (table: the default, one copy; view: none)",
+    )
+    parser.add_argument(
         "--memory-limit", help="DuckDB memory_limit for ours and the bound (default: DuckDB's)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
@@ -617,6 +624,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     info = machine_info(args, dlt_version)
     info["config"] = {"rows": args.rows, "formats": args.formats, "launched": args.launched}
+    info["model"] = args.model
     # Other work on the machine slows every side; the load average says how busy it was.
     info["load_avg_1m_before_after"] = [round(load_before[0], 1), round(os.getloadavg()[0], 1)]
     summary = summarize(bench.measurements, args.rows, args.formats)

@@ -76,7 +76,7 @@ attributes:
       container: {CONTAINER}
       sas_token: {{env: {SAS_ENV}}}
   models:
-    bench: {{sql: "SELECT * FROM src.bench", primary_key: id}}
+    bench: {{sql: "SELECT * FROM src.bench", primary_key: id, materialized: {{materialized}}}}
     tiny: {{sql: "SELECT * FROM src.tiny", primary_key: id}}
   activations:
 """
@@ -98,10 +98,10 @@ defs = project_definitions(Path(__file__).parent / "defs", Path(__file__).parent
 """
 
 
-def write_project(root: Path) -> None:
+def write_project(root: Path, materialized: str = "table") -> None:
     """defs.yaml (one full snapshot per format, the 10-row and the delta activation)
     and entry.py, the code location `dagster job execute -f entry.py` loads."""
-    body = DEFS_HEADER
+    body = DEFS_HEADER.replace("{materialized}", materialized)
     for name, options in FORMATS.values():
         body += ACTIVATION.format(
             name=name,

@@ -113,9 +113,7 @@ def warning_webhook_sensor(
                 dg.AssetCheckKey(asset_key, check), limit=100
             )
             failed += [
-                r
-                for r in records
-                if r.id > seen and r.event is not None and _status(r) == "FAILED"
+                r for r in records if r.id > seen and r.event is not None and _status(r) == "FAILED"
             ]
         if not failed:
             return dg.SkipReason("no new warnings")
