@@ -22,8 +22,9 @@ import contextlib
 import json
 import re
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -59,7 +60,7 @@ from azexport_assets.storage.streaming import GrowingFileUpload, UploadPool
 from azexport_assets.warehouse import Warehouse
 
 if TYPE_CHECKING:  # the configuration layer may depend on Dagster; exports do not
-    from azexport_assets.config import ActivationConfig
+    from azexport_assets.config import ActivationConfig, SourceConfig
 
 PROGRESS_EVERY_SECONDS = 10.0
 
@@ -104,7 +105,11 @@ def rows_of(change: ChangeSet, kinds: tuple[str, ...]) -> int:
 
 
 class Progress:
-    """Rows and bytes written and uploaded, reported at most every ~10 s and per blob."""
+    """Rows and bytes written and uploaded, in the run log: a line per file written and per
+    blob committed, and a summary at least every ~10 s while the export runs.
+
+    Upload threads only queue their lines; the export's own thread writes them (loggers such
+    as Dagster's are not meant to be called from other threads)."""
 
     def __init__(self, log: Callable[[str], None] | None, pool: UploadPool | None = None) -> None:
         self.log = log
@@ -114,6 +119,8 @@ class Progress:
         self.bytes_written = 0  # bytes of closed files
         self.open_bytes = 0  # bytes of the file being written
         self._last = self.started
+        self._queued: list[str] = []
+        self._lock = threading.Lock()
 
     def _say(self, text: str) -> None:
         if self.log is not None:
@@ -124,6 +131,11 @@ class Progress:
         return f"{size / seconds / 1e6:.1f} MB/s"
 
     def tick(self, force: bool = False) -> None:
+        """Write queued lines, and the summary when ~10 s have passed (or `force`)."""
+        with self._lock:
+            queued, self._queued = self._queued, []
+        for line in queued:
+            self._say(line)
         now = time.monotonic()
         if not force and now - self._last < PROGRESS_EVERY_SECONDS:
             return
@@ -147,7 +159,9 @@ class Progress:
         self._say(f"wrote {written.path.name}: {written.rows:,} rows, {written.bytes:,} bytes")
 
     def committed(self, blob: UploadedBlob) -> None:
-        self._say(f"committed blob {blob.name}: {blob.bytes:,} bytes")
+        """Called from an upload thread."""
+        with self._lock:
+            self._queued.append(f"committed blob {blob.name}: {blob.bytes:,} bytes")
 
 
 class FileSetUploads:
@@ -235,7 +249,10 @@ class FileSetUploads:
                 self._start(index, name)
         exported = []
         for index, local in enumerate(result.files, start=1):
-            blob = self.uploads[index].result()
+            upload = self.uploads[index]
+            while not upload.wait(timeout=1.0):
+                self.progress.tick()  # a long upload tail still reports every ~10 s
+            blob = upload.result()
             part = index if len(result.files) > 1 else None
             exported.append(ExportedFile(self.suffix, part, local.rows, blob))
         return exported
@@ -321,6 +338,7 @@ class ExportRun:
     path_prefix: str
     logical_time: datetime
     run_id: str
+    sources: Mapping[str, SourceConfig] = field(default_factory=dict)  # see DeltaRun.sources
 
 
 @dataclass
@@ -358,7 +376,7 @@ def run_export(
         pool = UploadPool(container)
         progress = Progress(log, pool)
         try:
-            with warehouse.connect(holder=holder) as con:
+            with warehouse.connect(holder=holder, sources=run.sources) as con:
                 spec = change_set_spec(con, run.name, run.source_table)
                 change = load_change_set(con, run.name, spec) if spec else None
                 if spec is None or change is None:
@@ -370,6 +388,7 @@ def run_export(
                 )
             written = time.monotonic()
             finish_uploads(report, pending)
+            progress.tick(force=True)
         finally:
             pool.close()
         uploaded = time.monotonic()
@@ -480,6 +499,8 @@ class DeltaRun:
     exported: Callable[[list[tuple[str, str]]], list[tuple[str, str]]]
     """(source column, destination name) in export order, given the source's columns; raises
     ConfigError when the mapping names a column the source does not have."""
+    sources: Mapping[str, SourceConfig] = field(default_factory=dict)
+    """Sources to attach: those of the view models the activation reads through."""
 
 
 def compute_changes(
@@ -491,7 +512,8 @@ def compute_changes(
 ) -> ChangeSet:
     """The delta step: compare the source's rows with the activation's baseline and store the
     change set the export will write (see `compute_change_set`)."""
-    with warehouse.connect(holder=f"run {delta_id[:8]} {run.name}/delta") as con:
+    holder = f"run {delta_id[:8]} {run.name}/delta"
+    with warehouse.connect(holder=holder, sources=run.sources) as con:
         schema, _, table = run.source_table.partition(".")
         try:
             described = con.execute(f"DESCRIBE {schema}.{quote_ident(table)}").fetchall()

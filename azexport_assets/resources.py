@@ -27,6 +27,7 @@ from azexport_assets.storage import BlobStorage, ExportContainerClient
 from azexport_assets.storage.resource import MiB
 from azexport_assets.warehouse import (
     DEFAULT_LOCK_TIMEOUT,
+    DEFAULT_MEMORY_LIMIT,
     DEFAULT_WAREHOUSE,
     WAREHOUSE_ENV,
     WarehouseBackend,
@@ -75,7 +76,7 @@ class WarehouseResource(dg.ConfigurableResource):
         None,
         description=(
             "DuckDB memory_limit (e.g. '2GB'); past it DuckDB spills to disk. Default "
-            "$AZEXPORT_DUCKDB_MEMORY_LIMIT, else DuckDB's own (80% of RAM)."
+            f"$AZEXPORT_DUCKDB_MEMORY_LIMIT, else {DEFAULT_MEMORY_LIMIT}."
         ),
     )
 

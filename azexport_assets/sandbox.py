@@ -27,9 +27,10 @@ from typing import Any
 
 import duckdb
 
+from azexport_assets.formats.errors import TEMP_DIR_VARIABLE
 from azexport_assets.sql_text import quote_ident, quote_literal
 
-TEMP_DIR_ENV = "AZEXPORT_TEMP_DIR"
+TEMP_DIR_ENV = TEMP_DIR_VARIABLE  # one name for the setting, defined with its error
 
 # Table functions that compute rows from their arguments alone: no files, no catalog, no SQL text.
 PURE_TABLE_FUNCTIONS = frozenset({"range", "generate_series", "unnest", "json_each", "json_tree"})

@@ -8,8 +8,9 @@ import io
 import json
 
 import dagster as dg
+import duckdb
 
-from azexport_assets.asset_keys import export_key, model_key
+from azexport_assets.asset_keys import export_key, model_key, source_key
 
 DEFS = """
 models:
@@ -79,3 +80,84 @@ def test_activation_jobs_run_in_process(project):
     kit.write_defs(DEFS)
     job = kit.definitions().resolve_job_def("activate_everyone_csv")
     assert job.executor_def.name == dg.in_process_executor.name
+
+
+VIEW_DEFS = """
+models:
+  people:
+    sql: SELECT * FROM src.people
+    primary_key: id
+    materialized: view
+segments:
+  adults:
+    model: people
+    filter: age >= 18
+activations:
+  everyone:
+    source: people
+    destination: lake
+    file_name: everyone
+  adults_sync:
+    source: adults
+    destination: lake
+    file_name: adults_{x}
+    format: json
+    run_type: full_then_delta
+    sync_mode: upsert
+"""
+
+
+def test_view_models_are_read_through_without_a_copy(project):
+    kit = project
+    kit.source_sql(
+        "CREATE TABLE people AS SELECT range AS id, 'p' || range AS name, "
+        "CAST(range % 40 AS INTEGER) AS age FROM range(100)"
+    )
+    kit.write_defs(VIEW_DEFS)
+    assert kit.run("everyone").success
+    rows = list(csv.DictReader(io.StringIO(kit.download("everyone.csv").decode())))
+    assert [int(r["id"]) for r in rows] == list(range(100))
+    assert kit.run("adults_sync").success
+    (first,) = kit.blob_names("adults_")
+    assert (
+        len(json.loads(kit.download(first)))
+        == kit.query_source("SELECT count(*) FROM people WHERE age >= 18")[0][0]
+    )
+
+    kit.source_sql("UPDATE people SET name = 'changed' WHERE id IN (20, 21, 5)")
+    assert kit.run("adults_sync").success
+    (second,) = [n for n in kit.blob_names("adults_") if n != first]
+    changed = json.loads(kit.download(second))
+    assert sorted(r["id"] for r in changed) == [20, 21]  # 5 is not an adult
+    con = duckdb.connect(str(kit.warehouse_path), read_only=True)
+    try:
+        kinds = dict(
+            con.execute(
+                "SELECT table_name, table_type FROM information_schema.tables "
+                "WHERE table_schema IN ('models', 'segments')"
+            ).fetchall()
+        )
+    finally:
+        con.close()
+    assert kinds == {"people": "VIEW", "adults": "VIEW"}
+
+
+def test_a_model_may_read_a_source_declared_in_another_folder(project):
+    kit = project
+    kit.source_sql("CREATE TABLE people AS SELECT range AS id, 'p' || range AS name FROM range(3)")
+    kit.write_defs("models: {}\n", folder="a")  # declares the source `src` and destination
+    other = kit.root / "defs" / "b" / "defs.yaml"
+    other.parent.mkdir(parents=True)
+    other.write_text(
+        "type: azexport_assets.components.AzureExport\n"
+        "attributes:\n"
+        "  models:\n"
+        "    people: {sql: SELECT * FROM src.people, primary_key: id}\n"
+        "  activations:\n"
+        "    everyone: {source: people, destination: lake, file_name: everyone}\n"
+    )
+    graph = kit.definitions().resolve_asset_graph()
+    assert source_key("src", "people") in graph.get(model_key("people")).parent_keys
+    assert kit.run("everyone").success
+    rows = list(csv.DictReader(io.StringIO(kit.download("everyone.csv").decode())))
+    assert [r["id"] for r in rows] == ["0", "1", "2"]

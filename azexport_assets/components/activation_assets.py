@@ -14,11 +14,12 @@ from pydantic import Field
 from azexport_assets import export as exporting
 from azexport_assets.asset_keys import delta_key, export_key
 from azexport_assets.components.checks import warning_results, warning_specs
+from azexport_assets.components.lineage import sources_to_attach
 from azexport_assets.components.metadata import change_metadata, export_metadata
 from azexport_assets.config import ConfigError
 from azexport_assets.delta import KeyViolationError
 from azexport_assets.formats import FormatSpec
-from azexport_assets.introspect import check_mapping, exported_columns
+from azexport_assets.introspect import ProjectShape, check_mapping, exported_columns
 from azexport_assets.logical_time import logical_time
 from azexport_assets.project import Project
 from azexport_assets.resources import (
@@ -48,7 +49,7 @@ def _activation_lock(warehouse: Warehouse, name: str, context: dg.AssetExecution
     return warehouse.activation_lock(name, holder=f"run {context.run.run_id[:8]}")
 
 
-def delta_run(project: Project, name: str) -> exporting.DeltaRun:
+def delta_run(project: Project, shape: ProjectShape, name: str) -> exporting.DeltaRun:
     activation = project.activations[name]
 
     def exported(columns: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -62,10 +63,18 @@ def delta_run(project: Project, name: str) -> exporting.DeltaRun:
         run_type=activation.run_type,
         sync_mode=activation.sync_mode,
         exported=exported,
+        sources=activation_sources(project, shape, name),
     )
 
 
-def delta_asset(project: Project, name: str) -> dg.AssetsDefinition:
+def activation_sources(project: Project, shape: ProjectShape, name: str) -> dict:
+    """Sources to attach when the activation reads through a view model."""
+    return sources_to_attach(
+        project, shape, reads=[project.model_of(project.activations[name].source)]
+    )
+
+
+def delta_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDefinition:
     activation = project.activations[name]
     source = activation.source
 
@@ -92,7 +101,7 @@ def delta_asset(project: Project, name: str) -> dg.AssetsDefinition:
             # Held until this run's export commits: a second run of the activation waits here.
             lock.acquire()
             change = exporting.compute_changes(
-                delta_run(project, name),
+                delta_run(project, shape, name),
                 store,
                 delta_id=context.run.run_id,
                 full_resync=config.full_resync,
@@ -125,7 +134,7 @@ def delta_asset(project: Project, name: str) -> dg.AssetsDefinition:
     return _delta
 
 
-def export_asset(project: Project, name: str) -> dg.AssetsDefinition:
+def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDefinition:
     activation = project.activations[name]
     destination = project.destinations[activation.destination]
     storage_key = destination_resource_key(activation.destination)
@@ -161,6 +170,7 @@ def export_asset(project: Project, name: str) -> dg.AssetsDefinition:
             path_prefix=destination.path_prefix,
             logical_time=logical_time(context),
             run_id=context.run.run_id,
+            sources=activation_sources(project, shape, name),
         )
         lock = _activation_lock(store, name, context)
         try:

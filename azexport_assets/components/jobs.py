@@ -19,20 +19,9 @@ import dagster as dg
 
 from azexport_assets.asset_keys import delta_key, export_key, model_key, segment_key
 from azexport_assets.components.activation_assets import ACTIVATION_TAG
+from azexport_assets.components.lineage import upstream_models
 from azexport_assets.introspect import ProjectShape
 from azexport_assets.project import Project
-
-
-def upstream_models(project: Project, shape: ProjectShape, model: str) -> list[str]:
-    """The model and every model it reads, transitively."""
-    seen: list[str] = []
-    pending = [model]
-    while pending:
-        current = pending.pop()
-        if current not in seen:
-            seen.append(current)
-            pending += list(shape.deps[current].models)
-    return seen
 
 
 def activation_keys(project: Project, shape: ProjectShape, name: str) -> list[dg.AssetKey]:

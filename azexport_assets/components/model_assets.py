@@ -1,10 +1,13 @@
 """Asset factories for source tables (external), models and segments."""
 
+import contextlib
+
 import dagster as dg
 import duckdb
 
 from azexport_assets.asset_keys import model_key, segment_key, source_key
 from azexport_assets.components.activation_assets import WAREHOUSE_POOL
+from azexport_assets.components.lineage import sources_to_attach
 from azexport_assets.components.metadata import markdown_table, table_metadata
 from azexport_assets.config import ConfigError
 from azexport_assets.delta import key_violations
@@ -17,11 +20,14 @@ from azexport_assets.warehouse import retry_on_conflict
 PRIMARY_KEY_CHECK = "primary_key_unique_not_null"
 
 
-def source_table_specs(project: Project, shape: ProjectShape, models: list[str]) -> list:
-    """External assets for the source tables the given models read."""
+def source_table_specs(project: Project, shape: ProjectShape, sources: list[str]) -> list:
+    """External assets for the tables of `sources` that any model of the project reads (each
+    is declared once, by the component that declares its source)."""
     specs = {}
-    for model in models:
+    for model in project.models:
         for source, table in shape.deps[model].source_tables:
+            if source not in sources:
+                continue
             config = project.sources[source]
             specs[(source, table)] = dg.AssetSpec(
                 key=source_key(source, table),
@@ -33,11 +39,6 @@ def source_table_specs(project: Project, shape: ProjectShape, models: list[str])
     return list(specs.values())
 
 
-def _sources_for(project: Project, keys) -> dict:
-    names = {k.path[1] for k in keys if k.path[0] == "sources"}
-    return {n: project.sources[n] for n in names}
-
-
 def materialize_table(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
@@ -47,19 +48,25 @@ def materialize_table(
     sql: str,
     field: str,
     primary_key: list[str],
+    sources: dict,
 ) -> dg.MaterializeResult:
     """CREATE OR REPLACE the table, then describe it and check its key, in one warehouse hold.
     SQL errors name the file, the object and the field."""
     table = f"{kind}.{quote_ident(name)}"
+    as_view = materialization(project, kind, name) == "view"
     with warehouse.open(project.project_root).connect(
         holder=f"run {context.run.run_id[:8]} {kind}/{name}",
-        sources=_sources_for(project, context.assets_def.dependency_keys),
+        sources=sources,
     ) as con:
         try:
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {kind}")
             # On DuckLake two runs may rebuild a shared model at once: the later commit
-            # conflicts and is simply run again (it replaces the table either way).
-            retry_on_conflict(lambda: con.execute(f"CREATE OR REPLACE TABLE {table} AS {sql}"))
+            # conflicts and the whole replacement is simply run again.
+            retry_on_conflict(
+                lambda: _replace(
+                    con, kind, name, f"CREATE {'VIEW' if as_view else 'TABLE'} {table} AS {sql}"
+                )
+            )
         except duckdb.Error as error:
             raise dg.Failure(
                 description=f"{project.where(kind, name, field)}: {error}", allow_retries=False
@@ -69,6 +76,43 @@ def materialize_table(
         problems = key_violations(con, f"{kind}.{name}", primary_key) if primary_key else []
     checks = [_key_check(context.assets_def.key, primary_key, problems)] if primary_key else []
     return dg.MaterializeResult(metadata=metadata, check_results=checks)
+
+
+def _replace(con: duckdb.DuckDBPyConnection, kind: str, name: str, create: str) -> None:
+    """Drop and re-create the relation in one transaction: readers see the old or the new."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        replace_relation(con, kind, name)
+        con.execute(create)
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    try:
+        con.execute("COMMIT")
+    except duckdb.Error:
+        with contextlib.suppress(duckdb.Error):  # a failed COMMIT ended the transaction
+            con.execute("ROLLBACK")
+        raise
+
+
+def materialization(project: Project, kind: str, name: str) -> str:
+    """'table' (the default) or 'view' for a model; a segment follows its model."""
+    model = project.models[project.segments[name].model if kind == "segments" else name]
+    return getattr(model, "materialized", None) or "table"
+
+
+def replace_relation(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> None:
+    """Drop the model's table or view, so that it can be created again (maybe as the other
+    kind: DuckDB cannot replace a table by a view). The caller's transaction makes the drop
+    and the new definition one change."""
+    row = con.execute(
+        "SELECT table_type FROM information_schema.tables "
+        "WHERE table_catalog = current_database() AND table_schema = ? AND table_name = ?",
+        [schema, name],
+    ).fetchall()
+    if row:
+        kind = "VIEW" if row[0][0] == "VIEW" else "TABLE"
+        con.execute(f"DROP {kind} {schema}.{quote_ident(name)}")
 
 
 def _key_check(asset_key: dg.AssetKey, key: list[str], problems: list[dict]) -> dg.AssetCheckResult:
@@ -120,6 +164,13 @@ def model_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDe
     if model.primary_key:
         description += f"\n\nPrimary key: `{', '.join(model.primary_key)}`"
 
+    sources = sources_to_attach(
+        project,
+        shape,
+        reads=list(shape.deps[name].models),
+        own=[source for source, _ in shape.deps[name].source_tables],
+    )
+
     @dg.asset(
         key=key,
         deps=deps,
@@ -137,15 +188,16 @@ def model_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDe
         field = "sql" if model.sql else "sql_file"
         checked = _checked(model_sql, project, name)  # the load-time checks, again at run time
         return materialize_table(
-            context, warehouse, project, "models", name, checked, field, model.primary_key
+            context, warehouse, project, "models", name, checked, field, model.primary_key, sources
         )
 
     return _model
 
 
-def segment_asset(project: Project, name: str) -> dg.AssetsDefinition:
-    """One segment: a model narrowed by a filter, materialized as a warehouse table."""
+def segment_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDefinition:
+    """One segment: a model narrowed by a filter, materialized like its model."""
     segment = project.segments[name]
+    sources = sources_to_attach(project, shape, reads=[segment.model])
     model = project.models[segment.model]
     key = segment_key(name)
     check_segment(project, name)  # at load; again in the step (segment_sql)
@@ -179,7 +231,15 @@ def segment_asset(project: Project, name: str) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         query = _checked(segment_sql, project, name)
         return materialize_table(
-            context, warehouse, project, "segments", name, query, "filter", model.primary_key
+            context,
+            warehouse,
+            project,
+            "segments",
+            name,
+            query,
+            "filter",
+            model.primary_key,
+            sources,
         )
 
     return _segment

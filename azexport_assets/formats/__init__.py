@@ -7,6 +7,11 @@
 Text formats are rendered row by row *inside DuckDB* (vectorised SQL) and streamed to disk as
 Arrow buffers; Parquet is written by DuckDB's COPY. Python memory does not grow with rows.
 See `docs/formats.md` for every byte-level decision.
+
+Two failures are raised while writing, i.e. before anything is uploaded:
+`UnrepresentableValueError` (a value the format cannot hold exactly, e.g. an infinite DATE in
+Parquet; names the column) and `LocalDiskFullError` (an `OSError`: the work folder's disk is
+full; names the folder and the `AZEXPORT_TEMP_DIR` environment variable that moves it).
 """
 
 from __future__ import annotations
@@ -17,6 +22,11 @@ import duckdb
 
 from azexport_assets.formats.columns import Column, describe
 from azexport_assets.formats.csv import csv_rows
+from azexport_assets.formats.errors import (
+    TEMP_DIR_VARIABLE,
+    LocalDiskFullError,
+    UnrepresentableValueError,
+)
 from azexport_assets.formats.json import json_rows
 from azexport_assets.formats.parquet import write_parquet
 from azexport_assets.formats.sink import PartObserver
@@ -26,8 +36,11 @@ from azexport_assets.formats.xml import xml_rows
 from azexport_assets.formats.xml_names import element_names
 
 __all__ = [
+    "TEMP_DIR_VARIABLE",
     "FormatSpec",
+    "LocalDiskFullError",
     "PartObserver",
+    "UnrepresentableValueError",
     "WriteResult",
     "WrittenFile",
     "element_names",
@@ -64,6 +77,9 @@ def write_export(
 
     The query runs on `con` itself (so it may use the connection's TEMP tables); the
     connection is free again when this returns or raises.
+
+    Raises `UnrepresentableValueError` (Parquet: a value that cannot be written exactly) and
+    `LocalDiskFullError` (out_dir's disk is full; the files written are removed first).
     """
     out_dir = Path(out_dir)
     columns = describe(con, query)

@@ -11,20 +11,24 @@ Arrow string array, no per-row Python) and decides where each part ends:
   chunk is not known before compressing it, so the writer only feeds a chunk whose *worst case*
   compressed size still fits, then flushes the compressor (sync flush) to learn the exact size.
   Near the end of a part the chunks shrink geometrically until not one more row can fit.
+- A full disk raises `LocalDiskFullError` (folder, bytes written, free space, and the
+  `AZEXPORT_TEMP_DIR` setting that moves the folder); the writer's files are closed and removed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import zlib
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, Literal, Protocol
 
 import zstandard
 
 from azexport_assets import naming
+from azexport_assets.formats.errors import LocalDiskFullError, disk_full_errno
 from azexport_assets.formats.spec import WrittenFile
 
 Compression = Literal["none", "gzip", "zstd"]
@@ -119,7 +123,10 @@ class _Part:
         return WrittenFile(self.path, self.rows, self.bytes, self._md5.hexdigest())
 
     def abort(self) -> None:
-        self._file.close()
+        # A full disk makes close() fail too (flushing the buffer); the descriptor is closed
+        # all the same, which is all that matters for a file about to be removed.
+        with contextlib.suppress(OSError):
+            self._file.close()
 
 
 class PartWriter:
@@ -154,6 +161,7 @@ class PartWriter:
         self._max = max_bytes
         self._part: _Part | None = None
         self._observer = observer
+        self._paths: list[Path] = []  # every file this writer created
         self.files: list[WrittenFile] = []
 
     # -- parts
@@ -161,6 +169,7 @@ class PartWriter:
     def _open(self) -> _Part:
         index = len(self.files) + 1
         path = self._out_dir / f"{self._stem}{naming.part_suffix(index)}{self._extension}"
+        self._paths.append(path)
         part = _Part(path, self._compression)
         if self._observer is not None:
             self._observer.opened(index, path)
@@ -184,6 +193,22 @@ class PartWriter:
         reserve = compressed_bound(len(self._tail)) + _TRAILER_RESERVE
         return _max_input_for(self._max - part.bytes - reserve)
 
+    @contextlib.contextmanager
+    def _disk_full_as_error(self) -> Iterator[None]:
+        """Turn ENOSPC/EDQUOT into `LocalDiskFullError`, after closing and removing the files
+        written so far (they are useless, and removing them frees the disk at once)."""
+        try:
+            yield
+        except OSError as error:
+            code = disk_full_errno(error)
+            if code is None:
+                raise
+            self.abort()
+            full = LocalDiskFullError.for_files(self._out_dir, self._paths, code)
+            for path in self._paths:
+                path.unlink(missing_ok=True)
+            raise full from error
+
     # -- rows
 
     def write_rows(self, data: memoryview, offsets: Sequence[int], first: int, count: int) -> None:
@@ -191,6 +216,10 @@ class PartWriter:
 
         `offsets` is any indexable sequence (a memoryview over an Arrow offsets buffer).
         """
+        with self._disk_full_as_error():
+            self._write_rows(data, offsets, first, count)
+
+    def _write_rows(self, data: memoryview, offsets: Sequence[int], first: int, count: int) -> None:
         end_row = first + count
         i = first
         while i < end_row:
@@ -215,9 +244,10 @@ class PartWriter:
 
     def finish(self) -> list[WrittenFile]:
         """Close the last part (writing one empty but valid part if there were no rows)."""
-        if self._part is None and not self.files:
-            self._open()
-        self._close()
+        with self._disk_full_as_error():
+            if self._part is None and not self.files:
+                self._open()
+            self._close()
         return self.files
 
     def abort(self) -> None:

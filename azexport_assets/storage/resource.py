@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 from azure.core.exceptions import ServiceResponseError
 from azure.storage.blob import ContainerClient, ExponentialRetry
 
-from azexport_assets.storage.errors import StorageError, short_reason
+from azexport_assets.storage.errors import StorageError, permanent_failure, short_reason
 from azexport_assets.storage.secrets import remember_secret, secure_sdk_logging, strip_query
 
 MiB = 1024 * 1024
@@ -41,7 +41,12 @@ class ExportContainerClient(ContainerClient):
 class CappedExponentialRetry(ExponentialRetry):
     """The SDK's storage retry policy (retries timeouts, connection errors, 408 and 5xx per request)
     with a sane schedule: initial * 2**n seconds, capped, with "equal jitter" so parallel block
-    uploads that fail together do not retry in lockstep. The SDK default starts at 15 s."""
+    uploads that fail together do not retry in lockstep. The SDK default starts at 15 s.
+
+    Permanent failures (`errors.permanent_failure`: 4xx answers other than 408/429, no identity
+    token, unknown host) end the loop at once: the SDK itself would retry the last two, and
+    waiting through the backoff schedule cannot fix an expired SAS or a missing container.
+    """
 
     def __init__(self, *, initial_backoff: float, max_backoff: float, retries: int) -> None:
         super().__init__(
@@ -56,6 +61,19 @@ class CappedExponentialRetry(ExponentialRetry):
     def get_backoff_time(self, settings: dict[str, Any]) -> float:
         backoff = min(self.max_backoff, self.initial_backoff * 2 ** settings["count"])
         return random.uniform(backoff / 2, backoff)
+
+    def increment(
+        self,
+        settings: dict[str, Any],
+        request: Any,
+        response: Any = None,
+        error: Any = None,
+    ) -> bool:
+        """Whether to try again (the SDK calls this after each failed attempt)."""
+        status = getattr(response, "status_code", None) if error is None else None
+        if permanent_failure(error, status):
+            return False
+        return super().increment(settings, request, response=response, error=error)
 
 
 def raise_on_throttle(response: Any) -> None:

@@ -6,13 +6,14 @@ staged; when the writer closes the file, the rest is staged and the block list c
 A run then takes about max(encode, upload) instead of their sum, the warehouse is held only
 while encoding, and memory stays at a few blocks whatever the size of the file.
 
-The guarantees of `upload_file` hold: nothing is visible before the commit, the blob's
-Content-MD5 is computed from the bytes actually read back and must equal the writer's.
+The guarantees of `upload_file` hold: nothing is visible before the commit, every block is
+verified on arrival (its own Content-MD5), and the blob's Content-MD5 is the MD5 the writer
+computed of the bytes it wrote (not computed a second time: the file is private to the export,
+and its size is checked before the commit).
 """
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import uuid
 from collections.abc import Callable
@@ -25,7 +26,6 @@ from azure.storage.blob import ContainerClient
 from azexport_assets.storage.blobs import (
     MAX_BLOCKS,
     UploadedBlob,
-    _check_md5,
     _content,
     _put_whole,
     _transfer,
@@ -111,6 +111,11 @@ class GrowingFileUpload:
                 self._failure = StorageError(f"upload of blob '{self.blob_name}' aborted")
             self._changed.notify()
 
+    def wait(self, timeout: float) -> bool:
+        """True once the upload has ended (committed or failed)."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
     def result(self) -> UploadedBlob:
         self._thread.join()
         if self._failure is not None:
@@ -157,7 +162,6 @@ class GrowingFileUpload:
         settings = self.pool.settings
         block_size = settings.block_size
         token = uuid.uuid4().hex[:12]  # fresh ids: never mix with another writer's blocks
-        md5 = hashlib.md5()
         ids: list[str] = []
         futures: list[Future] = []
         offset = 0
@@ -187,7 +191,6 @@ class GrowingFileUpload:
                 while available - offset >= block_size or (closed and offset < available):
                     self.pool.slots.acquire()
                     chunk = stream.read(min(block_size, available - offset))
-                    md5.update(chunk)
                     offset += len(chunk)
                     block_id = f"{token}-{len(ids):06d}"
                     ids.append(block_id)
@@ -208,17 +211,17 @@ class GrowingFileUpload:
                 f"uploading blob '{self.blob_name}' failed: read {offset} bytes of a "
                 f"{self._final[0]}-byte file; nothing was committed - rerun the export"
             )
-        _check_md5(self._final[1], md5.hexdigest(), self.blob_name)
+        md5_hex = self._final[1]
         try:
             result = blob.commit_block_list(
-                ids, content_settings=_content(self.content_type, md5.digest())
+                ids, content_settings=_content(self.content_type, bytes.fromhex(md5_hex))
             )
         except HttpResponseError as error:
             # A concurrent writer of the same name discarded our blocks: upload once more.
             if error_code(error) != "InvalidBlockList":
                 raise
             return self._upload_whole_file(blob)
-        return result, md5.hexdigest(), offset
+        return result, md5_hex, offset
 
     def _upload_whole_file(self, blob) -> tuple[dict, str, int]:
         assert self._final is not None

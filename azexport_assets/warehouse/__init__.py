@@ -17,6 +17,7 @@ from pathlib import Path
 
 from azexport_assets.warehouse.base import (
     DEFAULT_LOCK_TIMEOUT,
+    DEFAULT_MEMORY_LIMIT,
     WAREHOUSE_SCHEMAS,
     ActivationBusyError,
     WarehouseBackend,
@@ -64,6 +65,7 @@ def open_warehouse(
 
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT",
+    "DEFAULT_MEMORY_LIMIT",
     "DEFAULT_WAREHOUSE",
     "WAREHOUSE_ENV",
     "WAREHOUSE_SCHEMAS",

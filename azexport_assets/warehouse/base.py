@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 WAREHOUSE_SCHEMAS = ("models", "segments", "azexport_state")
 
 DEFAULT_LOCK_TIMEOUT = 3600.0
+# DuckDB's own default is 80% of RAM, which it fills with cached blocks of large tables; a run
+# then holds gigabytes it does not need. Past the limit DuckDB spills to disk instead of failing.
+DEFAULT_MEMORY_LIMIT = "512MB"
 
 
 class WarehouseBusyError(RuntimeError):

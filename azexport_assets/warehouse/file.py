@@ -27,6 +27,7 @@ import duckdb
 from azexport_assets.sandbox import export_temp_root, lock_down
 from azexport_assets.warehouse.base import (
     DEFAULT_LOCK_TIMEOUT,
+    DEFAULT_MEMORY_LIMIT,
     ActivationBusyError,
     WarehouseBackend,
     WarehouseBusyError,
@@ -162,7 +163,9 @@ class Warehouse(WarehouseBackend):
             if lock_timeout is not None
             else float(os.environ.get("AZEXPORT_LOCK_TIMEOUT_SECONDS") or DEFAULT_LOCK_TIMEOUT)
         )
-        self.memory_limit = memory_limit or os.environ.get("AZEXPORT_DUCKDB_MEMORY_LIMIT")
+        self.memory_limit = (
+            memory_limit or os.environ.get("AZEXPORT_DUCKDB_MEMORY_LIMIT") or DEFAULT_MEMORY_LIMIT
+        )
 
     def activation_lock(self, activation: str, holder: str = "") -> ActivationLock:
         """The lock that lets one run of `activation` at a time compute and export changes."""

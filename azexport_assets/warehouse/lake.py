@@ -30,6 +30,7 @@ from azexport_assets.sandbox import export_temp_root, lock_down
 from azexport_assets.sql_text import quote_literal
 from azexport_assets.warehouse.base import (
     DEFAULT_LOCK_TIMEOUT,
+    DEFAULT_MEMORY_LIMIT,
     WarehouseBackend,
     create_schemas,
 )
@@ -83,7 +84,9 @@ class LakeWarehouse(WarehouseBackend):
             if lock_timeout is not None
             else float(os.environ.get("AZEXPORT_LOCK_TIMEOUT_SECONDS") or DEFAULT_LOCK_TIMEOUT)
         )
-        self.memory_limit = memory_limit or os.environ.get("AZEXPORT_DUCKDB_MEMORY_LIMIT")
+        self.memory_limit = (
+            memory_limit or os.environ.get("AZEXPORT_DUCKDB_MEMORY_LIMIT") or DEFAULT_MEMORY_LIMIT
+        )
 
     def describe(self) -> str:
         return self.settings.describe()
