@@ -78,6 +78,10 @@ def test_passwords_never_reach_descriptions():
     assert redact("dbname=x password=s3cret host=h") == "dbname=x password=*** host=h"
     assert redact("password = 'a b\\' c' host=h") == "password = *** host=h"
     assert redact("postgresql://user:s3cret@host/db") == "postgresql://user:***@host/db"
+    assert redact("AccountName=a;AccountKey=k3y==;BlobEndpoint=http://x") == (
+        "AccountName=a;AccountKey=***;BlobEndpoint=http://x"
+    )
+    assert redact("https://a.blob/c?sv=1&sig=abc%2Bd&se=2") == "https://a.blob/c?sv=1&sig=***&se=2"
     warehouse = open_warehouse(CATALOG + " password=s3cret", data_path="/x")
     assert "s3cret" not in warehouse.describe()
 

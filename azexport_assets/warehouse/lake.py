@@ -2,9 +2,10 @@
 
 The catalog (tables, snapshots, small inlined changes) lives in Postgres, the data files in
 Azure Blob Storage (`az://`, `abfss://`, through DuckDB's azure extension) or in a folder all
-machines share. Every `connect()` opens a private DuckDB whose main database is the lake, so
-the project's SQL (`models.x`, `azexport_state.y`) runs unchanged. The first connection of a
-process runs `init()` (creates the catalog, checks the data path, creates the schemas).
+machines share. A step's connection is a sandboxed DuckDB whose main database is the lake, so
+the project's SQL (`models.x`, `azexport_state.y`) runs unchanged (steps without sources share
+one per process, see `connect`). The first connection of a process runs `init()` (creates the
+catalog, checks the data path, creates the schemas).
 
 There is no warehouse-wide lock: DuckLake checks at commit whether two writers collided, and
 the callers re-run a transaction that conflicted (`conflicts.retry_on_conflict`). Writers of

@@ -29,11 +29,15 @@ REMOTE_SCHEMES = ("az://", "azure://", "abfss://")
 
 _PASSWORD_KV = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 _URI_USERINFO = re.compile(r"(://[^:/@\s]+:)([^@\s]+)(@)")
+# Azure connection strings and SAS tokens: the key and the signature are the secrets.
+_AZURE_SECRET = re.compile(r"((?:AccountKey|SharedAccessSignature|sig)=)([^;&\s']+)", re.IGNORECASE)
 
 
 def redact(text: str) -> str:
-    """`text` with inline passwords (key=value or URI user:password@) replaced by ***."""
+    """`text` with inline passwords (key=value or URI user:password@) and Azure keys and
+    signatures replaced by ***."""
     text = _PASSWORD_KV.sub(r"\1***", text)
+    text = _AZURE_SECRET.sub(r"\1***", text)
     return _URI_USERINFO.sub(r"\1***\3", text)
 
 
