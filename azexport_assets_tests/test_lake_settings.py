@@ -177,3 +177,26 @@ def test_the_cli_sets_up_a_file_warehouse(tmp_path):
     schemas = {r[0] for r in con.execute("SELECT schema_name FROM duckdb_schemas()").fetchall()}
     con.close()
     assert {"models", "segments", "azexport_state"} <= schemas
+
+
+def test_an_air_gapped_extension_folder_comes_first(tmp_path):
+    """A file in $AZEXPORT_DUCKDB_EXTENSIONS is what gets installed; a bad one is named."""
+    import os
+    import subprocess
+    import sys
+
+    folder = tmp_path / "extensions"
+    folder.mkdir()
+    (folder / "ducklake.duckdb_extension").write_bytes(b"\0" * 1024)  # not an extension
+    script = (
+        "from azexport_assets.warehouse.extensions import install_extensions\n"
+        "install_extensions(['ducklake'])\n"
+    )
+    env = dict(os.environ, AZEXPORT_DUCKDB_EXTENSIONS=str(folder), TMPDIR=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("azexport_assets.warehouse.extensions.ExtensionLoadError: ")
+    assert f"from {folder / 'ducklake.duckdb_extension'}" in last
