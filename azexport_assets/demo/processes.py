@@ -1,0 +1,129 @@
+"""Start long-running helper processes in their own process group and stop whole trees.
+
+`dagster dev` starts a webserver, a daemon and code servers, which start run workers. A
+terminal's Ctrl-C or a plain `terminate()` of the parent can leave some of them running, so
+stopping here means: SIGTERM to every process group and every descendant found under /proc,
+a grace period, then SIGKILL to whatever is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import IO
+
+GRACE_SECONDS = 6.0
+
+
+def spawn(
+    command: Sequence[str],
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    log: IO[bytes] | None = None,
+) -> subprocess.Popen:
+    """Start `command` as the leader of a new session (so of a new process group).
+
+    Its own group keeps the terminal's Ctrl-C away from it: the caller decides how and when
+    the tree stops (see `stop_trees`), instead of each process racing to shut down alone."""
+    return subprocess.Popen(
+        list(command),
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT if log is not None else None,
+        start_new_session=True,
+    )
+
+
+def _stat(pid: int) -> tuple[int, str, int] | None:
+    """(parent pid, state, start time) of a process, or None when it no longer exists."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # The command name (field 2) is in parentheses and may contain spaces.
+    fields = text[text.rindex(")") + 2 :].split()
+    return int(fields[1]), fields[0], int(fields[19])
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process whose ancestry leads to `pid` (not `pid` itself)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = _stat(int(entry.name))
+            if stat is not None:
+                children.setdefault(stat[0], []).append(int(entry.name))
+    found: set[int] = set()
+    pending = [pid]
+    while pending:
+        for child in children.get(pending.pop(), []):
+            if child not in found:
+                found.add(child)
+                pending.append(child)
+    return found
+
+
+def identities(pids: Iterable[int]) -> dict[int, int]:
+    """pid -> start time, to tell a process from a later one that reuses its pid."""
+    found = {}
+    for pid in pids:
+        stat = _stat(pid)
+        if stat is not None:
+            found[pid] = stat[2]
+    return found
+
+
+def alive(identity: dict[int, int]) -> set[int]:
+    """The processes of `identity` that still run (zombies count as gone)."""
+    remaining = set()
+    for pid, started in identity.items():
+        stat = _stat(pid)
+        if stat is not None and stat[2] == started and stat[1] != "Z":
+            remaining.add(pid)
+    return remaining
+
+
+def _signal_all(groups: set[int], pids: set[int], sig: signal.Signals) -> None:
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, sig)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def stop_trees(processes: Sequence[subprocess.Popen], grace: float = GRACE_SECONDS) -> None:
+    """Stop each process, its process group and all its descendants: SIGTERM, then SIGKILL.
+
+    All trees are stopped together, so the total wait is one grace period at most."""
+    roots = [p for p in processes if p.poll() is None]
+    tree = {p.pid for p in roots}
+    for process in roots:
+        tree |= descendants(process.pid)
+    identity = identities(tree)
+    groups = set()
+    for pid in identity:
+        with contextlib.suppress(ProcessLookupError):
+            group = os.getpgid(pid)
+            if group != os.getpgrp():  # never signal our own group
+                groups.add(group)
+    _signal_all(groups, set(identity), signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        for process in roots:
+            process.poll()  # reap direct children so they do not linger as zombies
+        if not alive(identity):
+            break
+        time.sleep(0.1)
+    # Late children (started while shutting down) are caught by their group.
+    _signal_all(groups, alive(identity), signal.SIGKILL)
+    for process in roots:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=2)

@@ -1,0 +1,99 @@
+"""Launch activation jobs through a running Dagster and read back the blobs they wrote.
+
+Runs go through the webserver's GraphQL API (`DagsterGraphQLClient`), so they belong to the
+code location: the Jobs and Runs pages list them and the UI can re-execute them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+import dagster as dg
+from dagster_graphql import DagsterGraphQLClient
+
+FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+
+
+@dataclass(frozen=True)
+class WrittenBlob:
+    """One blob an export wrote: data file (with rows) or manifest (rows is None)."""
+
+    name: str
+    bytes: int
+    rows: int | None
+    url: str | None = None
+
+
+def launch(client: DagsterGraphQLClient, job_name: str, run_config: dict | None = None) -> str:
+    """Submit `job_name` to the instance's run queue; returns the run id."""
+    return client.submit_job_execution(
+        job_name, run_config=run_config or {}, tags={"azexport/launched_by": "demo"}
+    )
+
+
+def wait_for_run(client: DagsterGraphQLClient, run_id: str, timeout: float = 900.0):
+    """Poll until the run has finished; returns its final DagsterRunStatus."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = client.get_run_status(run_id)
+        if status in FINISHED:
+            return status
+        time.sleep(1.0)
+    raise TimeoutError(f"run {run_id} did not finish within {timeout:.0f}s")
+
+
+def _blob_urls(metadata: Mapping[str, dg.MetadataValue]) -> dict[str, str]:
+    """Blob name -> URL, from the export's url metadata (or the older `blob_urls` list)."""
+    urls = [v.value for v in metadata.values() if isinstance(v, dg.UrlMetadataValue)]
+    legacy = metadata.get("blob_urls")
+    if legacy is not None and isinstance(legacy.value, list):
+        urls += [u for u in legacy.value if isinstance(u, str)]
+    by_name = {}
+    for url in urls:
+        # http://host/account/container/<blob name>?sas: the name is the path after container
+        parts = unquote(urlsplit(url).path).lstrip("/").split("/", 2)
+        if len(parts) == 3:
+            by_name[parts[2]] = url
+    return by_name
+
+
+def _table_rows(value: dg.TableMetadataValue) -> list[dict]:
+    return [dict(record.data) for record in value.records]
+
+
+def export_blobs(metadata: Mapping[str, dg.MetadataValue]) -> list[WrittenBlob]:
+    """The blobs named by an export materialization's metadata, manifest last.
+
+    Reads the `files` table (columns blob, rows, bytes, md5); metadata written before that
+    table existed has the same facts as the JSON list `blob_files` (name, rows, bytes)."""
+    urls = _blob_urls(metadata)
+    files = metadata.get("files")
+    if isinstance(files, dg.TableMetadataValue):
+        rows = [(r["blob"], r["bytes"], r["rows"]) for r in _table_rows(files)]
+    elif "blob_files" in metadata:
+        rows = [(f["name"], f["bytes"], f["rows"]) for f in metadata["blob_files"].value]
+    else:
+        return []
+    blobs = [WrittenBlob(n, int(b), int(r), urls.get(n)) for n, b, r in rows]
+    if "manifest" in metadata:
+        name = str(metadata["manifest"].value)
+        size = int(metadata["manifest_bytes"].value) if "manifest_bytes" in metadata else 0
+        blobs.append(WrittenBlob(name, size, None, urls.get(name)))
+    return blobs
+
+
+def run_exports(instance: dg.DagsterInstance, run_id: str) -> dict[str, list[WrittenBlob]]:
+    """Activation name -> blobs written, for every export materialized by the run."""
+    found: dict[str, list[WrittenBlob]] = {}
+    entries = instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+    for entry in entries:
+        materialization = entry.asset_materialization
+        if materialization is None:
+            continue
+        path = materialization.asset_key.path
+        if len(path) == 3 and path[0] == "activations" and path[2] == "export":
+            found[path[1]] = export_blobs(materialization.metadata)
+    return found
