@@ -105,6 +105,9 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main() -> int:
+    # Ctrl-C even when started with SIGINT ignored (a background job of a script), and
+    # SIGTERM, clean up like Ctrl-C does.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     with ExitStack() as stack:
         env = stack.enter_context(demo_environment(simulate=True))

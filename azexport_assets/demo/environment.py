@@ -3,9 +3,9 @@
 Everything lives under `.azexport/` in the project root. When AZURE_STORAGE_ACCOUNT_URL is
 already set, no Azurite is started and AZURE_STORAGE_SAS_TOKEN must be set too.
 
-Azurite keeps its port across runs (remembered in `.azexport/azurite.port`): the blob URLs in
-the metadata of earlier runs stay valid. When that port is taken by an Azurite already
-serving `.azexport/azurite` (a `make ui` in another terminal), that one is used.
+Azurite keeps its port across runs (10000 or the next free one, remembered in
+`.azexport/azurite.port`): the blob URLs in the metadata of earlier runs stay valid. When an
+Azurite already listens on that port (a `make ui` in another terminal), that one is used.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from azexport_assets.demo.instance import prepare_dagster_home
 
 STATE_DIR = PROJECT_ROOT / ".azexport"
 PORT_FILE = STATE_DIR / "azurite.port"
+FIRST_PORT = 10000
 DEMO_CONTAINER = "azexport-demo"
 
 
@@ -68,6 +69,23 @@ def remembered_port() -> int | None:
         return None
 
 
+def choose_port(remembered: int | None) -> int:
+    """The remembered port when free, else the first free one from 10000 (Azurite's usual
+    port). Ports below Linux's ephemeral range (32768-60999) are not handed out to outgoing
+    connections, so the choice stays free from one run to the next."""
+    if remembered and port_is_free(remembered):
+        return remembered
+    if remembered:
+        print(
+            f"Port {remembered} (Azurite's port in earlier runs) is taken by another program: "
+            "blob links of earlier runs will not open until it is free again"
+        )
+    for port in range(FIRST_PORT, FIRST_PORT + 100):
+        if port_is_free(port):
+            return port
+    return free_port()
+
+
 @contextmanager
 def demo_azurite() -> Iterator[tuple[str, str]]:
     """(account URL, connection string) of the demo's Azurite, on its remembered port.
@@ -75,18 +93,12 @@ def demo_azurite() -> Iterator[tuple[str, str]]:
     Reuses an Azurite already listening there; otherwise starts one (stopped on exit)."""
     location = STATE_DIR / "azurite"
     location.mkdir(parents=True, exist_ok=True)
-    port = remembered_port()
-    if port and azurite_listens_on(port):
-        print(f"Using the Azurite already running on port {port}")
-        yield account_url_for(port), connection_string_for(port)
+    remembered = remembered_port()
+    if remembered and azurite_listens_on(remembered):
+        print(f"Using the Azurite already running on port {remembered}")
+        yield account_url_for(remembered), connection_string_for(remembered)
         return
-    if port and not port_is_free(port):
-        print(
-            f"Port {port} (Azurite's port in earlier runs) is taken by another program: "
-            "blob links of earlier runs will not open until it is free again"
-        )
-        port = None
-    server = start_azurite(port=port or free_port(), location=location)
+    server = start_azurite(port=choose_port(remembered), location=location)
     PORT_FILE.write_text(f"{server.port}\n")
     try:
         yield server.account_url, server.connection_string

@@ -2,8 +2,8 @@
 
 `dagster dev` starts a webserver, a daemon and code servers, which start run workers. A
 terminal's Ctrl-C or a plain `terminate()` of the parent can leave some of them running, so
-stopping here means: SIGTERM to every process group and every descendant found under /proc,
-a grace period, then SIGKILL to whatever is left.
+stopping here means: an interrupt to the parent (its own orderly shutdown), then SIGTERM to
+every process group and every descendant found under /proc, then SIGKILL to what is left.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO
 
-GRACE_SECONDS = 6.0
+INTERRUPT_GRACE_SECONDS = 3.0
+TERM_GRACE_SECONDS = 2.0
 
 
 def spawn(
@@ -99,10 +100,27 @@ def _signal_all(groups: set[int], pids: set[int], sig: signal.Signals) -> None:
             os.kill(pid, sig)
 
 
-def stop_trees(processes: Sequence[subprocess.Popen], grace: float = GRACE_SECONDS) -> None:
-    """Stop each process, its process group and all its descendants: SIGTERM, then SIGKILL.
+def _wait_gone(roots: Sequence[subprocess.Popen], identity: dict[int, int], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for process in roots:
+            process.poll()  # reap direct children so they do not linger as zombies
+        if not alive(identity):
+            return
+        time.sleep(0.1)
 
-    All trees are stopped together, so the total wait is one grace period at most."""
+
+def stop_trees(
+    processes: Sequence[subprocess.Popen],
+    interrupt_grace: float = INTERRUPT_GRACE_SECONDS,
+    term_grace: float = TERM_GRACE_SECONDS,
+) -> None:
+    """Stop each process, its process group and all its descendants, in three steps:
+
+    1. SIGINT to each root only: `dagster dev` then shuts its services down in order;
+    2. SIGTERM to every process group and every descendant still running;
+    3. SIGKILL to whatever is left (and to the groups, for children started meanwhile).
+    All trees are stopped together: the whole takes at most the two grace periods + 1 s."""
     roots = [p for p in processes if p.poll() is None]
     tree = {p.pid for p in roots}
     for process in roots:
@@ -114,16 +132,9 @@ def stop_trees(processes: Sequence[subprocess.Popen], grace: float = GRACE_SECON
             group = os.getpgid(pid)
             if group != os.getpgrp():  # never signal our own group
                 groups.add(group)
-    _signal_all(groups, set(identity), signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        for process in roots:
-            process.poll()  # reap direct children so they do not linger as zombies
-        if not alive(identity):
-            break
-        time.sleep(0.1)
-    # Late children (started while shutting down) are caught by their group.
+    _signal_all(set(), {p.pid for p in roots}, signal.SIGINT)
+    _wait_gone(roots, identity, interrupt_grace)
+    _signal_all(groups, alive(identity), signal.SIGTERM)
+    _wait_gone(roots, identity, term_grace)
     _signal_all(groups, alive(identity), signal.SIGKILL)
-    for process in roots:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=2)
+    _wait_gone(roots, identity, 1.0)  # SIGKILL is delivered asynchronously

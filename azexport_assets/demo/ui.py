@@ -37,7 +37,9 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main() -> int:
     port = dagster_port()
-    # SIGTERM and SIGHUP (terminal closed) clean up like Ctrl-C does.
+    # Ctrl-C even when started with SIGINT ignored (a background job of a script), and
+    # SIGTERM (and in the UI SIGHUP: terminal closed), clean up like Ctrl-C does.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
     stack = ExitStack()
