@@ -9,7 +9,6 @@ run from the UI and waits for its success. Screenshots go to the test's tmp dir.
 from __future__ import annotations
 
 import json
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,10 +21,10 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from azexport_assets.demo.azurite import free_port
-from azexport_assets.demo.instance import prepare_dagster_home
 from azexport_assets.demo.runs import export_blobs
-from azexport_assets.demo.server import DagsterServer, start_dagster
+from azexport_assets.demo.server import DagsterServer
+from azexport_assets_tests.project_kit import ProjectKit
+from azexport_assets_tests.served_kit import serve_project
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -69,30 +68,9 @@ activations:
     warnings: {min_rows: 1, max_change_ratio: 0.5}
 """
 
-# One process per run instead of one per step keeps the test well under a minute.
-ENTRY = """
-from pathlib import Path
-
-import dagster as dg
-
-from azexport_assets.components.build import project_definitions
-
-root = Path(__file__).parent
-defs = dg.Definitions.merge(
-    project_definitions(root / "defs", root), dg.Definitions(executor=dg.in_process_executor)
-)
-"""
-
-WORKSPACE = f"""
-load_from:
-  - python_file:
-      relative_path: entry.py
-      location_name: {LOCATION}
-"""
-
 
 @pytest.fixture
-def served(project, tmp_path, monkeypatch) -> Iterator[tuple[object, DagsterServer]]:
+def served(project, tmp_path, monkeypatch) -> Iterator[tuple[ProjectKit, DagsterServer]]:
     """(project kit, running Dagster) for the small project."""
     kit = project
     kit.source_sql(
@@ -100,20 +78,8 @@ def served(project, tmp_path, monkeypatch) -> Iterator[tuple[object, DagsterServ
         "CAST(range % 90 AS INTEGER) AS age FROM range(1, 2001)"
     )
     kit.write_defs(DEFS)
-    (kit.root / "entry.py").write_text(textwrap.dedent(ENTRY))
-    (kit.root / "workspace.yaml").write_text(WORKSPACE)
-    home = prepare_dagster_home(tmp_path / "dagster_home")
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    log = open(tmp_path / "dagster.log", "wb")  # noqa: SIM115 (closed after the server)
-    server = start_dagster(kit.root, free_port(), log=log, workspace=kit.root / "workspace.yaml")
-    try:
-        server.wait_until_loaded(LOCATION, timeout=120)
-        # Dagster's one-time "Join the community" dialog would cover the buttons.
-        server.graphql("mutation SetNuxSeen { setNuxSeen }")
+    with serve_project(kit, tmp_path, monkeypatch, LOCATION) as server:
         yield kit, server
-    finally:
-        server.stop()
-        log.close()
 
 
 @pytest.fixture

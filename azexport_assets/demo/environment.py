@@ -41,7 +41,11 @@ DEMO_CONTAINER = "azexport-demo"
 
 
 def port_is_free(port: int) -> bool:
+    """True when a server could listen on 127.0.0.1:port now."""
     with socket.socket() as sock:
+        # As servers do (Node's included): connections of a stopped server that linger in
+        # TIME_WAIT must not make its port look taken.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
