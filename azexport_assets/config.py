@@ -77,6 +77,13 @@ class ModelConfig(_Strict):
     sql: str | None = Field(None, description="The model's SELECT statement.")
     sql_file: str | None = Field(None, description="Path of a .sql file, relative to the YAML.")
     primary_key: list[str] = Field(default_factory=list, description="One or more key columns.")
+    materialized: Literal["table", "view"] = Field(
+        "table",
+        description=(
+            "'table': the query's result is stored in the warehouse (read many times cheaply); "
+            "'view': only the query is stored and every reader runs it (no copy of the data)."
+        ),
+    )
     description: str | None = None
 
     @field_validator("primary_key", mode="before")

@@ -1,47 +1,68 @@
-"""One export, start to finish, without Dagster: change set -> local files -> blobs -> manifest.
+"""One export, start to finish, without Dagster: `run_export`.
 
 The order is what makes exports safe:
-1. `plan_names`: blob names from the template at the run's logical time (checked first).
-2. `write_local_files` (warehouse lock held): DuckDB writes each file of the change set to a
-   private temp folder; the lock is released before any network I/O.
-3. `upload_files`: every file becomes a blob only when its block list is committed.
+1. `stem_name`: blob names from the template at the run's logical time (checked first), and
+   `preflight`: the container exists and the credential may write.
+2. Under the warehouse hold: the change set the last delta computed is read, and DuckDB writes
+   each of its files to a private temp folder. Each file is uploaded *while* it is written
+   (`GrowingFileUpload`), so encoding and uploading overlap; the warehouse is released as soon
+   as the last file is written.
+3. Every blob becomes visible only when its block list is committed.
 4. `remove_stale_parts`: parts of an earlier, longer export of the same name go away.
 5. `upload_manifest`: `<name>_manifest.json` is written last, so a consumer that waits for it
    never reads a half-finished export.
-The caller advances the delta baseline only after all of this succeeded.
+6. `commit_baseline`: the delta baseline advances only after all of this succeeded.
+
+The Dagster asset, the benchmarks and scripts all call `run_export`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 from azure.storage.blob import ContainerClient
 
 from azexport_assets import naming
-from azexport_assets.config import ActivationConfig
-from azexport_assets.delta import ChangeSet, DeltaSpec, change_rows_query, export_kinds
-from azexport_assets.formats import FormatSpec, WriteResult, write_export
+from azexport_assets.delta import (
+    ChangeSet,
+    DeltaSpec,
+    change_rows_query,
+    change_set_spec,
+    commit_baseline,
+    compute_change_set,
+    export_kinds,
+    load_change_set,
+    reset_baseline,
+)
+from azexport_assets.formats import FormatSpec, WriteResult, WrittenFile, write_export
+from azexport_assets.sandbox import export_temp_root
+from azexport_assets.sql_text import quote_ident
 from azexport_assets.storage import (
+    BlobStorage,
     UploadedBlob,
     delete_blobs,
     list_blob_names,
+    preflight,
     upload_bytes,
-    upload_file,
 )
+from azexport_assets.storage.streaming import GrowingFileUpload, UploadPool
+from azexport_assets.warehouse import Warehouse
 
+if TYPE_CHECKING:  # the configuration layer may depend on Dagster; exports do not
+    from azexport_assets.config import ActivationConfig, SourceConfig
 
-@dataclass(frozen=True)
-class FileSet:
-    """The local files for one suffix ('' or '_added' / '_updated' / '_removed')."""
-
-    suffix: str
-    kinds: tuple[str, ...]
-    result: WriteResult | None  # None: skipped because empty and on_empty=skip
+PROGRESS_EVERY_SECONDS = 10.0
 
 
 @dataclass
@@ -83,32 +104,311 @@ def rows_of(change: ChangeSet, kinds: tuple[str, ...]) -> int:
     return sum(getattr(change, kind) for kind in kinds)
 
 
-def write_local_files(
+class Progress:
+    """Rows and bytes written and uploaded, in the run log: a line per file written and per
+    blob committed, and a summary at least every ~10 s while the export runs.
+
+    Upload threads only queue their lines; the export's own thread writes them (loggers such
+    as Dagster's are not meant to be called from other threads)."""
+
+    def __init__(self, log: Callable[[str], None] | None, pool: UploadPool | None = None) -> None:
+        self.log = log
+        self.pool = pool
+        self.started = time.monotonic()
+        self.rows_written = 0  # rows of closed files
+        self.bytes_written = 0  # bytes of closed files
+        self.open_bytes = 0  # bytes of the file being written
+        self._last = self.started
+        self._queued: list[str] = []
+        self._lock = threading.Lock()
+
+    def _say(self, text: str) -> None:
+        if self.log is not None:
+            self.log(text)
+
+    def _rate(self, size: int) -> str:
+        seconds = max(time.monotonic() - self.started, 1e-6)
+        return f"{size / seconds / 1e6:.1f} MB/s"
+
+    def tick(self, force: bool = False) -> None:
+        """Write queued lines, and the summary when ~10 s have passed (or `force`)."""
+        with self._lock:
+            queued, self._queued = self._queued, []
+        for line in queued:
+            self._say(line)
+        now = time.monotonic()
+        if not force and now - self._last < PROGRESS_EVERY_SECONDS:
+            return
+        self._last = now
+        written = self.bytes_written + self.open_bytes
+        uploaded = self.pool.uploaded_bytes if self.pool else 0
+        self._say(
+            f"progress after {now - self.started:.0f}s: {self.rows_written:,} rows in closed "
+            f"files, {written:,} bytes written ({self._rate(written)}), {uploaded:,} bytes "
+            f"uploaded ({self._rate(uploaded)})"
+        )
+
+    def grew(self, size: int) -> None:
+        self.open_bytes = size
+        self.tick()
+
+    def file_closed(self, written: WrittenFile) -> None:
+        self.rows_written += written.rows
+        self.bytes_written += written.bytes
+        self.open_bytes = 0
+        self._say(f"wrote {written.path.name}: {written.rows:,} rows, {written.bytes:,} bytes")
+
+    def committed(self, blob: UploadedBlob) -> None:
+        """Called from an upload thread."""
+        with self._lock:
+            self._queued.append(f"committed blob {blob.name}: {blob.bytes:,} bytes")
+
+
+class FileSetUploads:
+    """Uploads the files of one suffix while they are written (a `PartObserver`).
+
+    Blob names depend on how many parts there are, known only at the end. Without a size
+    limit there is exactly one file, so its upload starts with the file. With a limit, part N
+    starts uploading when part N+1 opens (it is then known to be `_part-0000N`); the last part
+    (or the only one, under the plain name) starts when writing ends.
+    """
+
+    def __init__(
+        self,
+        pool: UploadPool,
+        stem: str,
+        suffix: str,
+        fmt: FormatSpec,
+        split: bool,
+        progress: Progress,
+    ) -> None:
+        self.pool = pool
+        self.stem = stem
+        self.suffix = suffix
+        self.fmt = fmt
+        self.split = split
+        self.progress = progress
+        self.uploads: dict[int, GrowingFileUpload] = {}
+        self.closed_files: dict[int, WrittenFile] = {}
+        self.paths: dict[int, Path] = {}
+
+    def _start(self, index: int, name: str) -> None:
+        upload = GrowingFileUpload(
+            self.pool,
+            name,
+            self.paths[index],
+            content_type=self.fmt.content_type,
+            on_committed=self.progress.committed,
+        )
+        self.uploads[index] = upload
+        written = self.closed_files.get(index)
+        if written is not None:
+            upload.finish(written.bytes, written.md5_hex)
+
+    def _raise_if_failed(self) -> None:
+        for upload in self.uploads.values():
+            if upload.failed:
+                upload.result()  # raises the upload's StorageError
+
+    # -- PartObserver
+
+    def opened(self, index: int, path: Path) -> None:
+        self._raise_if_failed()
+        self.paths[index] = path
+        if not self.split:
+            self._start(index, blob_names(self.stem, self.suffix, self.fmt.extension, 1)[0])
+        elif index >= 2 and index - 1 not in self.uploads:
+            part = naming.part_suffix(index - 1)
+            name = f"{self.stem}{self.suffix}{part}{self.fmt.extension}"
+            self._start(index - 1, naming.validate_blob_name(name))
+
+    def grew(self, index: int, size: int) -> None:
+        upload = self.uploads.get(index)
+        if upload is not None:
+            upload.grew(size)
+            self._raise_if_failed()
+        self.progress.grew(size)
+
+    def closed(self, index: int, written: WrittenFile) -> None:
+        self.closed_files[index] = written
+        self.progress.file_closed(written)
+        upload = self.uploads.get(index)
+        if upload is not None:
+            upload.finish(written.bytes, written.md5_hex)
+
+    # -- after writing
+
+    def complete(self, result: WriteResult) -> list[ExportedFile]:
+        """Start what has not started (the last part; Parquet files), wait for every commit."""
+        names = blob_names(self.stem, self.suffix, self.fmt.extension, len(result.files))
+        for index, (name, local) in enumerate(zip(names, result.files, strict=True), start=1):
+            if index not in self.uploads:
+                self.paths.setdefault(index, local.path)
+                if index not in self.closed_files:
+                    self.closed(index, local)
+                self._start(index, name)
+        exported = []
+        for index, local in enumerate(result.files, start=1):
+            upload = self.uploads[index]
+            while not upload.wait(timeout=1.0):
+                self.progress.tick()  # a long upload tail still reports every ~10 s
+            blob = upload.result()
+            part = index if len(result.files) > 1 else None
+            exported.append(ExportedFile(self.suffix, part, local.rows, blob))
+        return exported
+
+    def abort(self) -> None:
+        """Stop every upload of this file set; nothing more is committed."""
+        for upload in self.uploads.values():
+            upload.abort()
+        for upload in self.uploads.values():
+            with contextlib.suppress(Exception):  # the caller reports the first error
+                upload.result()
+
+
+def write_and_upload(
     con: duckdb.DuckDBPyConnection,
     spec: DeltaSpec,
     change: ChangeSet,
     activation: ActivationConfig,
     workdir: Path,
-) -> list[FileSet]:
-    """Write every file of the change set under workdir (the warehouse lock is held)."""
+    pool: UploadPool,
+    stem: str,
+    progress: Progress,
+) -> tuple[ExportReport, list[tuple[FileSetUploads, WriteResult]]]:
+    """Write every file of the change set under workdir (the warehouse is held), each upload
+    starting while its file is written. Returns the report so far and the uploads to finish
+    once the warehouse is released (`finish_uploads`)."""
     fmt = FormatSpec.from_activation(activation)
     on_empty = activation.effective_on_empty(full_export=change.full)
-    sets = []
+    report = ExportReport(stem=stem)
+    pending: list[tuple[FileSetUploads, WriteResult]] = []
     for suffix, kinds in export_kinds(spec, change).items():
         if rows_of(change, kinds) == 0 and on_empty == "skip":
-            sets.append(FileSet(suffix, kinds, None))
+            report.skipped.append(f"{stem}{suffix}{fmt.extension}")
             continue
         out_dir = workdir / (suffix.strip("_") or "rows")
         out_dir.mkdir(parents=True)
+        split = activation.max_file_size is not None
+        uploads = FileSetUploads(pool, stem, suffix, fmt, split=split, progress=progress)
         # A fresh cursor: the stream must not collide with results left open on `con`.
         cursor = con.cursor()
         try:
             query = change_rows_query(spec, kinds)
-            result = write_export(cursor, query, fmt, out_dir, activation.max_file_size)
+            result = write_export(
+                cursor, query, fmt, out_dir, activation.max_file_size, observer=uploads
+            )
+        except BaseException:
+            uploads.abort()
+            for earlier, _ in pending:
+                earlier.abort()
+            raise
         finally:
             cursor.close()
-        sets.append(FileSet(suffix, kinds, result))
-    return sets
+        pending.append((uploads, result))
+        report.columns = report.columns or list(result.columns)
+        report.xml_removed_chars += result.xml_removed_chars
+        report.xml_element_names |= result.xml_element_names
+    return report, pending
+
+
+def finish_uploads(report: ExportReport, pending: list[tuple[FileSetUploads, WriteResult]]) -> None:
+    """Wait for every file's commit (starting those that could not start while writing)."""
+    try:
+        for uploads, result in pending:
+            report.files += uploads.complete(result)
+    except BaseException:
+        for uploads, _ in pending:
+            uploads.abort()
+        raise
+
+
+class NoChangeSetError(RuntimeError):
+    """The export ran before any delta computed a change set for the activation."""
+
+
+@dataclass(frozen=True)
+class ExportRun:
+    """What `run_export` needs to know about one export (no Dagster objects)."""
+
+    name: str  # the activation's name
+    activation: ActivationConfig
+    source_table: str  # 'models.<m>' or 'segments.<s>'
+    container: str
+    path_prefix: str
+    logical_time: datetime
+    run_id: str
+    sources: Mapping[str, SourceConfig] = field(default_factory=dict)  # see DeltaRun.sources
+
+
+@dataclass
+class ExportOutcome:
+    report: ExportReport
+    change: ChangeSet
+    baseline_advanced: bool
+    write_seconds: float  # until the last file was written (uploads overlapping)
+    upload_seconds: float  # after writing ended: the part of the upload that did not overlap
+    total_seconds: float
+
+
+def run_export(
+    run: ExportRun,
+    warehouse: Warehouse,
+    storage: BlobStorage,
+    log: Callable[[str], None] | None = None,
+) -> ExportOutcome:
+    """Export the change set the last delta computed, then advance the baseline.
+
+    Raises `StorageError` (nothing new visible, baseline untouched) when the container is not
+    writable or an upload fails after its retries; `NoChangeSetError` when no delta ran yet.
+    """
+    started = time.monotonic()
+    stem = stem_name(run.activation, run.path_prefix, run.logical_time)
+    fmt = FormatSpec.from_activation(run.activation)
+    holder = f"run {run.run_id[:8]} {run.name}/export"
+    with (
+        tempfile.TemporaryDirectory(
+            prefix=f"azexport-{run.name}-", dir=export_temp_root()
+        ) as workdir,
+        storage.container(run.container) as container,
+    ):
+        preflight(container)
+        pool = UploadPool(container)
+        progress = Progress(log, pool)
+        try:
+            with warehouse.connect(holder=holder, sources=run.sources) as con:
+                spec = change_set_spec(con, run.name, run.source_table)
+                change = load_change_set(con, run.name, spec) if spec else None
+                if spec is None or change is None:
+                    raise NoChangeSetError(
+                        f"activation '{run.name}' has no change set yet: run its delta first"
+                    )
+                report, pending = write_and_upload(
+                    con, spec, change, run.activation, Path(workdir), pool, stem, progress
+                )
+            written = time.monotonic()
+            finish_uploads(report, pending)
+            progress.tick(force=True)
+        finally:
+            pool.close()
+        uploaded = time.monotonic()
+        remove_stale_parts(container, report, fmt)
+        if run.activation.manifest and report.files:
+            document = manifest_document(
+                report, run.name, run.activation, change, run.run_id, run.logical_time
+            )
+            upload_manifest(container, report, document)
+    with warehouse.connect(holder=f"run {run.run_id[:8]} {run.name}/commit") as con:
+        advanced = commit_baseline(con, run.name, change.delta_id)
+    finished = time.monotonic()
+    return ExportOutcome(
+        report=report,
+        change=change,
+        baseline_advanced=advanced,
+        write_seconds=written - started,
+        upload_seconds=uploaded - written,
+        total_seconds=finished - started,
+    )
 
 
 def blob_names(stem: str, suffix: str, extension: str, count: int) -> list[str]:
@@ -119,28 +419,6 @@ def blob_names(stem: str, suffix: str, extension: str, count: int) -> list[str]:
         naming.validate_blob_name(f"{stem}{suffix}{naming.part_suffix(i)}{extension}")
         for i in range(1, count + 1)
     ]
-
-
-def upload_files(
-    container: ContainerClient, stem: str, file_sets: list[FileSet], fmt: FormatSpec
-) -> ExportReport:
-    report = ExportReport(stem=stem)
-    for file_set in file_sets:
-        if file_set.result is None:
-            report.skipped.append(f"{stem}{file_set.suffix}{fmt.extension}")
-            continue
-        files = file_set.result.files
-        names = blob_names(stem, file_set.suffix, fmt.extension, len(files))
-        for index, (name, local) in enumerate(zip(names, files, strict=True), start=1):
-            blob = upload_file(
-                container, name, local.path, content_type=fmt.content_type, md5_hex=local.md5_hex
-            )
-            part = index if len(files) > 1 else None
-            report.files.append(ExportedFile(file_set.suffix, part, local.rows, blob))
-        report.columns = report.columns or list(file_set.result.columns)
-        report.xml_removed_chars += file_set.result.xml_removed_chars
-        report.xml_element_names |= file_set.result.xml_element_names
-    return report
 
 
 def remove_stale_parts(container: ContainerClient, report: ExportReport, fmt: FormatSpec) -> None:
@@ -203,3 +481,59 @@ def upload_manifest(container: ContainerClient, report: ExportReport, document: 
     name = naming.validate_blob_name(f"{report.stem}_manifest.json")
     data = json.dumps(document, indent=2, ensure_ascii=False).encode("utf-8")
     report.manifest = upload_bytes(container, name, data, content_type="application/json")
+
+
+class MissingSourceTableError(RuntimeError):
+    """The activation's model or segment was never materialized."""
+
+
+@dataclass(frozen=True)
+class DeltaRun:
+    """What `compute_changes` needs to know about one delta (no Dagster objects)."""
+
+    name: str  # the activation's name
+    source_table: str  # 'models.<m>' or 'segments.<s>'
+    primary_key: tuple[str, ...]
+    run_type: str
+    sync_mode: str
+    exported: Callable[[list[tuple[str, str]]], list[tuple[str, str]]]
+    """(source column, destination name) in export order, given the source's columns; raises
+    ConfigError when the mapping names a column the source does not have."""
+    sources: Mapping[str, SourceConfig] = field(default_factory=dict)
+    """Sources to attach: those of the view models the activation reads through."""
+
+
+def compute_changes(
+    run: DeltaRun,
+    warehouse: Warehouse,
+    delta_id: str,
+    full_resync: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> ChangeSet:
+    """The delta step: compare the source's rows with the activation's baseline and store the
+    change set the export will write (see `compute_change_set`)."""
+    holder = f"run {delta_id[:8]} {run.name}/delta"
+    with warehouse.connect(holder=holder, sources=run.sources) as con:
+        schema, _, table = run.source_table.partition(".")
+        try:
+            described = con.execute(f"DESCRIBE {schema}.{quote_ident(table)}").fetchall()
+        except duckdb.CatalogException:
+            raise MissingSourceTableError(
+                f"activation '{run.name}': table {run.source_table} does not exist yet; "
+                f"materialize {schema}/{table} first (the job activate_{run.name} does)"
+            ) from None
+        columns = [(r[0], r[1]) for r in described]
+        spec = DeltaSpec(
+            activation=run.name,
+            source_table=run.source_table,
+            primary_key=run.primary_key,
+            columns=tuple(run.exported(columns)),
+            run_type=run.run_type,  # type: ignore[arg-type]
+            sync_mode=run.sync_mode,  # type: ignore[arg-type]
+        )
+        if full_resync:
+            reset_baseline(con, run.name)
+            if log:
+                log(f"full resync: baseline of '{run.name}' reset")
+        # Checks the key itself (cheaply, while it reads the rows) in delta modes.
+        return compute_change_set(con, spec, delta_id=delta_id)

@@ -2,27 +2,36 @@
 
 - `model_dependencies` parses each model's SQL (DuckDB's own parser, `json_serialize_sql`)
   to find the source tables and other models it reads: they become lineage edges.
+- Before anything is bound, `sandbox.check_select` / `check_segment_filter` check the shape:
+  one SELECT per model, one expression per segment filter, no table function that reads files
+  or runs SQL; then every table read must be a declared source or model.
 - `describe_project` binds every model and segment as views in an in-memory DuckDB (sources
-  attached read-only) to learn their columns, so unknown columns in a mapping or a primary
-  key, and SQL errors, are reported at load time with the file, object and field.
+  attached read-only, then sandboxed like the warehouse) to learn their columns, so unknown
+  columns in a mapping or a primary key, and SQL errors, are reported at load time with the
+  file, object and field. Binding runs no user statement: a view is only described.
   Sources that are not there yet (no file) are skipped; the same checks run again at run time.
 """
 
 from __future__ import annotations
 
-import glob
-import json
 import os
 from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
-from typing import Any
 
 import duckdb
 
 from azexport_assets.config import ConfigError
 from azexport_assets.project import Project
-from azexport_assets.sql_text import quote_ident, quote_literal
-from azexport_assets.warehouse import resolve_path
+from azexport_assets.sandbox import (
+    UnsafeSQLError,
+    check_segment_filter,
+    check_select,
+    filter_type_probe,
+    lock_down,
+    segment_query,
+)
+from azexport_assets.sql_text import quote_ident
+from azexport_assets.warehouse import attach_source, resolve_path, source_files
 
 
 @dataclass(frozen=True)
@@ -38,47 +47,19 @@ class ProjectShape:
     columns: dict[str, list[tuple[str, str]] | None] = field(default_factory=dict)
 
 
-def _walk(node: Any, tables: list[tuple[str, str, str]], ctes: set[str]) -> None:
-    if isinstance(node, dict):
-        if node.get("type") == "BASE_TABLE" and "table_name" in node:
-            tables.append(
-                (node.get("catalog_name", ""), node.get("schema_name", ""), node["table_name"])
-            )
-        cte_map = node.get("cte_map")
-        if isinstance(cte_map, dict):
-            for entry in cte_map.get("map", []):
-                if isinstance(entry, dict) and "key" in entry:
-                    ctes.add(str(entry["key"]).lower())
-        for value in node.values():
-            _walk(value, tables, ctes)
-    elif isinstance(node, list):
-        for value in node:
-            _walk(value, tables, ctes)
-
-
 def table_references(sql: str) -> list[tuple[str, str, str]]:
-    """(catalog, schema, table) of every table the SQL reads, CTE names left out."""
-    con = duckdb.connect()
-    try:
-        raw = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchall()[0][0]
-    finally:
-        con.close()
-    parsed = json.loads(raw)
-    if parsed.get("error"):
-        raise ValueError(parsed.get("error_message", "cannot parse the SQL"))
-    if len(parsed.get("statements", [])) != 1:
-        raise ValueError("must be exactly one SELECT statement")
-    tables: list[tuple[str, str, str]] = []
-    ctes: set[str] = set()
-    _walk(parsed["statements"], tables, ctes)
-    return [t for t in tables if t[0] or t[1] or t[2].lower() not in ctes]
+    """(catalog, schema, table) of every table the SQL reads, CTE names left out.
+    Raises UnsafeSQLError unless the SQL is one SELECT query of the allowed shape."""
+    _, refs = check_select(sql)
+    return list(refs.tables)
 
 
 def model_dependencies(project: Project, name: str) -> ModelDeps:
+    field_ = _sql_field(project, name)
     try:
         refs = table_references(project.model_sql[name])
-    except ValueError as error:
-        raise ConfigError(f"{project.where('models', name, 'sql')}: {error}") from None
+    except UnsafeSQLError as error:
+        raise ConfigError(f"{project.where('models', name, field_)}: {error}") from None
     source_tables: list[tuple[str, str]] = []
     models: list[str] = []
     for catalog, schema, table in refs:
@@ -97,16 +78,58 @@ def model_dependencies(project: Project, name: str) -> ModelDeps:
             )
             shown = ".".join(p for p in (catalog, schema, table) if p)
             raise ConfigError(
-                f"{project.where('models', name, 'sql')}: reads '{shown}', which is not a "
+                f"{project.where('models', name, field_)}: reads '{shown}', which is not a "
                 f"declared source or model; it can read: {known or 'nothing declared'}"
             )
     return ModelDeps(tuple(dict.fromkeys(source_tables)), tuple(dict.fromkeys(models)))
 
 
+def _sql_field(project: Project, model: str) -> str:
+    return "sql" if project.models[model].sql else "sql_file"
+
+
+def check_segment(project: Project, name: str) -> None:
+    """A segment's filter must be one expression over its model's columns; subqueries in it
+    may read that same model only (e.g. `ltv > (SELECT avg(ltv) FROM models.customers)`):
+    anything else would be a dependency the job does not refresh, or a source the segment's
+    step does not attach."""
+    segment = project.segments[name]
+    where = project.where("segments", name, "filter")
+    try:
+        refs = check_segment_filter(segment.model, segment.filter)
+    except UnsafeSQLError as error:
+        raise ConfigError(f"{where}: {error}") from None
+    for catalog, schema, table in refs.tables:
+        if not catalog and schema == "models" and table == segment.model:
+            continue
+        shown = ".".join(p for p in (catalog, schema, table) if p)
+        raise ConfigError(
+            f"{where}: reads '{shown}'; a filter's subqueries may read its own model only "
+            f"(models.{segment.model}); join other data in a model instead"
+        )
+
+
+def segment_sql(project: Project, name: str) -> str:
+    """The checked query that materializes a segment (ConfigError if the filter is unsafe)."""
+    check_segment(project, name)
+    segment = project.segments[name]
+    return segment_query(segment.model, segment.filter)
+
+
+def model_sql(project: Project, name: str) -> str:
+    """The checked SQL of a model (ConfigError if it is not one safe SELECT)."""
+    model_dependencies(project, name)
+    return project.model_sql[name]
+
+
 def _source_available(project: Project, source: str) -> bool:
     config = project.sources[source]
     location = resolve_path(config.location, project.project_root)
-    return bool(glob.glob(location)) if config.kind != "duckdb" else os.path.exists(location)
+    return (
+        bool(source_files(config, project.project_root))
+        if config.kind != "duckdb"
+        else os.path.exists(location)
+    )
 
 
 def model_order(project: Project, deps: dict[str, ModelDeps]) -> list[str]:
@@ -120,23 +143,20 @@ def model_order(project: Project, deps: dict[str, ModelDeps]) -> list[str]:
 def describe_project(project: Project) -> ProjectShape:
     """Dependencies and columns of every model and segment; ConfigError on SQL errors."""
     shape = ProjectShape(deps={m: model_dependencies(project, m) for m in project.models})
+    for segment in project.segments:
+        check_segment(project, segment)
     available = {s for s in project.sources if _source_available(project, s)}
     con = duckdb.connect()
     try:
+        files: list[str] = []
         for source in sorted(available):
-            config = project.sources[source]
-            location = quote_literal(resolve_path(config.location, project.project_root))
             try:
-                if config.kind == "duckdb":
-                    con.execute(f"ATTACH {location} AS {quote_ident(source)} (READ_ONLY)")
-                else:
-                    reader = "read_parquet" if config.kind == "parquet" else "read_csv"
-                    con.execute(
-                        f"CREATE VIEW {quote_ident(source)} AS SELECT * FROM {reader}({location})"
-                    )
+                files += attach_source(con, source, project.sources[source], project.project_root)
             except duckdb.Error:
                 available.discard(source)  # e.g. locked by its writer: checked again at run time
+        # Our schemas first: the configuration is locked from here on.
         con.execute("CREATE SCHEMA models; CREATE SCHEMA segments")
+        lock_down(con, files=files)
         for model in model_order(project, shape.deps):
             deps = shape.deps[model]
             ready = all(s in available for s, _ in deps.source_tables) and all(
@@ -146,14 +166,15 @@ def describe_project(project: Project) -> ProjectShape:
                 shape.columns[model] = None
                 continue
             shape.columns[model] = _create_view(
-                con, project, "models", model, project.model_sql[model], "sql"
+                con, project, "models", model, project.model_sql[model], _sql_field(project, model)
             )
             _check_key(project, model, shape.columns[model])
         for segment, config in project.segments.items():
             if shape.columns.get(config.model) is None:
                 shape.columns[segment] = None
                 continue
-            query = f"SELECT * FROM models.{quote_ident(config.model)} WHERE ({config.filter})"
+            _check_boolean(con, project, segment)
+            query = segment_query(config.model, config.filter)
             shape.columns[segment] = _create_view(
                 con, project, "segments", segment, query, "filter"
             )
@@ -176,6 +197,22 @@ def _create_view(
         first_line = str(error).strip().splitlines()[0]
         raise ConfigError(f"{project.where(kind, name, field_)}: {first_line}") from None
     return [(row[0], row[1]) for row in rows]
+
+
+def _check_boolean(con: duckdb.DuckDBPyConnection, project: Project, segment: str) -> None:
+    """A filter must be a boolean expression: DuckDB would cast an integer silently."""
+    config = project.segments[segment]
+    probe = filter_type_probe(config.model, config.filter)  # shape-checked with the filter
+    try:
+        kind = con.execute(f"DESCRIBE {probe}").fetchall()[0][1]
+    except duckdb.Error as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise ConfigError(f"{project.where('segments', segment, 'filter')}: {first_line}") from None
+    if kind != "BOOLEAN":
+        raise ConfigError(
+            f"{project.where('segments', segment, 'filter')}: must be a boolean expression "
+            f"(it is {kind}), e.g. is_active AND country = 'FR'"
+        )
 
 
 def _check_key(project: Project, model: str, columns: list[tuple[str, str]]) -> None:

@@ -6,24 +6,34 @@ takes an exclusive advisory lock (`<warehouse>.lock`, `fcntl.flock`) before open
 and releases it after closing. Concurrent runs therefore queue for the warehouse instead of
 failing with "Could not set lock on file". Steps keep the lock only while they use DuckDB:
 uploads to Azure happen outside it.
+
+Every connection is sandboxed once the sources are attached (`sandbox.lock_down`): it reads
+only the declared source files and the warehouse, writes only under the export temp root, and
+its settings are locked. Set any DuckDB option here, before the lock, never afterwards.
 """
 
 from __future__ import annotations
 
 import fcntl
+import glob
 import os
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, TYPE_CHECKING, ClassVar
 
 import duckdb
 
-from azexport_assets.config import SourceConfig
+from azexport_assets.sandbox import export_temp_root, lock_down
 from azexport_assets.sql_text import quote_ident, quote_literal
+
+if TYPE_CHECKING:  # the configuration layer may depend on Dagster; the warehouse does not
+    from azexport_assets.config import SourceConfig
 
 DEFAULT_WAREHOUSE = ".azexport/warehouse.duckdb"
 WAREHOUSE_ENV = "AZEXPORT_WAREHOUSE"
+DEFAULT_LOCK_TIMEOUT = 3600.0
 
 
 class WarehouseBusyError(RuntimeError):
@@ -35,37 +45,105 @@ def warehouse_path() -> Path:
     return Path(os.environ.get(WAREHOUSE_ENV) or DEFAULT_WAREHOUSE).expanduser()
 
 
+def _wait_for_flock(handle: IO[str], timeout: float) -> bool:
+    """Take an exclusive flock on an open file, waiting up to `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+def _current_holder(handle: IO[str]) -> str:
+    handle.seek(0)
+    return handle.read().strip() or "another process"
+
+
+def _record_holder(handle: IO[str], holder: str) -> None:
+    # Who holds it, for the message another waiter may print.
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{holder or 'pid'} (pid {os.getpid()})")
+    handle.flush()
+
+
 @contextmanager
 def exclusive_lock(lock_path: Path, timeout: float, holder: str = "") -> Iterator[None]:
     """Hold an exclusive flock on lock_path, waiting up to `timeout` seconds."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a+") as handle:
-        deadline = time.monotonic() + timeout
-        delay = 0.05
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    handle.seek(0)
-                    current = handle.read().strip() or "another process"
-                    raise WarehouseBusyError(
-                        f"the warehouse {lock_path.with_suffix('')} stayed locked by {current} "
-                        f"for {timeout:.0f}s; wait for that run to finish or raise "
-                        "AZEXPORT_LOCK_TIMEOUT_SECONDS"
-                    ) from None
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
+        if not _wait_for_flock(handle, timeout):
+            raise WarehouseBusyError(
+                f"the warehouse {lock_path.with_suffix('')} stayed locked by "
+                f"{_current_holder(handle)} for {timeout:.0f}s; wait for that run to finish or "
+                "raise AZEXPORT_LOCK_TIMEOUT_SECONDS"
+            )
         try:
-            # Record who holds it, for the message another waiter may print.
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"{holder or 'pid'} (pid {os.getpid()})")
-            handle.flush()
+            _record_holder(handle, holder)
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class ActivationBusyError(RuntimeError):
+    pass
+
+
+class ActivationLock:
+    """One run of an activation at a time, from its change set until the baseline commit.
+
+    Held across the delta and export steps of a run (they run in one process), so a second
+    run of the same activation waits before it computes a change set and no change is exported
+    twice. A flock: the kernel releases it when the process ends, even on SIGKILL.
+    """
+
+    # Locks this process holds: lock file -> (open handle, holder). A run that failed between
+    # its delta and its export leaves its entry; the next run in this process replaces it.
+    _held: ClassVar[dict[str, tuple[IO[str], str]]] = {}
+
+    def __init__(self, path: Path, timeout: float, holder: str) -> None:
+        self.path = path
+        self.timeout = timeout
+        self.holder = holder
+
+    def acquire(self) -> None:
+        key = str(self.path)
+        held = self._held.get(key)
+        if held is not None:
+            if held[1] == self.holder:
+                return  # this run already holds it (its delta step took it)
+            self._release(key)  # an earlier run of this process that did not finish
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")  # noqa: SIM115 - kept open while the lock is held
+        if not _wait_for_flock(handle, self.timeout):
+            running = _current_holder(handle)
+            handle.close()
+            raise ActivationBusyError(
+                f"another run of this activation ({running}) is still exporting; waited "
+                f"{self.timeout:.0f}s. Let it finish (or stop it) and run again; nothing was "
+                "exported by this run"
+            )
+        _record_holder(handle, self.holder)
+        self._held[key] = (handle, self.holder)
+
+    def release(self) -> None:
+        held = self._held.get(str(self.path))
+        if held is not None and held[1] == self.holder:
+            self._release(str(self.path))
+
+    @classmethod
+    def _release(cls, key: str) -> None:
+        handle, _ = cls._held.pop(key)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+        finally:
+            handle.close()
 
 
 def resolve_path(location: str, base: Path) -> str:
@@ -74,18 +152,40 @@ def resolve_path(location: str, base: Path) -> str:
     return expanded if os.path.isabs(expanded) else str(base / expanded)
 
 
+def source_files(source: SourceConfig, base: Path) -> list[str]:
+    """The files a Parquet/CSV source's glob matches now, sorted (`**` recurses)."""
+    pattern = resolve_path(source.location, base)
+    return sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+
+
+def attach_source(
+    con: duckdb.DuckDBPyConnection, name: str, source: SourceConfig, base: Path
+) -> list[str]:
+    """Make one source visible under its name: a DuckDB file read-only, a glob as a temp view
+    over the files it matches now. Returns the files the sandbox must keep readable."""
+    location = resolve_path(source.location, base)
+    if source.kind == "duckdb":
+        con.execute(f"ATTACH {quote_literal(location)} AS {quote_ident(name)} (READ_ONLY)")
+        return [location]
+    # The view lists the files rather than the glob: the sandbox grants exactly these files,
+    # and a glob would need the whole folder. No match: keep the glob for DuckDB's own error.
+    files = source_files(source, base)
+    listed = f"[{', '.join(quote_literal(f) for f in files)}]" if files else quote_literal(location)
+    reader = "read_parquet" if source.kind == "parquet" else "read_csv"
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW {quote_ident(name)} AS SELECT * FROM {reader}({listed})"
+    )
+    return files
+
+
 def attach_sources(
     con: duckdb.DuckDBPyConnection, sources: Mapping[str, SourceConfig], base: Path
-) -> None:
-    """Make every source visible under its name: DuckDB files read-only, globs as temp views."""
+) -> list[str]:
+    """Attach every source (see `attach_source`); returns the files they read."""
+    files: list[str] = []
     for name, source in sources.items():
-        location = quote_literal(resolve_path(source.location, base))
-        if source.kind == "duckdb":
-            con.execute(f"ATTACH {location} AS {quote_ident(name)} (READ_ONLY)")
-        else:
-            reader = "read_parquet" if source.kind == "parquet" else "read_csv"
-            view = quote_ident(name)
-            con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM {reader}({location})")
+        files += attach_source(con, name, source, base)
+    return files
 
 
 class Warehouse:
@@ -96,13 +196,23 @@ class Warehouse:
         path: Path | None = None,
         project_root: Path | None = None,
         lock_timeout: float | None = None,
+        memory_limit: str | None = None,
     ) -> None:
         self.path = Path(path) if path else warehouse_path()
         self.project_root = project_root or Path.cwd()
         self.lock_timeout = (
             lock_timeout
             if lock_timeout is not None
-            else float(os.environ.get("AZEXPORT_LOCK_TIMEOUT_SECONDS", "3600"))
+            else float(os.environ.get("AZEXPORT_LOCK_TIMEOUT_SECONDS") or DEFAULT_LOCK_TIMEOUT)
+        )
+        self.memory_limit = memory_limit or os.environ.get("AZEXPORT_DUCKDB_MEMORY_LIMIT")
+
+    def activation_lock(self, activation: str, holder: str = "") -> ActivationLock:
+        """The lock that lets one run of `activation` at a time compute and export changes."""
+        return ActivationLock(
+            self.path.with_name(f"{self.path.name}.{activation}.activation.lock"),
+            self.lock_timeout,
+            holder,
         )
 
     @contextmanager
@@ -115,12 +225,12 @@ class Warehouse:
         ):
             con = duckdb.connect(str(self.path))
             try:
-                memory_limit = os.environ.get("AZEXPORT_DUCKDB_MEMORY_LIMIT")
-                if memory_limit:
+                if self.memory_limit:
                     # Past the limit DuckDB spills to <warehouse>.tmp/ instead of failing.
-                    con.execute("SET memory_limit = ?", [memory_limit])
-                if sources:
-                    attach_sources(con, sources, self.project_root)
+                    con.execute("SET memory_limit = ?", [self.memory_limit])
+                files = attach_sources(con, sources or {}, self.project_root)
+                # From here on the connection runs user SQL: sandbox it (docs/security.md).
+                lock_down(con, files=files, directories=[export_temp_root()])
                 yield con
             finally:
                 con.close()

@@ -20,6 +20,7 @@ import duckdb
 import pytest
 from azure.storage.blob import ContainerClient
 
+from azexport_assets.asset_keys import export_key
 from azexport_assets.components.build import project_definitions
 from azexport_assets.demo.azurite import Azurite
 from azexport_assets.logical_time import LOGICAL_TIME_TAG
@@ -132,9 +133,14 @@ class ProjectKit:
 
 def export_metadata(result: dg.ExecuteInProcessResult, activation: str) -> dict[str, Any]:
     """The metadata values of the run's `activations/<a>/export` materialization."""
-    key = dg.AssetKey(["activations", activation, "export"])
+    key = export_key(activation)
     for event in result.get_asset_materialization_events():
         materialization = event.event_specific_data.materialization
         if materialization.asset_key == key:
             return {k: v.value for k, v in materialization.metadata.items()}
     raise AssertionError(f"no materialization of {key.to_user_string()}")
+
+
+def blob_urls(metadata: dict[str, Any]) -> list[str]:
+    """The clickable blob links of an export's metadata, in file order."""
+    return [value for key, value in metadata.items() if key.startswith("blob: ")]

@@ -15,15 +15,18 @@ import pytest
 from azexport_assets.demo.azurite import PROJECT_ROOT, free_port
 
 CHAIN = [
-    (["sources", "crm", "customers"], ["models", "customers"]),
+    (["sources", "crm", "crm.customers"], ["models", "customers"]),
     (["sources", "orders", "orders"], ["models", "customers"]),
     (["models", "customers"], ["segments", "active_french_customers"]),
-    (["segments", "active_french_customers"], ["activations", "french_customers_upsert", "delta"]),
     (
-        ["activations", "french_customers_upsert", "delta"],
-        ["activations", "french_customers_upsert", "export"],
+        ["segments", "active_french_customers"],
+        ["activations", "french_customers_upsert", "french_customers_upsert_delta"],
     ),
-    (["models", "customers"], ["activations", "customers_snapshot", "delta"]),
+    (
+        ["activations", "french_customers_upsert", "french_customers_upsert_delta"],
+        ["activations", "french_customers_upsert", "french_customers_upsert_export"],
+    ),
+    (["models", "customers"], ["activations", "customers_snapshot", "customers_snapshot_delta"]),
 ]
 
 
@@ -39,7 +42,7 @@ def test_demo_definitions_lineage_jobs_and_schedules():
     assert groups == {
         "sources": "sources",
         "models": "models",
-        "segments": "models",
+        "segments": "segments",
         "activations": "activations",
     }
     jobs = {j.name for j in definitions.resolve_all_job_defs()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from azexport_assets.warehouse import Warehouse, WarehouseBusyError
+from azexport_assets.warehouse import ActivationBusyError, Warehouse, WarehouseBusyError
 
 DEFS = """
 models:
@@ -84,8 +85,6 @@ def test_two_jobs_launched_at_once_both_succeed(tmp_path, project, azurite, cont
     rows = list(csv.DictReader(io.StringIO(kit.download("everyone.csv").decode())))
     assert len(rows) == 50_000 and rows[0] == {"id": "1", "name": "p1", "age": "1"}
     (adults_blob,) = [n for n in kit.blob_names() if n.startswith("adults_")]
-    import json
-
     adults = json.loads(kit.download(adults_blob))
     expected = kit.query_source("SELECT count(*) FROM people WHERE age >= 18")[0][0]
     assert len(adults) == expected and all(r["age"] >= 18 for r in adults)
@@ -147,3 +146,90 @@ def test_memory_limit_from_environment(monkeypatch, tmp_path):
     with warehouse.connect() as con:
         (limit,) = con.execute("SELECT current_setting('memory_limit')").fetchall()[0]
     assert limit == "488.2 MiB"
+
+
+def launch_cli_runs(kit, tmp_path, jobs: list[str]) -> list[str]:
+    """Launch `dagster job execute` for each job at the same moment; return their outputs."""
+    entry = kit.root / "entry.py"
+    if not entry.exists():
+        entry.write_text(textwrap.dedent(ENTRY))
+    home = tmp_path / "dagster_home"
+    if not home.exists():
+        home.mkdir()
+        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        env = {**os.environ, "DAGSTER_HOME": str(home)}
+        subprocess.run(
+            [sys.executable, "-m", "dagster", "instance", "migrate"], env=env, check=True
+        )
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    dagster = [sys.executable, "-m", "dagster", "job", "execute", "-f", "entry.py", "-j"]
+    processes = [
+        subprocess.Popen(
+            [*dagster, job],
+            cwd=kit.root,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for job in jobs
+    ]
+    return [p.communicate(timeout=420)[0] for p in processes]
+
+
+def test_two_runs_of_one_delta_activation_export_each_change_once(
+    tmp_path, project, azurite, container
+):
+    kit = project
+    kit.source_sql(
+        "CREATE TABLE people AS SELECT range AS id, 'p' || range AS name, "
+        "CAST(range % 90 AS INTEGER) AS age FROM range(1, 20001)"
+    )
+    kit.write_defs(DEFS.replace("adults_{X}", "adults_{x}"))
+    (first,) = launch_cli_runs(kit, tmp_path, ["activate_adults_delta"])
+    assert "RUN_SUCCESS" in first, first[-3000:]
+    full_export = set(kit.blob_names("adults_"))
+    kit.source_sql("UPDATE people SET name = name || '!' WHERE id % 100 = 0 AND age >= 18")
+    changed = kit.query_source("SELECT count(*) FROM people WHERE id % 100 = 0 AND age >= 18")
+
+    outputs = launch_cli_runs(kit, tmp_path, ["activate_adults_delta", "activate_adults_delta"])
+    for output in outputs:
+        assert "RUN_SUCCESS" in output, output[-3000:]
+    exported: list[dict] = []
+    for name in sorted(set(kit.blob_names("adults_")) - full_export):
+        exported += json.loads(kit.download(name))
+    # One run exported the changes; the other waited, found nothing new and wrote nothing.
+    assert len(exported) == changed[0][0]
+    assert len({row["id"] for row in exported}) == len(exported)
+    assert all(row["name"].endswith("!") for row in exported)
+
+
+def test_activation_lock_makes_a_second_holder_wait_and_names_the_first(tmp_path):
+    code = textwrap.dedent(
+        f"""
+        import time
+        from pathlib import Path
+        from azexport_assets.warehouse import Warehouse
+        lock = Warehouse(path=Path({str(tmp_path / "w.duckdb")!r})).activation_lock(
+            "crm", holder="run aaaa1111"
+        )
+        lock.acquire()
+        print("held", flush=True)
+        time.sleep(3)
+        """
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    impatient = Warehouse(path=tmp_path / "w.duckdb", lock_timeout=0.5)
+    with pytest.raises(ActivationBusyError, match="run aaaa1111"):
+        impatient.activation_lock("crm", holder="run bbbb2222").acquire()
+    other = impatient.activation_lock("other_activation", holder="run bbbb2222")
+    other.acquire()  # different activations never wait for each other
+    other.release()
+    patient = Warehouse(path=tmp_path / "w.duckdb", lock_timeout=30)
+    started = time.monotonic()
+    lock = patient.activation_lock("crm", holder="run cccc3333")
+    lock.acquire()  # waits until the holder process ends (the kernel drops its flock)
+    assert time.monotonic() - started > 1
+    lock.release()
+    holder.wait(timeout=30)

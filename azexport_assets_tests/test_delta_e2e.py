@@ -7,10 +7,10 @@ import csv
 import io
 from datetime import datetime, timedelta, timezone
 
-import dagster as dg
 import duckdb
 import pytest
 
+from azexport_assets.asset_keys import delta_key, export_key, op_name
 from azexport_assets.delta import baseline_info
 from azexport_assets_tests.fault_proxy import FaultProxy
 from azexport_assets_tests.project_kit import URL_ENV, ProjectKit, export_metadata
@@ -106,7 +106,8 @@ def test_upsert_scenario(kit: ProjectKit):
     result = kit.run("people_sync", logical_time=at(3))  # nothing changed
     assert not any(n.startswith(stem(3)) for n in kit.blob_names())
     metadata = export_metadata(result, "people_sync")
-    assert metadata["files"] == 0 and metadata["rows"] == 0 and metadata["baseline_advanced"]
+    assert metadata["file_count"] == 0 and metadata["dagster/row_count"] == 0
+    assert metadata["baseline_advanced"]
 
 
 def test_insert_scenario(kit: ProjectKit):
@@ -209,11 +210,11 @@ def test_export_only_rerun_reexports_the_last_change_set(kit: ProjectKit):
     kit.run("people_sync", logical_time=at(0))
     mutate(kit)
     kit.run("people_sync", logical_time=at(1))
-    export_key = dg.AssetKey(["activations", "people_sync", "export"])
+    key = export_key("people_sync")
     job = kit.definitions().resolve_implicit_global_asset_job_def()
     rerun = job.execute_in_process(
         instance=kit.instance,
-        asset_selection=[export_key],
+        asset_selection=[key],
         tags={"azexport/logical_time": at(5).isoformat()},
     )
     assert rerun.success
@@ -227,7 +228,7 @@ def test_full_resync_exports_everything(kit: ProjectKit):
     kit.run(
         "people_sync",
         logical_time=at(1),
-        run_config={"ops": {"activations__people_sync__delta": {"config": {"full_resync": True}}}},
+        run_config={"ops": {op_name(delta_key("people_sync")): {"config": {"full_resync": True}}}},
     )
     assert ids(read(kit, stem(1) + ".csv")) == [1, 2, 3, 4, 5, 6]
 
@@ -290,7 +291,7 @@ def test_delta_alone_refuses_bad_keys_and_names_them(kit: ProjectKit):
     job = kit.definitions().resolve_implicit_global_asset_job_def()
     result = job.execute_in_process(
         instance=kit.instance,
-        asset_selection=[dg.AssetKey(["activations", "people_sync", "delta"])],
+        asset_selection=[delta_key("people_sync")],
         raise_on_error=False,
     )
     assert not result.success

@@ -11,7 +11,7 @@ import dagster as dg
 import pytest
 
 from azexport_assets import naming
-from azexport_assets_tests.project_kit import SAS_ENV, ProjectKit, export_metadata
+from azexport_assets_tests.project_kit import SAS_ENV, ProjectKit, blob_urls, export_metadata
 
 HARD_ROWS = """
 CREATE TABLE people AS
@@ -123,15 +123,15 @@ def test_csv_snapshot_round_trip(kit: ProjectKit, delimiter: str, header: str):
     assert "internal_note" not in text and "x\n" not in text  # unmapped column left out
 
     metadata = export_metadata(result, "people_csv")
-    assert metadata["rows"] == len(source)
+    assert metadata["dagster/row_count"] == len(source)
     assert metadata["bytes"] == len(raw)
-    assert metadata["blob_urls"] == [
+    assert blob_urls(metadata) == [
         f"{kit.container.url}/crm/25-04-14_export.csv".replace(
             kit.container.url.split("/devstoreaccount1")[0],
-            metadata["blob_urls"][0].split("/devstoreaccount1")[0],
+            blob_urls(metadata)[0].split("/devstoreaccount1")[0],
         )
     ]
-    assert all("?" not in url and "sig=" not in url for url in metadata["blob_urls"])
+    assert all("?" not in url and "sig=" not in url for url in blob_urls(metadata))
 
 
 def test_overwrites_the_same_name(kit: ProjectKit):

@@ -151,7 +151,7 @@ def test_every_format_round_trips(kit: ProjectKit, options: str, blob: str):
     data = kit.download(blob)
     assert parse(blob, data) == expected_rows(kit)
     metadata = export_metadata(result, "items_out")
-    assert metadata["rows"] == ROWS and metadata["bytes"] == len(data)
+    assert metadata["dagster/row_count"] == ROWS and metadata["bytes"] == len(data)
     if "catalog" in options:
         root = ElementTree.fromstring(decompress(data, blob))
         assert root.tag == "catalog" and root[0].tag == "item"
@@ -233,7 +233,7 @@ def test_empty_exports(kit: ProjectKit, fmt: str, on_empty: str, expected):
     names = kit.blob_names()
     if expected == "no blob":
         assert names == []
-        assert export_metadata(result, "empty_out")["files"] == 0
+        assert export_metadata(result, "empty_out")["file_count"] == 0
         return
     (name,) = names
     data = kit.download(name)

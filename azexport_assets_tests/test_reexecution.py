@@ -84,7 +84,7 @@ def test_reexecute_from_failure_rewrites_the_same_names(
         assert retry_run.root_run_id == failed.run_id
         # Only the failed step ran again: the change set of the failed run was exported.
         assert {e.step_key for e in retry.all_events if e.event_type_value == "STEP_SUCCESS"} == {
-            "activations__people_diff__export"
+            "activations__people_diff__people_diff_export"
         }
 
     new_names = [n for n in kit.blob_names() if n not in names_after_failure]

@@ -14,8 +14,8 @@ from azure.storage.blob import ContainerClient
 from dagster_azure.blob import AzureBlobStorageKeyCredential, AzureBlobStorageSASTokenCredential
 
 from azexport_assets.demo.azurite import DEV_KEY, Azurite, container_sas
+from azexport_assets.resources import ExportBlobStorage
 from azexport_assets.storage import (
-    ExportBlobStorage,
     StorageError,
     UploadedBlob,
     delete_blobs,

@@ -18,8 +18,8 @@ from azure.storage.blob import ContainerClient
 from dagster_azure.blob import AzureBlobStorageKeyCredential, AzureBlobStorageSASTokenCredential
 
 from azexport_assets.demo.azurite import DEV_KEY, Azurite, container_sas, free_port
+from azexport_assets.resources import ExportBlobStorage
 from azexport_assets.storage import (
-    ExportBlobStorage,
     StorageError,
     list_blob_names,
     preflight,

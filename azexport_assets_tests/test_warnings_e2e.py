@@ -71,14 +71,13 @@ def test_warnings_pass_then_fire(project, azurite, container, monkeypatch):
     assert second["max_change_ratio"][0] is False
     assert second["min_rows"][0] is True  # 6 removed rows were exported
     assert second["sas_expiry"][0] is False
-    assert second["sas_expiry"][1]["expires_at"].startswith(
-        (datetime.now(timezone.utc) + timedelta(days=2)).strftime("%Y-%m-%d")
-    )
+    expires_at = datetime.fromtimestamp(second["sas_expiry"][1]["expires_at"], tz=timezone.utc)
+    assert expires_at.date() == (datetime.now(timezone.utc) + timedelta(days=2)).date()
     assert short not in str(second)
 
     kit.source_sql("INSERT INTO people VALUES (100, 'x')")
     third = checks(kit.run("watched", logical_time=datetime(2025, 4, 14, 3, tzinfo=timezone.utc)))
-    assert third["min_rows"] == (False, {"rows": 1})
+    assert third["min_rows"] == (False, {"rows": 1, "min_rows": 3})
 
 
 def test_failed_warnings_are_posted_to_the_webhook_once(project, azurite, container, monkeypatch):
@@ -115,7 +114,10 @@ def test_failed_warnings_are_posted_to_the_webhook_once(project, azurite, contai
         tick = sensor.evaluate_tick(dg.build_sensor_context(instance=kit.instance))
         assert len(received) == 1
         assert received[0]["check"] == "min_rows" and received[0]["severity"] == "WARN"
-        assert received[0]["metadata"] == {"rows": 2} and received[0]["run_id"] == result.run_id
+        assert (
+            received[0]["metadata"] == {"rows": 2, "min_rows": 3}
+            and received[0]["run_id"] == result.run_id
+        )
         again = sensor.evaluate_tick(
             dg.build_sensor_context(cursor=tick.cursor, instance=kit.instance)
         )

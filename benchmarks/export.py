@@ -43,11 +43,10 @@ CONTAINER = "bench"
 def measure(kind: str, fmt: str, db: Path, account_url: str, workdir: Path) -> dict:
     """One measurement in this (fresh) process."""
     from azure.storage.blob import BlobServiceClient
-    from dagster_azure.blob import AzureBlobStorageKeyCredential
 
     from azexport_assets.demo.azurite import DEV_ACCOUNT, DEV_KEY
     from azexport_assets.formats import FormatSpec, write_export
-    from azexport_assets.storage import ExportBlobStorage, upload_file
+    from azexport_assets.storage import BlobStorage, upload_file
 
     con = duckdb.connect(str(db), read_only=True)
     con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
@@ -56,9 +55,7 @@ def measure(kind: str, fmt: str, db: Path, account_url: str, workdir: Path) -> d
         spec = FormatSpec(fmt)
         result = write_export(con, QUERY, spec, workdir)
         written = time.perf_counter()
-        storage = ExportBlobStorage(
-            account_url=account_url, credential=AzureBlobStorageKeyCredential(key=DEV_KEY)
-        )
+        storage = BlobStorage(account_url, credential_type="key", secret=DEV_KEY)
         with storage.container(CONTAINER) as container:
             for index, local in enumerate(result.files):
                 upload_file(

@@ -22,10 +22,9 @@ import tracemalloc
 from pathlib import Path
 
 from azure.storage.blob import BlobServiceClient
-from dagster_azure.blob import AzureBlobStorageKeyCredential
 
 from azexport_assets.demo.azurite import DEV_KEY, start_azurite
-from azexport_assets.storage import ExportBlobStorage, upload_file
+from azexport_assets.storage import BlobStorage, upload_file
 
 MiB = 1024 * 1024
 
@@ -45,10 +44,9 @@ def run(size_mib: int, rounds: int = 3) -> dict:
         _write_random_file(path, size_mib)
         service = BlobServiceClient.from_connection_string(azurite.connection_string)
         service.create_container("bench")
-        credential = AzureBlobStorageKeyCredential(key=DEV_KEY)
-        storage = ExportBlobStorage(account_url=azurite.account_url, credential=credential)
-        unverified = ExportBlobStorage(
-            account_url=azurite.account_url, credential=credential, verify_blocks=False
+        storage = BlobStorage(azurite.account_url, credential_type="key", secret=DEV_KEY)
+        unverified = BlobStorage(
+            azurite.account_url, credential_type="key", secret=DEV_KEY, verify_blocks=False
         )
         ours: list[float] = []
         ours_unverified: list[float] = []

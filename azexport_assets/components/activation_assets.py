@@ -1,36 +1,41 @@
-"""Asset factories for an activation: `activations/<a>/delta` and `activations/<a>/export`."""
+"""Asset factories for an activation: its change set (`<a>_delta`) and its files (`<a>_export`).
+
+Each asset is a short story around one function of `azexport_assets.export`:
+`compute_changes` for the delta, `run_export` for the files. This module only turns Dagster's
+context into their arguments and their results into metadata and check results.
+"""
 
 import os
-import tempfile
-import time
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from datetime import datetime, timezone
 
 import dagster as dg
-import duckdb
-from dagster._utils.schedules import cron_string_iterator
 from pydantic import Field
 
 from azexport_assets import export as exporting
-from azexport_assets.components.metadata import describe, markdown_table
-from azexport_assets.components.model_assets import project_warehouse
+from azexport_assets.asset_keys import delta_key, export_key
+from azexport_assets.components.checks import warning_results, warning_specs
+from azexport_assets.components.lineage import sources_to_attach
+from azexport_assets.components.metadata import change_metadata, export_metadata
 from azexport_assets.config import ConfigError
-from azexport_assets.delta import (
-    ChangeSet,
-    DeltaSpec,
-    KeyViolationError,
-    change_set_spec,
-    commit_baseline,
-    compute_change_set,
-    load_change_set,
-    reset_baseline,
-)
+from azexport_assets.delta import KeyViolationError
 from azexport_assets.formats import FormatSpec
-from azexport_assets.introspect import check_mapping, exported_columns
+from azexport_assets.introspect import ProjectShape, check_mapping, exported_columns
 from azexport_assets.logical_time import logical_time
 from azexport_assets.project import Project
-from azexport_assets.resources import WAREHOUSE_KEY, destination_resource_key
-from azexport_assets.storage import StorageError, preflight, sas_expiry
+from azexport_assets.resources import (
+    WAREHOUSE_KEY,
+    ExportBlobStorage,
+    WarehouseResource,
+    destination_resource_key,
+)
+from azexport_assets.storage import StorageError
+from azexport_assets.warehouse import ActivationBusyError, Warehouse
+
+# Steps that hold the DuckDB warehouse share this Dagster pool: with a limit set
+# (`dagster instance concurrency set azexport_warehouse 1`), a waiting step shows as waiting
+# in the UI instead of blocking on the file lock.
+WAREHOUSE_POOL = "azexport_warehouse"
+ACTIVATION_TAG = "azexport/activation"
 
 
 class DeltaRunConfig(dg.Config):
@@ -40,290 +45,170 @@ class DeltaRunConfig(dg.Config):
     )
 
 
-def delta_key(activation: str) -> dg.AssetKey:
-    return dg.AssetKey(["activations", activation, "delta"])
+def _activation_lock(warehouse: Warehouse, name: str, context: dg.AssetExecutionContext):
+    return warehouse.activation_lock(name, holder=f"run {context.run.run_id[:8]}")
 
 
-def export_key(activation: str) -> dg.AssetKey:
-    return dg.AssetKey(["activations", activation, "export"])
+def delta_run(project: Project, shape: ProjectShape, name: str) -> exporting.DeltaRun:
+    activation = project.activations[name]
+
+    def exported(columns: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        check_mapping(project, name, columns)
+        return exported_columns(project, name, [c for c, _ in columns])
+
+    return exporting.DeltaRun(
+        name=name,
+        source_table=project.table_of(activation.source),
+        primary_key=tuple(project.models[project.model_of(activation.source)].primary_key),
+        run_type=activation.run_type,
+        sync_mode=activation.sync_mode,
+        exported=exported,
+        sources=activation_sources(project, shape, name),
+    )
 
 
-# --------------------------------------------------------------------------- delta
+def activation_sources(project: Project, shape: ProjectShape, name: str) -> dict:
+    """Sources to attach when the activation reads through a view model."""
+    return sources_to_attach(
+        project, shape, reads=[project.model_of(project.activations[name].source)]
+    )
 
 
-def delta_asset(project: Project, name: str) -> dg.AssetsDefinition:
+def delta_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDefinition:
     activation = project.activations[name]
     source = activation.source
-    primary_key = project.models[project.model_of(source)].primary_key
-    schema = project.asset_path_of(source)[0]
 
     @dg.asset(
         key=delta_key(name),
         deps=[dg.AssetKey(project.asset_path_of(source))],
         group_name="activations",
         kinds={"duckdb"},
+        owners=list(getattr(activation, "owners", None) or []),
+        pool=WAREHOUSE_POOL,
         description=(
-            f"Rows of `{source}` to export for activation `{name}` "
+            f"Change set of activation `{name}`: rows of `{source}` to export "
             f"({activation.run_type} + {activation.sync_mode}), compared with the rows of its "
             "last successful export. Launch with config `full_resync: true` to export everything."
         ),
-        required_resource_keys={WAREHOUSE_KEY},
-        tags={"azexport/activation": name},
+        tags={ACTIVATION_TAG: name},
     )
-    def _delta(context: dg.AssetExecutionContext, config: DeltaRunConfig) -> dg.MaterializeResult:
-        with project_warehouse(context, project).connect(
-            holder=f"run {context.run.run_id[:8]} {name}/delta"
-        ) as con:
-            try:
-                columns = describe(con, schema, source)
-            except duckdb.CatalogException:
-                raise dg.Failure(
-                    f"activation '{name}': table {schema}.{source} does not exist yet; "
-                    f"materialize {schema}/{source} first (the job activate_{name} does)"
-                ) from None
-            try:
-                check_mapping(project, name, columns)
-            except ConfigError as error:
-                raise dg.Failure(str(error), allow_retries=False) from None
-            spec = DeltaSpec(
-                activation=name,
-                source_table=project.table_of(source),
-                primary_key=tuple(primary_key),
-                columns=tuple(exported_columns(project, name, [c for c, _ in columns])),
-                run_type=activation.run_type,
-                sync_mode=activation.sync_mode,
+    def _delta(
+        context: dg.AssetExecutionContext, config: DeltaRunConfig, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
+        store = warehouse.open(project.project_root)
+        lock = _activation_lock(store, name, context)
+        try:
+            # Held until this run's export commits: a second run of the activation waits here.
+            lock.acquire()
+            change = exporting.compute_changes(
+                delta_run(project, shape, name),
+                store,
+                delta_id=context.run.run_id,
+                full_resync=config.full_resync,
+                log=context.log.info,
             )
-            if config.full_resync:
-                reset_baseline(con, name)
-                context.log.info(f"full resync: baseline of '{name}' reset")
-            try:
-                # Checks the key itself (cheaply, while it reads the rows) in delta modes.
-                change = compute_change_set(con, spec, delta_id=context.run.run_id)
-            except KeyViolationError as error:
-                raise dg.Failure(
-                    f"activation '{name}': {error}. Nothing was exported and the baseline is "
-                    "unchanged; fix the model's SQL.",
-                    allow_retries=False,
-                ) from None
+        except ActivationBusyError as error:
+            raise dg.Failure(f"activation '{name}': {error}") from None
+        except exporting.MissingSourceTableError as error:
+            lock.release()
+            raise dg.Failure(str(error)) from None
+        except ConfigError as error:
+            lock.release()
+            raise dg.Failure(str(error), allow_retries=False) from None
+        except KeyViolationError as error:
+            lock.release()
+            raise dg.Failure(
+                f"activation '{name}': {error}. Nothing was exported and the baseline is "
+                "unchanged; fix the model's SQL.",
+                allow_retries=False,
+            ) from None
+        except BaseException:
+            lock.release()
+            raise
+        context.log.info(
+            f"change set of '{name}' ({change.reason}): {change.added:,} added, "
+            f"{change.updated:,} updated, {change.removed:,} removed"
+        )
         return dg.MaterializeResult(metadata=change_metadata(change))
 
     return _delta
 
 
-def change_metadata(change: ChangeSet) -> dict:
-    return {
-        "full_export": change.full,
-        "reason": change.reason,
-        "added": change.added,
-        "updated": change.updated,
-        "removed": change.removed,
-        "unchanged": change.unchanged,
-        "current_rows": change.current_rows,
-        "baseline_rows": change.baseline_rows,
-        "delta_id": change.delta_id,
-    }
-
-
-# --------------------------------------------------------------------------- export
-
-
-def warning_specs(project: Project, name: str) -> list[dg.AssetCheckSpec]:
-    activation = project.activations[name]
-    warnings = activation.warnings
-    key = export_key(name)
-    specs = []
-    if warnings.min_rows is not None:
-        specs.append(dg.AssetCheckSpec("min_rows", asset=key, description="Enough rows exported."))
-    if warnings.max_removed_ratio is not None:
-        specs.append(dg.AssetCheckSpec("max_removed_ratio", asset=key))
-    if warnings.max_change_ratio is not None:
-        specs.append(dg.AssetCheckSpec("max_change_ratio", asset=key))
-    if (
-        warnings.sas_expiry_days is not None
-        and project.destinations[activation.destination].sas_token
-    ):
-        specs.append(dg.AssetCheckSpec("sas_expiry", asset=key))
-    if activation.format == "xml":
-        specs.append(
-            dg.AssetCheckSpec(
-                "xml_removed_characters",
-                asset=key,
-                description="No XML-invalid characters had to be removed from values.",
-            )
-        )
-    return specs
-
-
-def next_scheduled_run(cron: str | None, tz: str) -> datetime | None:
-    if not cron:
-        return None
-    ticks = cron_string_iterator(time.time(), cron, tz)
-    return next(ticks).astimezone(timezone.utc)
-
-
-def _warning_results(
-    project: Project, name: str, change: ChangeSet, report: exporting.ExportReport
-) -> list[dg.AssetCheckResult]:
-    activation = project.activations[name]
-    warnings = activation.warnings
-    key = export_key(name)
-    results = []
-
-    def result(check: str, passed: bool, **metadata) -> None:
-        results.append(
-            dg.AssetCheckResult(
-                asset_key=key,
-                check_name=check,
-                passed=passed,
-                severity=dg.AssetCheckSeverity.WARN,
-                metadata=metadata,
-            )
-        )
-
-    base = max(change.baseline_rows, 1)
-    if warnings.min_rows is not None:
-        result("min_rows", report.rows >= warnings.min_rows, rows=report.rows)
-    if warnings.max_removed_ratio is not None:
-        ratio = change.removed / base if not change.full else 0.0
-        result("max_removed_ratio", ratio <= warnings.max_removed_ratio, ratio=ratio)
-    if warnings.max_change_ratio is not None:
-        ratio = (change.added + change.updated + change.removed) / base if not change.full else 0.0
-        result("max_change_ratio", ratio <= warnings.max_change_ratio, ratio=ratio)
-    destination = project.destinations[activation.destination]
-    if warnings.sas_expiry_days is not None and destination.sas_token:
-        expiry = sas_expiry(os.environ.get(destination.sas_token.env, ""))
-        limit = datetime.now(timezone.utc) + timedelta(days=warnings.sas_expiry_days)
-        next_run = next_scheduled_run(activation.schedule, activation.timezone)
-        if next_run:
-            # The token must also outlive the next scheduled run.
-            limit = max(limit, next_run)
-        result(
-            "sas_expiry",
-            expiry is None or expiry > limit,
-            expires_at=expiry.isoformat() if expiry else "unknown",
-            next_scheduled_run=next_run.isoformat() if next_run else "not scheduled",
-        )
-    if activation.format == "xml":
-        result(
-            "xml_removed_characters",
-            report.xml_removed_chars == 0,
-            removed_characters=report.xml_removed_chars,
-        )
-    return results
-
-
-def export_asset(project: Project, name: str) -> dg.AssetsDefinition:
+def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDefinition:
     activation = project.activations[name]
     destination = project.destinations[activation.destination]
     storage_key = destination_resource_key(activation.destination)
     fmt = FormatSpec.from_activation(activation)
+    prefix = f" under `{destination.path_prefix}/`" if destination.path_prefix else ""
 
     @dg.asset(
         key=export_key(name),
         deps=[delta_key(name)],
         group_name="activations",
         kinds={"azure", activation.format},
+        owners=list(getattr(activation, "owners", None) or []),
+        pool=WAREHOUSE_POOL,
         description=(
-            f"Files of activation `{name}` in container `{destination.container}`"
-            f"{' under `' + destination.path_prefix + '/`' if destination.path_prefix else ''}: "
+            f"Files of activation `{name}` in container `{destination.container}`{prefix}: "
             f"`{activation.file_name}{fmt.extension}` ({activation.sync_mode}). "
             "Writes the change set of the last delta, then advances the baseline."
         ),
+        # The destination's resource key is per destination, so both are looked up by key.
         required_resource_keys={WAREHOUSE_KEY, storage_key},
         check_specs=warning_specs(project, name),
-        tags={"azexport/activation": name},
+        tags={ACTIVATION_TAG: name},
     )
     def _export(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        started = time.monotonic()
-        when = logical_time(context)
-        stem = exporting.stem_name(activation, destination.path_prefix, when)
-        warehouse = project_warehouse(context, project)
-        storage = getattr(context.resources, storage_key)
-        with (
-            tempfile.TemporaryDirectory(prefix=f"azexport-{name}-") as workdir,
-            storage.container(destination.container) as container,
-        ):
-            try:
-                preflight(container)
-            except StorageError as error:
-                raise dg.Failure(f"activation '{name}': {error}") from None
-            with warehouse.connect(holder=f"run {context.run.run_id[:8]} {name}/export") as con:
-                spec = change_set_spec(con, name, project.table_of(activation.source))
-                change = load_change_set(con, name, spec) if spec else None
-                if spec is None or change is None:
-                    raise dg.Failure(
-                        f"activation '{name}' has no change set yet: materialize "
-                        f"activations/{name}/delta first (the job activate_{name} does)"
-                    )
-                file_sets = exporting.write_local_files(
-                    con, spec, change, activation, Path(workdir)
-                )
-            written = time.monotonic()
-            try:
-                report = exporting.upload_files(container, stem, file_sets, fmt)
-                exporting.remove_stale_parts(container, report, fmt)
-                if activation.manifest and report.files:
-                    document = exporting.manifest_document(
-                        report, name, activation, change, context.run.run_id, when
-                    )
-                    exporting.upload_manifest(container, report, document)
-            except StorageError as error:
-                raise dg.Failure(
-                    f"activation '{name}': upload failed: {error}. The baseline was not "
-                    "advanced: the next run (or a re-execution) exports the same changes."
-                ) from None
-        with warehouse.connect(holder=f"run {context.run.run_id[:8]} {name}/commit") as con:
-            advanced = commit_baseline(con, name, change.delta_id)
+        warehouse: WarehouseResource = getattr(context.resources, WAREHOUSE_KEY)
+        storage: ExportBlobStorage = getattr(context.resources, storage_key)
+        store = warehouse.open(project.project_root)
+        run = exporting.ExportRun(
+            name=name,
+            activation=activation,
+            source_table=project.table_of(activation.source),
+            container=destination.container,
+            path_prefix=destination.path_prefix,
+            logical_time=logical_time(context),
+            run_id=context.run.run_id,
+            sources=activation_sources(project, shape, name),
+        )
+        lock = _activation_lock(store, name, context)
+        try:
+            lock.acquire()
+            outcome = exporting.run_export(run, store, storage.client(), log=context.log.info)
+        except ActivationBusyError as error:
+            raise dg.Failure(f"activation '{name}': {error}") from None
+        except exporting.NoChangeSetError as error:
+            raise dg.Failure(
+                f"{error} (materialize {delta_key(name).to_user_string()}; the job "
+                f"activate_{name} does)"
+            ) from None
+        except StorageError as error:
+            raise dg.Failure(
+                f"activation '{name}': {error}. The baseline was not advanced: the next run "
+                "(or a re-execution) exports the same changes."
+            ) from None
+        finally:
+            lock.release()
+        report = outcome.report
         if not report.files:
             context.log.info(f"activation '{name}': no changes, nothing written")
+        else:
+            context.log.info(
+                f"activation '{name}': {report.rows:,} rows in {len(report.files)} blob(s), "
+                f"{report.bytes:,} bytes, in {outcome.total_seconds:.1f}s"
+            )
+        sas_expiry = _sas_expiry_inputs(project, name)
         return dg.MaterializeResult(
-            metadata=_export_metadata(report, change, when, advanced, started, written),
-            check_results=_warning_results(project, name, change, report),
+            metadata=export_metadata(outcome, run.logical_time),
+            check_results=warning_results(project, name, outcome, *sas_expiry),
         )
 
     return _export
 
 
-def _export_metadata(
-    report: exporting.ExportReport,
-    change: ChangeSet,
-    when: datetime,
-    advanced: bool,
-    started: float,
-    written: float,
-) -> dict:
-    now = time.monotonic()
-    files = [(f.blob.name, f.rows, f.blob.bytes, f.blob.md5_hex) for f in report.files]
-    metadata = {
-        "rows": report.rows,
-        "bytes": report.bytes,
-        "files": len(report.files),
-        "blobs": dg.MetadataValue.md(
-            markdown_table(["blob", "rows", "bytes", "md5"], files) if files else "no changes"
-        ),
-        "blob_urls": dg.MetadataValue.json([f.blob.url for f in report.files]),
-        "blob_files": dg.MetadataValue.json(
-            [{"name": n, "rows": r, "bytes": b, "md5": m} for n, r, b, m in files]
-        ),
-        "logical_time": when.isoformat(),
-        "full_export": change.full,
-        "added": change.added,
-        "updated": change.updated,
-        "removed": change.removed,
-        "baseline_advanced": advanced,
-        "duration_seconds": round(now - started, 3),
-        "write_seconds": round(written - started, 3),
-        "upload_seconds": round(now - written, 3),
-    }
-    if report.skipped:
-        metadata["skipped_empty"] = dg.MetadataValue.json(report.skipped)
-    if report.manifest:
-        metadata["manifest"] = report.manifest.name
-        metadata["manifest_bytes"] = report.manifest.bytes
-    if report.stale_removed:
-        metadata["stale_parts_removed"] = dg.MetadataValue.json(report.stale_removed)
-    if report.stale_left:
-        metadata["stale_parts_left"] = dg.MetadataValue.json(report.stale_left)
-    if report.xml_element_names:
-        metadata["xml_element_names"] = dg.MetadataValue.json(report.xml_element_names)
-    return metadata
+def _sas_expiry_inputs(project: Project, name: str) -> tuple[str | None, datetime]:
+    """The SAS token (read at run time from its variable) and 'now' for the sas_expiry check."""
+    destination = project.destinations[project.activations[name].destination]
+    token = os.environ.get(destination.sas_token.env, "") if destination.sas_token else None
+    return token, datetime.now(timezone.utc)

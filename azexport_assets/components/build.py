@@ -7,8 +7,14 @@ from typing import Any
 
 import dagster as dg
 
-from azexport_assets.components.activation_assets import delta_asset, export_asset, warning_specs
-from azexport_assets.components.jobs import activation_job, activation_schedule
+from azexport_assets.components.activation_assets import delta_asset, export_asset
+from azexport_assets.components.checks import warning_specs
+from azexport_assets.components.jobs import (
+    activation_job,
+    schedule_for,
+    scheduled_groups,
+    tick_job,
+)
 from azexport_assets.components.model_assets import model_asset, segment_asset, source_table_specs
 from azexport_assets.components.sensors import source_change_sensor, warning_webhook_sensor
 from azexport_assets.introspect import ProjectShape, describe_project
@@ -40,27 +46,39 @@ def build_definitions(
     )
     assets: list[Any] = source_table_specs(project, shape, models)
     assets += [model_asset(project, shape, m) for m in models]
-    assets += [segment_asset(project, s) for s in segments]
-    jobs: list[Any] = []
+    assets += [segment_asset(project, shape, s) for s in segments]
+    jobs: dict[str, Any] = {}
     schedules = []
     sensors = []
     for name in activations:
-        assets += [delta_asset(project, name), export_asset(project, name)]
-        jobs.append(activation_job(project, shape, name))
-        schedule = activation_schedule(project, name, jobs[-1])
-        if schedule:
-            schedules.append(schedule)
+        assets += [delta_asset(project, shape, name), export_asset(project, shape, name)]
+        job = jobs[f"activate_{name}"] = activation_job(project, shape, name)
         if project.activations[name].trigger == "on_change":
-            sensors.append(source_change_sensor(project, shape, name, jobs[-1]))
+            sensors.append(source_change_sensor(project, shape, name, job))
         if project.activations[name].warnings.webhook_url_env:
             checks = [spec.name for spec in warning_specs(project, name)]
             sensors.append(warning_webhook_sensor(project, name, checks))
+    for (cron, timezone), names in scheduled_groups(project).items():
+        # A schedule shared by several activations (maybe from several files) is built by the
+        # component that declares the first of them.
+        if names[0] not in activations:
+            continue
+        if len(names) == 1:
+            job = jobs[f"activate_{names[0]}"]
+        else:
+            job = tick_job(project, shape, cron, timezone, names)
+            jobs[job.name] = job
+        schedules.append(schedule_for(cron, timezone, names, job))
     resources = {
         destination_resource_key(d): destination_resource(project.destinations[d])
         for d in declared("destinations")
     }
     return dg.Definitions(
-        assets=assets, jobs=jobs, schedules=schedules, sensors=sensors, resources=resources
+        assets=assets,
+        jobs=list(jobs.values()),
+        schedules=schedules,
+        sensors=sensors,
+        resources=resources,
     )
 
 

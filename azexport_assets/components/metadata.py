@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import dagster as dg
 import duckdb
 
-from azexport_assets.sql_text import quote_ident
+from azexport_assets.delta import ChangeSet
+from azexport_assets.export import ExportOutcome
 
 PREVIEW_ROWS = 10
 
@@ -44,6 +46,81 @@ def table_metadata(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, Any]
     }
 
 
-def describe(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> list[tuple[str, str]]:
-    rows = con.execute(f"DESCRIBE {schema}.{quote_ident(name)}").fetchall()
-    return [(r[0], r[1]) for r in rows]
+# Links per export in the metadata: beyond this, the file table lists the rest.
+MAX_BLOB_LINKS = 20
+
+
+def change_metadata(change: ChangeSet) -> dict[str, Any]:
+    return {
+        "dagster/row_count": dg.MetadataValue.int(change.added + change.updated + change.removed),
+        "full_export": change.full,
+        "reason": change.reason,
+        "added": change.added,
+        "updated": change.updated,
+        "removed": change.removed,
+        "unchanged": change.unchanged,
+        "current_rows": change.current_rows,
+        "baseline_rows": change.baseline_rows,
+        "delta_id": change.delta_id,
+    }
+
+
+FILE_TABLE_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn("blob", "string"),
+        dg.TableColumn("kind", "string"),
+        dg.TableColumn("part", "int"),
+        dg.TableColumn("rows", "int"),
+        dg.TableColumn("bytes", "int"),
+        dg.TableColumn("md5", "string"),
+    ]
+)
+
+
+def export_metadata(outcome: ExportOutcome, logical_time: datetime) -> dict[str, Any]:
+    """What the UI shows of one export: counts, one table of files, a link per blob, timings."""
+    report, change = outcome.report, outcome.change
+    records = [
+        dg.TableRecord(
+            {
+                "blob": f.blob.name,
+                "kind": f.suffix.strip("_") or "rows",
+                "part": f.part or 1,
+                "rows": f.rows,
+                "bytes": f.blob.bytes,
+                "md5": f.blob.md5_hex,
+            }
+        )
+        for f in report.files
+    ]
+    metadata: dict[str, Any] = {
+        "dagster/row_count": dg.MetadataValue.int(report.rows),
+        "bytes": report.bytes,
+        "file_count": len(report.files),
+        "files": dg.MetadataValue.table(records, schema=FILE_TABLE_SCHEMA),
+        "logical_time": dg.MetadataValue.timestamp(logical_time),
+        "full_export": change.full,
+        "added": change.added,
+        "updated": change.updated,
+        "removed": change.removed,
+        "baseline_advanced": outcome.baseline_advanced,
+        "duration_seconds": round(outcome.total_seconds, 3),
+        "write_seconds": round(outcome.write_seconds, 3),
+        "upload_after_write_seconds": round(outcome.upload_seconds, 3),
+    }
+    # Blob URLs never carry a query string (no SAS): they open for whoever may read the blob.
+    for f in report.files[:MAX_BLOB_LINKS]:
+        metadata[f"blob: {f.blob.name}"] = dg.MetadataValue.url(f.blob.url)
+    if report.skipped:
+        metadata["skipped_empty"] = dg.MetadataValue.json(report.skipped)
+    if report.manifest:
+        metadata["manifest"] = report.manifest.name
+        metadata["manifest_bytes"] = report.manifest.bytes
+        metadata["manifest_url"] = dg.MetadataValue.url(report.manifest.url)
+    if report.stale_removed:
+        metadata["stale_parts_removed"] = dg.MetadataValue.json(report.stale_removed)
+    if report.stale_left:
+        metadata["stale_parts_left"] = dg.MetadataValue.json(report.stale_left)
+    if report.xml_element_names:
+        metadata["xml_element_names"] = dg.MetadataValue.json(report.xml_element_names)
+    return metadata

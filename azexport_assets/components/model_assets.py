@@ -3,18 +3,18 @@
 import dagster as dg
 import duckdb
 
+from azexport_assets.asset_keys import model_key, segment_key, source_key
+from azexport_assets.components.activation_assets import WAREHOUSE_POOL
+from azexport_assets.components.lineage import sources_to_attach
 from azexport_assets.components.metadata import markdown_table, table_metadata
+from azexport_assets.config import ConfigError
 from azexport_assets.delta import key_violations
-from azexport_assets.introspect import ProjectShape
+from azexport_assets.introspect import ProjectShape, check_segment, model_sql, segment_sql
 from azexport_assets.project import Project
-from azexport_assets.resources import WAREHOUSE_KEY
+from azexport_assets.resources import WarehouseResource
 from azexport_assets.sql_text import quote_ident
 
 PRIMARY_KEY_CHECK = "primary_key_unique_not_null"
-
-
-def source_key(source: str, table: str) -> dg.AssetKey:
-    return dg.AssetKey(["sources", source, table])
 
 
 def source_table_specs(project: Project, shape: ProjectShape, models: list[str]) -> list:
@@ -33,34 +33,35 @@ def source_table_specs(project: Project, shape: ProjectShape, models: list[str])
     return list(specs.values())
 
 
-def project_warehouse(context: dg.AssetExecutionContext, project: Project):
-    return getattr(context.resources, WAREHOUSE_KEY).open(project.project_root)
-
-
-def _sources_for(project: Project, keys) -> dict:
-    names = {k.path[1] for k in keys if k.path[0] == "sources"}
-    return {n: project.sources[n] for n in names}
-
-
 def materialize_table(
     context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
     project: Project,
     kind: str,
     name: str,
     sql: str,
     field: str,
     primary_key: list[str],
+    sources: dict,
 ) -> dg.MaterializeResult:
     """CREATE OR REPLACE the table, then describe it and check its key, in one warehouse hold.
     SQL errors name the file, the object and the field."""
     table = f"{kind}.{quote_ident(name)}"
-    with project_warehouse(context, project).connect(
+    as_view = materialization(project, kind, name) == "view"
+    with warehouse.open(project.project_root).connect(
         holder=f"run {context.run.run_id[:8]} {kind}/{name}",
-        sources=_sources_for(project, context.assets_def.dependency_keys),
+        sources=sources,
     ) as con:
         try:
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {kind}")
-            con.execute(f"CREATE OR REPLACE TABLE {table} AS {sql}")
+            con.execute("BEGIN TRANSACTION")  # readers see the old relation or the new one
+            try:
+                replace_relation(con, kind, name)
+                con.execute(f"CREATE {'VIEW' if as_view else 'TABLE'} {table} AS {sql}")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
         except duckdb.Error as error:
             raise dg.Failure(
                 description=f"{project.where(kind, name, field)}: {error}", allow_retries=False
@@ -70,6 +71,26 @@ def materialize_table(
         problems = key_violations(con, f"{kind}.{name}", primary_key) if primary_key else []
     checks = [_key_check(context.assets_def.key, primary_key, problems)] if primary_key else []
     return dg.MaterializeResult(metadata=metadata, check_results=checks)
+
+
+def materialization(project: Project, kind: str, name: str) -> str:
+    """'table' (the default) or 'view' for a model; a segment follows its model."""
+    model = project.models[project.segments[name].model if kind == "segments" else name]
+    return getattr(model, "materialized", None) or "table"
+
+
+def replace_relation(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> None:
+    """Drop the model's table or view, so that it can be created again (maybe as the other
+    kind: DuckDB cannot replace a table by a view). The caller's transaction makes the drop
+    and the new definition one change."""
+    row = con.execute(
+        "SELECT table_type FROM information_schema.tables "
+        "WHERE table_catalog = current_database() AND table_schema = ? AND table_name = ?",
+        [schema, name],
+    ).fetchall()
+    if row:
+        kind = "VIEW" if row[0][0] == "VIEW" else "TABLE"
+        con.execute(f"DROP {kind} {schema}.{quote_ident(name)}")
 
 
 def _key_check(asset_key: dg.AssetKey, key: list[str], problems: list[dict]) -> dg.AssetCheckResult:
@@ -91,12 +112,19 @@ def _key_check(asset_key: dg.AssetKey, key: list[str], problems: list[dict]) -> 
     )
 
 
+def _checked(check, project: Project, name: str) -> str:
+    try:
+        return check(project, name)
+    except ConfigError as error:
+        raise dg.Failure(description=str(error), allow_retries=False) from None
+
+
 def model_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDefinition:
     """One model: a SQL query materialized as a warehouse table."""
     model = project.models[name]
-    key = dg.AssetKey(["models", name])
+    key = model_key(name)
     deps = [source_key(s, t) for s, t in shape.deps[name].source_tables]
-    deps += [dg.AssetKey(["models", m]) for m in shape.deps[name].models]
+    deps += [model_key(m) for m in shape.deps[name].models]
     check_specs = (
         [
             dg.AssetCheckSpec(
@@ -114,6 +142,13 @@ def model_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDe
     if model.primary_key:
         description += f"\n\nPrimary key: `{', '.join(model.primary_key)}`"
 
+    sources = sources_to_attach(
+        project,
+        shape,
+        reads=list(shape.deps[name].models),
+        own=[source for source, _ in shape.deps[name].source_tables],
+    )
+
     @dg.asset(
         key=key,
         deps=deps,
@@ -121,41 +156,68 @@ def model_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDe
         kinds={"duckdb", "sql"},
         description=description,
         check_specs=check_specs,
-        required_resource_keys={WAREHOUSE_KEY},
+        owners=list(getattr(model, "owners", None) or []),
+        pool=WAREHOUSE_POOL,
         tags={"azexport/model": name},
     )
-    def _model(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    def _model(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
         field = "sql" if model.sql else "sql_file"
-        return materialize_table(context, project, "models", name, sql, field, model.primary_key)
+        checked = _checked(model_sql, project, name)  # the load-time checks, again at run time
+        return materialize_table(
+            context, warehouse, project, "models", name, checked, field, model.primary_key, sources
+        )
 
     return _model
 
 
-def segment_asset(project: Project, name: str) -> dg.AssetsDefinition:
-    """One segment: a model narrowed by a filter, materialized as a warehouse table."""
+def segment_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDefinition:
+    """One segment: a model narrowed by a filter, materialized like its model."""
     segment = project.segments[name]
+    sources = sources_to_attach(project, shape, reads=[segment.model])
     model = project.models[segment.model]
-    key = dg.AssetKey(["segments", name])
-    query = f"SELECT * FROM models.{quote_ident(segment.model)} WHERE ({segment.filter})"
+    key = segment_key(name)
+    check_segment(project, name)  # at load; again in the step (segment_sql)
     check_specs = (
-        [dg.AssetCheckSpec(PRIMARY_KEY_CHECK, asset=key, blocking=True)]
+        [
+            dg.AssetCheckSpec(
+                PRIMARY_KEY_CHECK,
+                asset=key,
+                blocking=True,
+                description=f"({', '.join(model.primary_key)}) is never NULL nor duplicated.",
+            )
+        ]
         if model.primary_key
         else []
     )
 
     @dg.asset(
         key=key,
-        deps=[dg.AssetKey(["models", segment.model])],
-        group_name="models",
+        deps=[model_key(segment.model)],
+        group_name="segments",
         kinds={"duckdb", "sql"},
         description=(segment.description or f"Segment `{name}` of model `{segment.model}`.")
         + f"\n\n```sql\nWHERE {segment.filter}\n```",
         check_specs=check_specs,
-        required_resource_keys={WAREHOUSE_KEY},
+        owners=list(getattr(segment, "owners", None) or []),
+        pool=WAREHOUSE_POOL,
+        tags={"azexport/segment": name},
     )
-    def _segment(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    def _segment(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
+        query = _checked(segment_sql, project, name)
         return materialize_table(
-            context, project, "segments", name, query, "filter", model.primary_key
+            context,
+            warehouse,
+            project,
+            "segments",
+            name,
+            query,
+            "filter",
+            model.primary_key,
+            sources,
         )
 
     return _segment

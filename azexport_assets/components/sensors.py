@@ -19,7 +19,8 @@ import urllib.request
 import dagster as dg
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-from azexport_assets.components.jobs import upstream_models
+from azexport_assets.asset_keys import export_key
+from azexport_assets.components.lineage import upstream_models
 from azexport_assets.introspect import ProjectShape
 from azexport_assets.project import Project
 from azexport_assets.warehouse import resolve_path
@@ -97,7 +98,7 @@ def warning_webhook_sensor(
     the warning is sent again on the next tick.
     """
     url_env = project.activations[activation].warnings.webhook_url_env or ""
-    asset_key = dg.AssetKey(["activations", activation, "export"])
+    asset_key = export_key(activation)
 
     @dg.sensor(
         name=f"activate_{activation}_warnings",

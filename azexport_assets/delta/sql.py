@@ -63,7 +63,8 @@ def source_columns_select(spec: DeltaSpec) -> str:
 
 
 def full_changes_view(activation: str, snapshot_table: str) -> str:
-    """A full change set is every snapshot row as 'added'; a view avoids a second copy."""
+    """A full change set is every snapshot row as 'added'; a view avoids a second copy.
+    `snapshot_table` is a table name or a parenthesised SELECT in state-table layout."""
     return (
         f"CREATE VIEW {state_table('changes', activation)} AS "
         f"SELECT 'added' AS kind, * FROM {snapshot_table}"
@@ -135,8 +136,10 @@ def compact_baseline(activation: str) -> list[str]:
 def change_rows_query(spec: DeltaSpec, kinds: Sequence[str]) -> str:
     """The stored change set's rows of `kinds`, as destination columns in export order.
 
-    Ordered by the primary key so that files are deterministic; full_only exports do not
-    require a unique key, so there every exported column breaks ties.
+    Delta change sets are ordered by the primary key, so files are deterministic. full_only
+    exports keep the model's own row order (DuckDB scans a table in insertion order): sorting
+    every row of a large snapshot would cost more than writing it. A model that needs a fixed
+    order says so with ORDER BY.
     """
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
@@ -145,10 +148,7 @@ def change_rows_query(spec: DeltaSpec, kinds: Sequence[str]) -> str:
     # Qualified with `ch.`: a destination alias such as "c0" must not capture ORDER BY c0.
     items = ", ".join(f"ch.{name} AS {quote_ident(dest)}" for name, dest in lay.exported)
     where = f"ch.kind IN ({', '.join(quote_literal(k) for k in kinds)})" if kinds else "false"
-    order = list(lay.keys)
+    query = f"SELECT {items} FROM {state_table('changes', spec.activation)} AS ch WHERE {where}"
     if not spec.is_delta:
-        order += [name for name, _ in lay.exported if name not in order]
-    return (
-        f"SELECT {items} FROM {state_table('changes', spec.activation)} AS ch "
-        f"WHERE {where} ORDER BY {', '.join('ch.' + name for name in order)}"
-    )
+        return query
+    return f"{query} ORDER BY {', '.join('ch.' + name for name in lay.keys)}"

@@ -14,7 +14,7 @@ The expressions never depend on the session's TimeZone setting.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import duckdb
 
@@ -41,11 +41,13 @@ _NESTED_IDS = {"list", "struct", "map", "array", "union"}
 
 @dataclass(frozen=True)
 class Column:
-    """One result column: its name and DuckDB type (id such as 'decimal', full text)."""
+    """One result column: its name and DuckDB type (id such as 'decimal', full text, and the
+    type object itself when known, for the parts of nested types)."""
 
     name: str
     type_id: str
     type_text: str
+    duck_type: duckdb.DuckDBPyType | None = field(default=None, compare=False, repr=False)
 
     @property
     def ref(self) -> str:
@@ -102,7 +104,7 @@ def strip_query(query: str) -> str:
 def describe(con: duckdb.DuckDBPyConnection, query: str) -> list[Column]:
     """The query's columns, from DuckDB's binder (the query is not run)."""
     rel = con.sql(strip_query(query))
-    return [Column(n, t.id, str(t)) for n, t in zip(rel.columns, rel.types, strict=True)]
+    return [Column(n, t.id, str(t), t) for n, t in zip(rel.columns, rel.types, strict=True)]
 
 
 def utc_timestamp(col: Column, ref: str | None = None) -> str:
@@ -110,16 +112,23 @@ def utc_timestamp(col: Column, ref: str | None = None) -> str:
 
     `make_timestamp(epoch_us(x))` maps an instant to UTC wall time without the ICU time zone
     machinery (`timezone('UTC', x)` does the same, ~2x slower) and without the session zone.
+    `epoch_us` of 'infinity' is NULL, so infinite values take the plain cast, which keeps them
+    infinite (and is exact for them: an infinity has no time zone).
     """
     ref = ref or col.ref
     if col.is_timestamptz:
-        return f"make_timestamp(epoch_us({ref}))"
+        return (
+            f"CASE WHEN isinf({ref}) THEN CAST({ref} AS TIMESTAMP) "
+            f"ELSE make_timestamp(epoch_us({ref})) END"
+        )
     return f"CAST({ref} AS TIMESTAMP)"
 
 
-def utc_timestamptz(col: Column) -> str:
-    """SQL for a naive TIMESTAMP column (taken as UTC) as a TIMESTAMPTZ instant."""
-    return f"make_timestamptz(epoch_us(CAST({col.ref} AS TIMESTAMP)))"
+def utc_timestamptz(col: Column, value: str | None = None) -> str:
+    """SQL for a naive TIMESTAMP column (taken as UTC) as a TIMESTAMPTZ instant; `value` is an
+    expression to use instead of the column itself. Finite values only (`epoch_us` of
+    'infinity' is NULL): Parquet refuses infinite ones before this conversion."""
+    return f"make_timestamptz(epoch_us(CAST({value or col.ref} AS TIMESTAMP)))"
 
 
 def text_expr(col: Column) -> str:

@@ -4,6 +4,11 @@
   precision is taken as UTC and, like TIMESTAMPTZ, written as a Parquet TIMESTAMP with
   `isAdjustedToUTC=true` in microseconds (Arrow: `timestamp[us, tz=UTC]`), so every reader
   sees the same instant whatever its time zone.
+- Values are exact or refused (`parquet_values`): HUGEINT/UHUGEINT become DECIMAL(38,0);
+  infinite dates/timestamps and integers of more than 38 digits raise
+  `UnrepresentableValueError` naming the column.
+- A full disk raises `LocalDiskFullError` (naming the folder and `AZEXPORT_TEMP_DIR`) and the
+  files written so far are removed.
 - Row groups of 122,880 rows (DuckDB's default): large enough for good compression and
   column statistics, small enough to read one at a time.
 - With `max_file_size`, DuckDB writes the whole result once to a local file. If that file is
@@ -28,7 +33,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from azexport_assets import naming
-from azexport_assets.formats.columns import Column, strip_query, utc_timestamptz
+from azexport_assets.formats.columns import Column
+from azexport_assets.formats.errors import LocalDiskFullError, disk_full_errno
+from azexport_assets.formats.parquet_values import parquet_select, unrepresentable_error
 from azexport_assets.formats.spec import WrittenFile
 from azexport_assets.sql_text import quote_literal
 
@@ -52,17 +59,6 @@ def _written(path: Path) -> WrittenFile:
     return WrittenFile(path, rows, path.stat().st_size, md5_of(path))
 
 
-def select_sql(query: str, columns: list[Column]) -> str:
-    """The query with naive timestamps turned into UTC TIMESTAMPTZ (microseconds)."""
-    exprs = []
-    for col in columns:
-        if col.is_naive_timestamp:
-            exprs.append(f"{utc_timestamptz(col)} AS {col.ref}")
-        else:
-            exprs.append(col.ref)
-    return f"SELECT {', '.join(exprs)} FROM ({strip_query(query)}) AS _q"
-
-
 def write_parquet(
     con: duckdb.DuckDBPyConnection,
     query: str,
@@ -71,13 +67,45 @@ def write_parquet(
     out_dir: Path,
     max_bytes: int | None,
 ) -> list[WrittenFile]:
-    """Write the query as one Parquet file, or as parts of at most `max_bytes` each."""
-    whole = Path(out_dir) / f"export{naming.part_suffix(1)}.parquet"
-    con.execute(
-        f"COPY ({select_sql(query, columns)}) TO {quote_literal(str(whole))} "
-        f"(FORMAT parquet, COMPRESSION {_DUCKDB_CODEC[compression]}, "
-        f"ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
-    )
+    """Write the query as one Parquet file, or as parts of at most `max_bytes` each.
+
+    `out_dir` is empty on entry; if the disk fills up, every file written here is removed and
+    `LocalDiskFullError` is raised.
+    """
+    out_dir = Path(out_dir)
+    try:
+        return _write_parquet(con, query, columns, compression, out_dir, max_bytes)
+    except (OSError, duckdb.IOException) as error:
+        code = disk_full_errno(error)
+        if code is None:
+            raise
+        written = [p for p in out_dir.iterdir() if p.is_file()]
+        full = LocalDiskFullError.for_files(out_dir, written, code)
+        for path in written:
+            path.unlink(missing_ok=True)  # free the space now; the folder is the caller's
+        raise full from error
+
+
+def _write_parquet(
+    con: duckdb.DuckDBPyConnection,
+    query: str,
+    columns: list[Column],
+    compression: str,
+    out_dir: Path,
+    max_bytes: int | None,
+) -> list[WrittenFile]:
+    whole = out_dir / f"export{naming.part_suffix(1)}.parquet"
+    try:
+        con.execute(
+            f"COPY ({parquet_select(query, columns)}) TO {quote_literal(str(whole))} "
+            f"(FORMAT parquet, COMPRESSION {_DUCKDB_CODEC[compression]}, "
+            f"ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
+        )
+    except duckdb.Error as error:
+        whole.unlink(missing_ok=True)
+        if isinstance(error, duckdb.IOException):
+            raise
+        unrepresentable_error(error, columns)
     rows = pq.ParquetFile(whole).metadata.num_rows
     # Zero rows or one row cannot be split: such a file is the only part whatever its size.
     if max_bytes is None or whole.stat().st_size <= max_bytes or rows <= 1:
@@ -85,8 +113,8 @@ def write_parquet(
     source = whole.rename(whole.with_name("whole.parquet.tmp"))
     try:
         if any(c.name.lower() == "file_row_number" for c in columns):
-            return split_parquet(source, Path(out_dir), compression, max_bytes)
-        return split_parquet_duckdb(source, Path(out_dir), compression, max_bytes)
+            return split_parquet(source, out_dir, compression, max_bytes)
+        return split_parquet_duckdb(source, out_dir, compression, max_bytes)
     finally:
         source.unlink()
 

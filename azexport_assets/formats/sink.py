@@ -11,20 +11,24 @@ Arrow string array, no per-row Python) and decides where each part ends:
   chunk is not known before compressing it, so the writer only feeds a chunk whose *worst case*
   compressed size still fits, then flushes the compressor (sync flush) to learn the exact size.
   Near the end of a part the chunks shrink geometrically until not one more row can fit.
+- A full disk raises `LocalDiskFullError` (folder, bytes written, free space, and the
+  `AZEXPORT_TEMP_DIR` setting that moves the folder); the writer's files are closed and removed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import zlib
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, Protocol
 
 import zstandard
 
 from azexport_assets import naming
+from azexport_assets.formats.errors import LocalDiskFullError, disk_full_errno
 from azexport_assets.formats.spec import WrittenFile
 
 Compression = Literal["none", "gzip", "zstd"]
@@ -47,6 +51,17 @@ def compressed_bound(size: int) -> int:
 def _max_input_for(room: int) -> int:
     """The largest input size whose `compressed_bound` is <= room."""
     return max(0, (room - _BOUND_CONSTANT) * 8 // 9)
+
+
+class PartObserver(Protocol):
+    """Told about each part as it is written (the export uploads parts while they grow)."""
+
+    def opened(self, index: int, path: Path) -> None: ...
+
+    def grew(self, index: int, size: int) -> None:
+        """`size` bytes of part `index` are in the file (flushed to the OS)."""
+
+    def closed(self, index: int, written: WrittenFile) -> None: ...
 
 
 class _Compressor:
@@ -98,13 +113,20 @@ class _Part:
             self._emit(self._z.flush())
         self.rows += rows
 
+    def flush(self) -> None:
+        """Hand what was written to the OS, so another reader of the file sees it."""
+        self._file.flush()
+
     def close(self) -> WrittenFile:
         self._emit(self._z.finish())
         self._file.close()
         return WrittenFile(self.path, self.rows, self.bytes, self._md5.hexdigest())
 
     def abort(self) -> None:
-        self._file.close()
+        # A full disk makes close() fail too (flushing the buffer); the descriptor is closed
+        # all the same, which is all that matters for a file about to be removed.
+        with contextlib.suppress(OSError):
+            self._file.close()
 
 
 class PartWriter:
@@ -127,6 +149,7 @@ class PartWriter:
         compression: Compression = "none",
         max_bytes: int | None = None,
         stem: str = "export",
+        observer: PartObserver | None = None,
     ) -> None:
         self._out_dir = Path(out_dir)
         self._extension = extension
@@ -137,6 +160,8 @@ class PartWriter:
         self._compression = compression
         self._max = max_bytes
         self._part: _Part | None = None
+        self._observer = observer
+        self._paths: list[Path] = []  # every file this writer created
         self.files: list[WrittenFile] = []
 
     # -- parts
@@ -144,7 +169,10 @@ class PartWriter:
     def _open(self) -> _Part:
         index = len(self.files) + 1
         path = self._out_dir / f"{self._stem}{naming.part_suffix(index)}{self._extension}"
+        self._paths.append(path)
         part = _Part(path, self._compression)
+        if self._observer is not None:
+            self._observer.opened(index, path)
         part.write(self._head, flush=self._max is not None)
         self._part = part
         return part
@@ -154,6 +182,8 @@ class PartWriter:
             self._part.write(self._tail)
             self.files.append(self._part.close())
             self._part = None
+            if self._observer is not None:
+                self._observer.closed(len(self.files), self.files[-1])
 
     def _room(self, part: _Part) -> int:
         """How many more uncompressed row bytes the open part can surely take."""
@@ -163,6 +193,22 @@ class PartWriter:
         reserve = compressed_bound(len(self._tail)) + _TRAILER_RESERVE
         return _max_input_for(self._max - part.bytes - reserve)
 
+    @contextlib.contextmanager
+    def _disk_full_as_error(self) -> Iterator[None]:
+        """Turn ENOSPC/EDQUOT into `LocalDiskFullError`, after closing and removing the files
+        written so far (they are useless, and removing them frees the disk at once)."""
+        try:
+            yield
+        except OSError as error:
+            code = disk_full_errno(error)
+            if code is None:
+                raise
+            self.abort()
+            full = LocalDiskFullError.for_files(self._out_dir, self._paths, code)
+            for path in self._paths:
+                path.unlink(missing_ok=True)
+            raise full from error
+
     # -- rows
 
     def write_rows(self, data: memoryview, offsets: Sequence[int], first: int, count: int) -> None:
@@ -170,6 +216,10 @@ class PartWriter:
 
         `offsets` is any indexable sequence (a memoryview over an Arrow offsets buffer).
         """
+        with self._disk_full_as_error():
+            self._write_rows(data, offsets, first, count)
+
+    def _write_rows(self, data: memoryview, offsets: Sequence[int], first: int, count: int) -> None:
         end_row = first + count
         i = first
         while i < end_row:
@@ -188,12 +238,16 @@ class PartWriter:
                     j = i + 1  # a single row larger than the limit gets a part of its own
             part.write(data[offsets[i] + lead : offsets[j]], j - i, flush=self._max is not None)
             i = j
+        if self._part is not None and self._observer is not None:
+            self._part.flush()
+            self._observer.grew(len(self.files) + 1, self._part.bytes)
 
     def finish(self) -> list[WrittenFile]:
         """Close the last part (writing one empty but valid part if there were no rows)."""
-        if self._part is None and not self.files:
-            self._open()
-        self._close()
+        with self._disk_full_as_error():
+            if self._part is None and not self.files:
+                self._open()
+            self._close()
         return self.files
 
     def abort(self) -> None:

@@ -15,7 +15,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from azexport_assets.formats.sink import Compression, PartWriter
+from azexport_assets.formats.sink import Compression, PartObserver, PartWriter
 from azexport_assets.formats.spec import WrittenFile
 
 # Rows per Arrow batch: large enough that per-batch Python work is negligible, small enough
@@ -53,6 +53,7 @@ def write_text(
     extension: str,
     compression: Compression,
     max_bytes: int | None,
+    observer: PartObserver | None = None,
 ) -> TextOutput:
     """Run `rows.sql` and write its lines to one file, or parts of at most `max_bytes`."""
     writer = PartWriter(
@@ -63,6 +64,7 @@ def write_text(
         lead=rows.lead,
         compression=compression,
         max_bytes=max_bytes,
+        observer=observer,
     )
     removed = 0
     # The stream runs on the caller's connection (a cursor would not see its TEMP tables);

@@ -1,6 +1,7 @@
 """The storage layer: local files -> committed Azure blobs, safely.
 
-    with storage.container("exports") as container:   # storage: ExportBlobStorage
+    storage = BlobStorage(account_url, credential_type="sas", secret=token)
+    with storage.container("exports") as container:
         preflight(container)
         blob = upload_file(container, "crm/2025-04-14_export.csv", path, content_type="text/csv")
 
@@ -17,16 +18,16 @@ from azexport_assets.storage.blobs import (
 from azexport_assets.storage.errors import StorageError
 from azexport_assets.storage.preflight import preflight
 from azexport_assets.storage.resource import (
+    BlobStorage,
     CappedExponentialRetry,
-    ExportBlobStorage,
     ExportContainerClient,
     TransferSettings,
 )
 from azexport_assets.storage.secrets import redact, sas_expiry, strip_query
 
 __all__ = [
+    "BlobStorage",
     "CappedExponentialRetry",
-    "ExportBlobStorage",
     "ExportContainerClient",
     "StorageError",
     "TransferSettings",

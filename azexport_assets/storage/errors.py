@@ -1,8 +1,10 @@
-"""Turn Azure SDK exceptions into one-line, secret-free `StorageError`s that say what to do."""
+"""Turn Azure SDK exceptions into one-line, secret-free `StorageError`s that say what to do,
+and tell permanent failures (retrying cannot help) from transient ones."""
 
 from __future__ import annotations
 
 import re
+import socket
 from datetime import datetime, timezone
 
 from azure.core.exceptions import (
@@ -19,6 +21,10 @@ from azexport_assets.storage.secrets import parse_sas_time, redact, sas_fields, 
 # The SAS permissions an export needs: create (c) and write (w) blobs and block lists.
 NEEDED_PERMISSIONS = "cw"
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# getaddrinfo's definite "this name does not exist" answers (EAI_AGAIN, a DNS hiccup, is not).
+_NO_SUCH_HOST = frozenset(
+    code for code in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None)) if code is not None
+)
 
 
 class StorageError(RuntimeError):
@@ -55,6 +61,66 @@ def short_reason(error: BaseException, limit: int = 200) -> str:
     line = next((part.strip() for part in text.splitlines() if part.strip()), type(error).__name__)
     line = re.sub(r"<[\w.]+ object at 0x[0-9a-f]+>:?\s*", "", line)
     return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def permanent_status(status: int) -> bool:
+    """True for an HTTP status a retry cannot change: every 4xx except 408 (timeout) and 429
+    (throttled), and 501/505. Other 5xx are the service's own trouble and worth retrying."""
+    return (400 <= status < 500 and status not in (408, 429)) or status in (501, 505)
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    """`error` and what it wraps: SDK `inner_exception`, `__cause__`/`__context__`, urllib3's
+    `reason`, requests' first argument."""
+    found: list[BaseException] = []
+    todo: list[object] = [error]
+    while todo and len(found) < 20:
+        item = todo.pop()
+        if not isinstance(item, BaseException) or any(item is f for f in found):
+            continue
+        found.append(item)
+        args = getattr(item, "args", ())
+        todo.extend(
+            [
+                getattr(item, "inner_exception", None),
+                item.__cause__,
+                item.__context__,
+                getattr(item, "reason", None),
+                args[0] if args else None,
+            ]
+        )
+    return found
+
+
+def host_not_found(error: BaseException) -> bool:
+    """True when a connection failed because DNS says the host name does not exist (a wrong
+    account name in account_url), as opposed to a temporary lookup or network failure."""
+    return any(
+        isinstance(cause, socket.gaierror) and cause.errno in _NO_SUCH_HOST
+        for cause in _causes(error)
+    )
+
+
+def permanent_failure(error: BaseException | None = None, status: int | None = None) -> bool:
+    """True when retrying the request cannot succeed, so it must fail at once:
+
+    - an HTTP answer with a permanent status (`permanent_status`): expired / read-only /
+      rejected SAS, bad account key, missing permission (401/403), unknown container or
+      account (404), bad request (400), conflict (409)...;
+    - no Azure identity token (`ClientAuthenticationError`, e.g. no managed identity);
+    - the account host does not exist (DNS).
+
+    Timeouts, connection resets/refusals, 408, 429 and other 5xx are transient.
+    """
+    if status is not None and permanent_status(status):
+        return True
+    if error is None:
+        return False
+    if isinstance(error, ClientAuthenticationError) and getattr(error, "status_code", None) is None:
+        return True  # raised by the credential itself, before any request went out
+    if isinstance(error, HttpResponseError) and error.status_code is not None:
+        return permanent_status(error.status_code)
+    return isinstance(error, ServiceRequestError) and host_not_found(error)
 
 
 def error_code(error: BaseException) -> str:
@@ -181,6 +247,11 @@ def storage_error(container: ContainerClient, error: BaseException, action: str)
         return StorageError(
             f"{action} failed: could not get an Azure identity token ({short_reason(error)}); "
             "check the managed identity / az login / AZURE_* environment"
+        )
+    if isinstance(error, ServiceRequestError) and host_not_found(error):
+        return StorageError(
+            f"{action} failed: account not found: the host of {where} does not exist (DNS); "
+            "check the storage account name in the destination's account_url"
         )
     if isinstance(error, ServiceRequestError):
         return StorageError(

@@ -1,20 +1,22 @@
-"""`ExportBlobStorage`: dagster-azure's blob resource plus retry and transfer settings."""
+"""`BlobStorage`: one storage account, its credential and the retry and transfer settings.
+
+Plain Python (no Dagster): the Dagster resource in `azexport_assets.resources` builds one from
+its configuration, and scripts or benchmarks build one directly.
+"""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 from azure.core.exceptions import ServiceResponseError
 from azure.storage.blob import ContainerClient, ExponentialRetry
-from dagster_azure.blob import AzureBlobStorageResource
-from pydantic import Field
 
-from azexport_assets.storage.errors import StorageError, short_reason
+from azexport_assets.storage.errors import StorageError, permanent_failure, short_reason
 from azexport_assets.storage.secrets import remember_secret, secure_sdk_logging, strip_query
 
 MiB = 1024 * 1024
@@ -39,7 +41,12 @@ class ExportContainerClient(ContainerClient):
 class CappedExponentialRetry(ExponentialRetry):
     """The SDK's storage retry policy (retries timeouts, connection errors, 408 and 5xx per request)
     with a sane schedule: initial * 2**n seconds, capped, with "equal jitter" so parallel block
-    uploads that fail together do not retry in lockstep. The SDK default starts at 15 s."""
+    uploads that fail together do not retry in lockstep. The SDK default starts at 15 s.
+
+    Permanent failures (`errors.permanent_failure`: 4xx answers other than 408/429, no identity
+    token, unknown host) end the loop at once: the SDK itself would retry the last two, and
+    waiting through the backoff schedule cannot fix an expired SAS or a missing container.
+    """
 
     def __init__(self, *, initial_backoff: float, max_backoff: float, retries: int) -> None:
         super().__init__(
@@ -54,6 +61,19 @@ class CappedExponentialRetry(ExponentialRetry):
     def get_backoff_time(self, settings: dict[str, Any]) -> float:
         backoff = min(self.max_backoff, self.initial_backoff * 2 ** settings["count"])
         return random.uniform(backoff / 2, backoff)
+
+    def increment(
+        self,
+        settings: dict[str, Any],
+        request: Any,
+        response: Any = None,
+        error: Any = None,
+    ) -> bool:
+        """Whether to try again (the SDK calls this after each failed attempt)."""
+        status = getattr(response, "status_code", None) if error is None else None
+        if permanent_failure(error, status):
+            return False
+        return super().increment(settings, request, response=response, error=error)
 
 
 def raise_on_throttle(response: Any) -> None:
@@ -73,59 +93,50 @@ def account_name_from_url(account_url: str) -> str | None:
     return segment or None
 
 
-class ExportBlobStorage(AzureBlobStorageResource):
-    """dagster-azure's `AzureBlobStorageResource` plus the retry and transfer settings the export
-    uses. `container()` builds a client with a fast, capped exponential retry policy."""
+CredentialType = Literal["sas", "key", "default"]
 
-    max_retries: int = Field(
-        default=5, ge=0, le=20, description="Retries per request for timeouts, resets, 5xx and 429."
-    )
-    retry_backoff_seconds: float = Field(
-        default=1.0,
-        ge=0,
-        description="First retry delay; doubles per retry, with jitter, capped at 30 seconds.",
-    )
-    max_backoff_seconds: float = Field(
-        default=30.0, gt=0, description="Upper bound of one retry delay."
-    )
-    max_concurrency: int = Field(
-        default=4, ge=1, le=10, description="Parallel block uploads per file (connections)."
-    )
-    block_size: int = Field(
-        default=8 * MiB,
-        ge=64 * 1024,
-        le=4000 * MiB,
-        description="Size of one staged block for files above single_put_threshold.",
-    )
-    single_put_threshold: int = Field(
-        default=8 * MiB,
-        ge=0,
-        le=5000 * MiB,
-        description="Files up to this size are uploaded in one request (still atomic).",
-    )
-    verify_blocks: bool = Field(
-        default=True,
-        description="Send a Content-MD5 with every block so the service verifies it on arrival.",
-    )
-    connection_timeout_seconds: float = Field(
-        default=20.0, gt=0, description="Client-side timeout to open a connection."
-    )
-    read_timeout_seconds: float = Field(
-        default=120.0, gt=0, description="Client-side timeout waiting for the service to answer."
-    )
+
+@dataclass(frozen=True)
+class BlobStorage:
+    """An account URL, a credential and how to talk to the service.
+
+    `secret` is the SAS token (`credential_type="sas"`) or the account key (`"key"`); it is
+    never part of `repr` and is registered for redaction before any request is made.
+    `container()` builds a client with a fast, capped exponential retry policy.
+    """
+
+    account_url: str
+    credential_type: CredentialType
+    secret: str | None = field(default=None, repr=False)
+    max_retries: int = 5  # per request, for timeouts, resets, 5xx and 429
+    retry_backoff_seconds: float = 1.0  # first retry delay; doubles per retry, with jitter
+    max_backoff_seconds: float = 30.0  # upper bound of one retry delay
+    max_concurrency: int = 4  # parallel block uploads per export (connections)
+    block_size: int = 8 * MiB  # one staged block, for files above single_put_threshold
+    single_put_threshold: int = 8 * MiB  # files up to this size go in one (atomic) request
+    verify_blocks: bool = True  # Content-MD5 on every block: the service verifies it
+    connection_timeout_seconds: float = 20.0
+    read_timeout_seconds: float = 120.0
+
+    @property
+    def transfer(self) -> TransferSettings:
+        return TransferSettings(
+            max_concurrency=self.max_concurrency,
+            block_size=self.block_size,
+            single_put_threshold=self.single_put_threshold,
+            verify_blocks=self.verify_blocks,
+        )
 
     def _sdk_credential(self) -> Any:
         """The credential in the form the SDK needs for this account URL."""
-        raw = self._raw_credential()
-        kind = self.credential.credential_type
-        if kind == "sas":
-            token = (raw or "").strip().lstrip("?")
+        if self.credential_type == "sas":
+            token = (self.secret or "").strip().lstrip("?")
             if not token:
                 raise StorageError("the SAS token is empty: set the destination's secret")
             remember_secret(token)
             return token
-        if kind == "key":
-            key = (raw or "").strip()
+        if self.credential_type == "key":
+            key = (self.secret or "").strip()
             if not key:
                 raise StorageError("the account key is empty: set the destination's secret")
             remember_secret(key)
@@ -138,7 +149,9 @@ class ExportBlobStorage(AzureBlobStorageResource):
                     "use https://<account>.blob.core.windows.net or http://<host>/<account>"
                 )
             return {"account_name": name, "account_key": key}
-        return raw
+        from azure.identity import DefaultAzureCredential  # only this credential needs it
+
+        return DefaultAzureCredential()
 
     @contextmanager
     def container(self, name: str) -> Iterator[ExportContainerClient]:
@@ -177,12 +190,7 @@ class ExportBlobStorage(AzureBlobStorageResource):
         if failure is not None:
             failure.__context__ = None
             raise failure
-        client.transfer = TransferSettings(
-            max_concurrency=self.max_concurrency,
-            block_size=self.block_size,
-            single_put_threshold=self.single_put_threshold,
-            verify_blocks=self.verify_blocks,
-        )
+        client.transfer = self.transfer
         try:
             yield client
         finally:

@@ -1,0 +1,40 @@
+"""Dagster lives in one layer: storage, formats, the delta engine, the warehouse and the export
+pipeline import no Dagster (nor dagster-azure), so scripts and benchmarks use them as is."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+PLAIN_MODULES = [
+    "azexport_assets.export",
+    "azexport_assets.storage",
+    "azexport_assets.storage.streaming",
+    "azexport_assets.formats",
+    "azexport_assets.delta",
+    "azexport_assets.warehouse",
+    "azexport_assets.naming",
+]
+
+
+def test_plain_layers_import_no_dagster():
+    script = (
+        "import importlib, json, sys\n"
+        f"for name in {PLAIN_MODULES!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0].startswith('dagster'))))"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+    assert json.loads(output) == []
+
+
+def test_the_dagster_layer_does_import_dagster():
+    # The check above must be able to fail: the resources module is Dagster's side.
+    script = "import sys, azexport_assets.resources; print('dagster' in sys.modules)"
+    output = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+    assert output.strip() == "True"
