@@ -17,18 +17,12 @@ from azexport_assets.demo.azurite import free_port
 from azexport_assets.demo.instance import prepare_dagster_home
 from azexport_assets.demo.server import DagsterServer, start_dagster
 
-# One process per run instead of one per step: UI tests stay well under a minute.
 ENTRY = """
 from pathlib import Path
 
-import dagster as dg
-
 from azexport_assets.components.build import project_definitions
 
-root = Path(__file__).parent
-defs = dg.Definitions.merge(
-    project_definitions(root / "defs", root), dg.Definitions(executor=dg.in_process_executor)
-)
+defs = project_definitions(Path(__file__).parent / "defs", Path(__file__).parent)
 """
 
 WORKSPACE = """

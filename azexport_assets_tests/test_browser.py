@@ -21,6 +21,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from azexport_assets.asset_keys import export_key
 from azexport_assets.demo.runs import export_blobs
 from azexport_assets.demo.server import DagsterServer
 from azexport_assets_tests.project_kit import ProjectKit
@@ -139,7 +140,7 @@ class Page:
 
 
 def latest_export_metadata(instance: dg.DagsterInstance, activation: str) -> dict:
-    key = dg.AssetKey(["activations", activation, "export"])
+    key = export_key(activation)
     records = instance.fetch_materializations(key, limit=1).records
     assert records, f"no materialization of {key.to_user_string()}"
     return dict(records[0].asset_materialization.metadata)
@@ -155,23 +156,23 @@ def wait_for_run(instance: dg.DagsterInstance, job_name: str, timeout: float = 9
     raise AssertionError(f"no finished run of {job_name} within {timeout:.0f}s")
 
 
+def asset_path(key: dg.AssetKey, view: str = "") -> str:
+    return "/assets/" + "/".join(key.path) + (f"?view={view}" if view else "")
+
+
 def test_lineage_asset_page_and_launch_from_the_ui(served, browser, azurite, tmp_path):
     kit, server = served
     page = Page(browser, server.url, tmp_path / "screenshots")
     instance = dg.DagsterInstance.get()
 
-    # Lineage: the groups, then the activations' chain from model/segment to export.
+    # Lineage: the groups, then every activation by name, from its model or segment on.
     page.open("/asset-groups")
-    page.wait_for("Global asset lineage", "sources", "models", "activations")
+    page.wait_for("Global asset lineage", "sources", "models", "segments", "activations")
     page.shot("global-lineage")
     page.open(f"/locations/{LOCATION}/asset-groups/activations/lineage")
-    text = page.wait_for("people", "adults", "delta", "export")
-    assert text.count("export") >= len(ACTIVATIONS)
+    page.wait_for("people", "adults", *(f"{a}_delta" for a in ACTIVATIONS))
+    page.wait_for(*(f"{a}_export" for a in ACTIVATIONS))
     page.shot("activations-lineage")
-    for activation in ACTIVATIONS:
-        page.open(f"/assets/activations/{activation}/export?view=lineage")
-        page.wait_for(activation, "delta", "export")
-        page.shot(f"lineage-{activation}")
 
     # Launch from the UI: the job's "Materialize all", then the run page shows success.
     job = "activate_adults_upsert"
@@ -186,33 +187,23 @@ def test_lineage_asset_page_and_launch_from_the_ui(served, browser, azurite, tmp
     page.wait_for("Success", timeout=30)
     page.shot("run-success")
 
-    # The export asset's page: row count, checks and a link to each blob.
+    # What the run wrote, read back from Azurite.
     metadata = latest_export_metadata(instance, "adults_upsert")
-    blobs = export_blobs(metadata)
-    (blob,) = blobs
+    (blob,) = export_blobs(metadata)
     expected_rows = kit.query_source("SELECT count(*) FROM people WHERE age >= 18")[0][0]
-    assert blob.rows == expected_rows
+    assert blob.rows == expected_rows == metadata["dagster/row_count"].value
     exported = json.loads(kit.download(blob.name))
     assert len(exported) == expected_rows and all(row["age"] >= 18 for row in exported)
-    page.open("/assets/activations/adults_upsert/export")
-    if "dagster/row_count" in metadata:
-        assert metadata["dagster/row_count"].value == expected_rows
-        page.wait_for("Row count", f"{expected_rows:,}")
-    else:  # metadata written before `dagster/row_count` existed: the `rows` entry
-        page.wait_for("rows", str(expected_rows))
-    page.wait_for(blob.name)
     assert blob.url and blob.url.startswith(azurite.account_url + "/"), blob.url
-    links = [
-        a.get_attribute("href")
-        for a in browser.find_elements(By.TAG_NAME, "a")
-        if blob.name in (a.get_attribute("href") or "")
-    ]
-    if any(isinstance(v, dg.UrlMetadataValue) for v in metadata.values()):
-        assert blob.url in links, f"no link to {blob.url} among {links}"
-    else:  # metadata written before the url entries existed: the URL is shown as text
-        page.wait_for(blob.url)
+
+    # The export asset's page: its row count and a link to the blob.
+    page.open(asset_path(export_key("adults_upsert")))
+    page.wait_for("Row count", f"{expected_rows:,}", blob.name)  # dagster/row_count
+    links = [a.get_attribute("href") for a in browser.find_elements(By.TAG_NAME, "a")]
+    assert blob.url in links, f"no link to {blob.url} among {links}"
     page.shot("export-asset")
 
-    page.open("/assets/activations/adults_upsert/export?view=checks")
+    # Its checks, evaluated by the run.
+    page.open(asset_path(export_key("adults_upsert"), view="checks"))
     page.wait_for("min_rows", "max_change_ratio", "Passed")
     page.shot("export-checks")

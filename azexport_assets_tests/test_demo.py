@@ -80,6 +80,8 @@ def test_runs_launched_through_dagster_are_in_the_job_history_and_reexecutable(
         assert kit.download(added.name).decode().splitlines()[1:3] == ["0,p0", "1,p1"]
         manifest = json.loads(kit.download(names[-1]))
         assert blobs[-1].bytes == len(kit.download(names[-1])) and manifest
+        # Every blob, the manifest included, has its link in the metadata.
+        assert all(b.url and b.url.endswith("/" + b.name) for b in blobs), blobs
 
         selector = {
             "pipelineName": "activate_people_audit",

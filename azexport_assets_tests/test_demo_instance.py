@@ -53,8 +53,6 @@ from azexport_assets.components.build import project_definitions
 defs = project_definitions(Path(__file__).parent / "defs", Path(__file__).parent)
 """
 
-# One process per run (not per step): four runs at once on two cores stay quick.
-RUN_CONFIG = "execution:\n  config:\n    in_process: {}\n"
 JOBS = ("everyone_csv", "everyone_json", "adults_csv", "adults_upsert")
 
 
@@ -77,13 +75,12 @@ def test_four_cli_runs_at_once_on_a_fresh_home_all_succeed(tmp_path, project):
     )
     kit.write_defs(DEFS)
     (kit.root / "entry.py").write_text(textwrap.dedent(ENTRY))
-    (kit.root / "run_config.yaml").write_text(RUN_CONFIG)
     home = prepare_dagster_home(tmp_path / "dagster_home")
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     command = [sys.executable, "-m", "dagster", "job", "execute", "-f", "entry.py"]
     processes = [
         subprocess.Popen(
-            [*command, "-c", "run_config.yaml", "-j", f"activate_{name}"],
+            [*command, "-j", f"activate_{name}"],
             cwd=kit.root,
             env=env,
             stdout=subprocess.PIPE,

@@ -26,9 +26,6 @@ from azexport_assets.demo.ui import WEBHOOK_ENV, dagster_port
 from azexport_assets.demo.webhook import WebhookReceiver
 
 LOCATION = "azexport"
-# One process per run instead of one per step: the demo's runs are small, and the step
-# processes' start-up would dominate. A re-execution from the UI keeps this config.
-RUN_CONFIG = {"execution": {"config": {"in_process": {}}}}
 JOBS_QUERY = """
 query Jobs {
   repositoriesOrError {
@@ -79,7 +76,7 @@ def run_all_activations(server: DagsterServer) -> list[tuple[str, WrittenBlob]]:
     for job_name in activation_jobs(server):
         print(f"running {job_name} ...", end=" ", flush=True)
         started = time.monotonic()
-        run_id = launch(client, job_name, RUN_CONFIG)
+        run_id = launch(client, job_name)
         status = wait_for_run(client, run_id)
         if status != dg.DagsterRunStatus.SUCCESS:
             print(f"{status.value}: see run {run_id} in the Dagster UI (make ui -> Runs)")

@@ -14,6 +14,8 @@ from urllib.parse import unquote, urlsplit
 import dagster as dg
 from dagster_graphql import DagsterGraphQLClient
 
+from azexport_assets.asset_keys import export_key
+
 FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
@@ -94,6 +96,6 @@ def run_exports(instance: dg.DagsterInstance, run_id: str) -> dict[str, list[Wri
         if materialization is None:
             continue
         path = materialization.asset_key.path
-        if len(path) == 3 and path[0] == "activations" and path[2] == "export":
+        if len(path) == 3 and materialization.asset_key == export_key(path[1]):
             found[path[1]] = export_blobs(materialization.metadata)
     return found
