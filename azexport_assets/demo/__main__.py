@@ -14,13 +14,22 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from datetime import datetime, timezone
 
 import dagster as dg
 from dagster_graphql import DagsterGraphQLClient
 
 from azexport_assets.demo.azurite import PROJECT_ROOT, free_port
 from azexport_assets.demo.environment import DEMO_CONTAINER, STATE_DIR, demo_environment
-from azexport_assets.demo.runs import WrittenBlob, launch, run_exports, wait_for_run
+from azexport_assets.demo.runs import (
+    WrittenBlob,
+    cancel_orphaned_runs,
+    launch,
+    run_exports,
+    runs_since,
+    wait_for_run,
+    wait_until_finished,
+)
 from azexport_assets.demo.server import DagsterServer, start_dagster
 from azexport_assets.demo.ui import WEBHOOK_ENV, dagster_port
 from azexport_assets.demo.webhook import WebhookReceiver
@@ -47,6 +56,7 @@ def dagster_for_demo() -> Iterator[DagsterServer]:
         return
     logs = STATE_DIR / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    started = datetime.now(timezone.utc)
     with open(logs / "dagster-demo.log", "ab") as log:
         server = start_dagster(PROJECT_ROOT, free_port(), log=log)
     try:
@@ -55,6 +65,8 @@ def dagster_for_demo() -> Iterator[DagsterServer]:
         yield server
     finally:
         server.stop()
+        with dg.DagsterInstance.get() as instance:
+            cancel_orphaned_runs(instance, started)
 
 
 def activation_jobs(server: DagsterServer) -> list[str]:
@@ -68,24 +80,39 @@ def activation_jobs(server: DagsterServer) -> list[str]:
     )
 
 
-def run_all_activations(server: DagsterServer) -> list[tuple[str, WrittenBlob]]:
-    """Launch each activation's job, one after the other; (job, blob) for every blob written."""
+def _blobs_of(instance: dg.DagsterInstance, run_id: str) -> list[WrittenBlob]:
+    blobs = [b for written in run_exports(instance, run_id).values() for b in written]
+    if not blobs:
+        print("  no changes since the last export: nothing written", flush=True)
+    return blobs
+
+
+def run_all_activations(server: DagsterServer, since: datetime) -> list[tuple[str, WrittenBlob]]:
+    """Launch each activation's job, one after the other; (job, blob) for every blob written,
+    including those of runs that sensors started meanwhile (the on_change sensor reacts to
+    the demo's changed data as soon as Dagster starts): every run created since `since`."""
     client = DagsterGraphQLClient(server.host, port_number=server.port)
     instance = dg.DagsterInstance.get()
-    written = []
+    written, launched = [], set()
     for job_name in activation_jobs(server):
         print(f"running {job_name} ...", end=" ", flush=True)
         started = time.monotonic()
         run_id = launch(client, job_name)
+        launched.add(run_id)
         status = wait_for_run(client, run_id)
         if status != dg.DagsterRunStatus.SUCCESS:
             print(f"{status.value}: see run {run_id} in the Dagster UI (make ui -> Runs)")
             continue
         print(f"ok ({time.monotonic() - started:.0f}s, run {run_id[:8]})", flush=True)
-        for blobs in run_exports(instance, run_id).values():
-            if not blobs:
-                print("  no changes since the last export: nothing written", flush=True)
-            written += [(job_name, blob) for blob in blobs]
+        written += [(job_name, blob) for blob in _blobs_of(instance, run_id)]
+    for run in runs_since(instance, since, exclude=launched):
+        sensor = run.tags.get("dagster/sensor_name") or run.tags.get("dagster/schedule_name")
+        print(f"{run.job_name} was also started by {sensor or 'Dagster'}:", end=" ", flush=True)
+        finished = wait_until_finished(instance, run.run_id)
+        status = finished.status if finished else dg.DagsterRunStatus.FAILURE
+        print(f"{status.value.lower()} (run {run.run_id[:8]})", flush=True)
+        if status == dg.DagsterRunStatus.SUCCESS:
+            written += [(run.job_name, blob) for blob in _blobs_of(instance, run.run_id)]
     return written
 
 
@@ -111,8 +138,9 @@ def main() -> int:
         print(f"Azure Blob Storage: {env['account_url']} (container {DEMO_CONTAINER})")
         receiver = stack.enter_context(WebhookReceiver(STATE_DIR / "webhook"))
         os.environ[WEBHOOK_ENV] = receiver.url
+        since = datetime.now(timezone.utc)
         server = stack.enter_context(dagster_for_demo())
-        written = run_all_activations(server)
+        written = run_all_activations(server, since)
     print_blobs(written)
     print(
         "\nThe runs are in the Dagster UI (Jobs, Runs; re-execute them from there), on the same\n"

@@ -125,7 +125,8 @@ def demo_environment(simulate: bool = False) -> Iterator[dict[str, str]]:
     os.environ.setdefault("AZEXPORT_WAREHOUSE", str(STATE_DIR / "warehouse.duckdb"))
     os.environ.setdefault("DAGSTER_HOME", str(STATE_DIR / "dagster_home"))
     # Once, before any Dagster process opens it (they would race on creating the tables).
-    prepare_dagster_home(Path(os.environ["DAGSTER_HOME"]))
+    # Dagster wants an absolute path.
+    os.environ["DAGSTER_HOME"] = str(prepare_dagster_home(Path(os.environ["DAGSTER_HOME"])))
     if os.environ.get("AZURE_STORAGE_ACCOUNT_URL"):
         if not os.environ.get("AZURE_STORAGE_SAS_TOKEN"):
             raise SystemExit(

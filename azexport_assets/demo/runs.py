@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from urllib.parse import unquote, urlsplit
 
 import dagster as dg
@@ -99,3 +100,41 @@ def run_exports(instance: dg.DagsterInstance, run_id: str) -> dict[str, list[Wri
         if len(path) == 3 and materialization.asset_key == export_key(path[1]):
             found[path[1]] = export_blobs(materialization.metadata)
     return found
+
+
+IN_PROGRESS = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+
+def runs_since(instance: dg.DagsterInstance, since: datetime, exclude: set[str]) -> list:
+    """Runs created since `since` (oldest first), except the ids in `exclude`: the runs that
+    sensors or schedules started meanwhile."""
+    runs = instance.get_runs(filters=dg.RunsFilter(created_after=since))
+    return [r for r in reversed(runs) if r.run_id not in exclude]
+
+
+def wait_until_finished(instance: dg.DagsterInstance, run_id: str, timeout: float = 600.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = instance.get_run_by_id(run_id)
+        if run is None or run.is_finished:
+            return run
+        time.sleep(1.0)
+    raise TimeoutError(f"run {run_id} did not finish within {timeout:.0f}s")
+
+
+def cancel_orphaned_runs(instance: dg.DagsterInstance, since: datetime) -> list[str]:
+    """Mark as canceled the runs created since `since` that are still in progress.
+
+    Called once the Dagster that ran them has been stopped: their processes are gone, and
+    without this they would show as running forever (the default run launcher has no
+    run-worker health check)."""
+    stuck = instance.get_runs(filters=dg.RunsFilter(created_after=since, statuses=IN_PROGRESS))
+    for run in stuck:
+        instance.report_run_canceled(run, "Dagster was stopped (Ctrl-C) while the run was going")
+    return [r.run_id for r in stuck]

@@ -13,9 +13,13 @@ import signal
 import sys
 import time
 from contextlib import ExitStack
+from datetime import datetime, timezone
+
+import dagster as dg
 
 from azexport_assets.demo.azurite import PROJECT_ROOT
 from azexport_assets.demo.environment import STATE_DIR, demo_environment
+from azexport_assets.demo.runs import cancel_orphaned_runs
 from azexport_assets.demo.server import start_dagster
 from azexport_assets.demo.webhook import WebhookReceiver
 
@@ -29,6 +33,12 @@ def dagster_port() -> int:
         return int(value)
     except ValueError:
         raise SystemExit(f"DAGSTER_PORT must be a port number, not {value!r}") from None
+
+
+def _cancel_orphaned_runs(since: datetime) -> None:
+    with dg.DagsterInstance.get() as instance:
+        for run_id in cancel_orphaned_runs(instance, since):
+            print(f"Run {run_id} was still going: marked canceled", flush=True)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -48,6 +58,10 @@ def main() -> int:
         env = stack.enter_context(demo_environment())
         receiver = stack.enter_context(WebhookReceiver(STATE_DIR / "webhook"))
         os.environ[WEBHOOK_ENV] = receiver.url
+        started = datetime.now(timezone.utc)
+        # Runs the stopped Dagster leaves "in progress" are marked canceled (after the stop:
+        # callbacks run last-registered first).
+        stack.callback(_cancel_orphaned_runs, started)
         server = start_dagster(PROJECT_ROOT, port)
         stack.callback(server.stop)
         print(
