@@ -31,16 +31,27 @@ test: setup
 ui: setup
 	$(PY) -m azexport_assets.demo.ui
 
-lint: setup
+# dg runs with the project's venv as the active one and a Dagster home without telemetry.
+DG_HOME := .azexport/dagster_home
+DG := VIRTUAL_ENV=$(CURDIR)/$(VENV) DAGSTER_HOME=$(CURDIR)/$(DG_HOME) $(VENV)/bin/dg
+
+lint: setup $(DG_HOME)/dagster.yaml
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(DG) check yaml
+	$(DG) check defs --no-check-yaml
+
+$(DG_HOME)/dagster.yaml:
+	mkdir -p $(@D)
+	printf 'telemetry:\n  enabled: false\n' > $@
 
 format: setup
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# `make bench BENCH_ARGS="--only run --quick"`: options as in docs/benchmarks.md.
 bench: setup
-	$(PY) -m benchmarks
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 clean:
 	rm -rf .azexport

@@ -1,19 +1,21 @@
 """The project's configuration: sources, models, segments, destinations and activations.
 
 Every object is described in a `defs.yaml` file (see `components/azure_export.py`). This
-module turns the raw YAML mappings into validated pydantic models and reports every problem
-as a `ConfigError` that names the file, the object and the field, and says what is valid.
-Checks that need data (columns of a model) live in `validation.py`; this module is pure.
+module turns the (templated) YAML mappings into validated pydantic models and reports every
+problem as a `ConfigError` that names the file, the line, the object and the field, and says
+what is valid. Checks that need data (columns of a model) live in `introspect.py`; checks that
+follow Dagster's own rules (cron strings) live in the component. This module imports no Dagster.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from azexport_assets import naming
 
@@ -36,6 +38,26 @@ class ConfigError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# Dagster's rule for owners (assets, jobs, schedules): an e-mail address or 'team:<name>'.
+_EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Z|a-z]{2,7}\b")
+
+
+def check_owner(owner: str) -> str:
+    """An e-mail address or a team name prefixed with 'team:'."""
+    if not (_EMAIL.fullmatch(owner) or (owner.startswith("team:") and len(owner) > 5)):
+        raise ValueError(
+            f"{owner!r} is not a valid owner: use an e-mail address "
+            "(e.g. 'ana@example.com') or a team name prefixed with 'team:' (e.g. 'team:crm')"
+        )
+    return owner
+
+
+Owners = Annotated[
+    list[Annotated[str, pydantic.AfterValidator(check_owner)]],
+    Field(description="Who to contact: e-mail addresses or 'team:<name>'; shown in the UI."),
+]
 
 
 # --------------------------------------------------------------------------- sources
@@ -76,7 +98,14 @@ class ModelConfig(_Strict):
 
     sql: str | None = Field(None, description="The model's SELECT statement.")
     sql_file: str | None = Field(None, description="Path of a .sql file, relative to the YAML.")
-    primary_key: list[str] = Field(default_factory=list, description="One or more key columns.")
+    primary_key: Annotated[
+        list[str],
+        # Written as one column name or a list of them (normalised to a list below).
+        WithJsonSchema(
+            {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+        ),
+    ] = Field(default_factory=list, description="One or more key columns.")
+    owners: Owners = []
     materialized: Literal["table", "view"] = Field(
         "table",
         description=(
@@ -103,6 +132,7 @@ class SegmentConfig(_Strict):
 
     model: str
     filter: str = Field(description="SQL boolean expression over the model's columns.")
+    owners: Owners = []
     description: str | None = None
 
 
@@ -139,7 +169,9 @@ class DestinationConfig(_Strict):
         description="e.g. https://myaccount.blob.core.windows.net, or {env: VAR} (read at run time)"
     )
     container: str
-    path_prefix: str = ""
+    path_prefix: str = Field(
+        "", description="Folder prepended to every blob name, e.g. 'marketing/crm'."
+    )
     sas_token: SecretRef | None = None
     account_key: SecretRef | None = None
     default_azure_credential: bool = False
@@ -169,7 +201,14 @@ class DestinationConfig(_Strict):
     @field_validator("path_prefix")
     @classmethod
     def _prefix(cls, value: str) -> str:
-        return value.strip("/")
+        # Leading/trailing '/' are separators, not names; everything else follows blob rules.
+        prefix = value.strip("/")
+        if prefix:
+            try:
+                naming.validate_blob_name(prefix)
+            except ValueError as error:
+                raise ValueError(str(error).replace("blob name", "path prefix", 1)) from None
+        return prefix
 
     @model_validator(mode="after")
     def _one_credential(self) -> DestinationConfig:
@@ -302,13 +341,27 @@ class ActivationConfig(_Strict):
     mapping: dict[str, str] | None = Field(
         None, description="{source_column: destination_name}; only mapped columns are exported."
     )
-    max_file_size: int | None = None
+    max_file_size: Annotated[
+        int | None,
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "integer", "minimum": 1024},
+                    {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[A-Za-z]*\s*$"},
+                    {"type": "null"},
+                ]
+            }
+        ),
+    ] = Field(None, description="Split files above this size: bytes, or e.g. '256MB', '1GiB'.")
     timezone: str = "UTC"
-    schedule: str | None = None
+    schedule: str | None = Field(
+        None, description="Cron string, e.g. '0 6 * * *', in the activation's timezone."
+    )
     on_empty: Literal["skip", "write"] | None = None
     manifest: bool = False
     trigger: Literal["on_change"] | None = None
     warnings: WarningsConfig = WarningsConfig()
+    owners: Owners = []
     description: str | None = None
 
     @field_validator("max_file_size", mode="before")
@@ -326,15 +379,6 @@ class ActivationConfig(_Strict):
     @classmethod
     def _tz(cls, value: str) -> str:
         naming.zone(value)
-        return value
-
-    @field_validator("schedule")
-    @classmethod
-    def _cron(cls, value: str | None) -> str | None:
-        from dagster._utils.schedules import is_valid_cron_string
-
-        if value is not None and not is_valid_cron_string(value):
-            raise ValueError(f"{value!r} is not a valid cron string, e.g. '0 6 * * *'")
         return value
 
     @field_validator("mapping")
@@ -399,6 +443,10 @@ class ExportFileConfig(_Strict):
 
 OBJECT_KINDS = ("sources", "models", "segments", "destinations", "activations")
 
+# Where a path of keys (e.g. ('activations', 'crm', 'mapping')) sits in the YAML, as
+# (line, column); None when unknown (objects built in Python).
+Locate = Callable[[tuple[str | int, ...]], tuple[int, int] | None]
+
 
 def _object_phrase(loc: tuple[Any, ...]) -> tuple[str, str]:
     """('activations', 'crm', 'mapping', 'x') -> ("activation 'crm'", 'mapping.x')."""
@@ -409,28 +457,43 @@ def _object_phrase(loc: tuple[Any, ...]) -> tuple[str, str]:
     return "attributes", ".".join(str(p) for p in loc) or "(top level)"
 
 
-def format_validation_error(file: Path | str, error: pydantic.ValidationError) -> str:
-    lines = [f"{file}: invalid azexport configuration:"]
+def file_position(file: Path | str, locate: Locate | None, loc: tuple[Any, ...]) -> str:
+    """'defs/a/defs.yaml:12:7' (or just the file when the position is unknown)."""
+    position = locate(loc) if locate else None
+    return f"{file}:{position[0]}:{position[1]}" if position else str(file)
+
+
+def format_validation_error(
+    file: Path | str, error: pydantic.ValidationError, locate: Locate | None = None
+) -> str:
+    """One line per problem: 'file:line:col: activation 'crm', field 'format': message'."""
+    lines = []
     for err in error.errors():
-        obj, field = _object_phrase(tuple(err["loc"]))
+        loc = tuple(err["loc"])
+        obj, field = _object_phrase(loc)
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown field (check the spelling; see README 'Configuration reference')"
-        lines.append(f"  - {obj}, field '{field}': {message}")
+        what = obj if field == "(the object itself)" else f"{obj}, field '{field}'"
+        lines.append(f"{file_position(file, locate, loc)}: {what}: {message}")
     return "\n".join(lines)
 
 
-def parse_file_config(file: Path | str, attributes: dict[str, Any] | None) -> ExportFileConfig:
-    """Validate one file's attributes; raise ConfigError naming file, object and field."""
+def parse_file_config(
+    file: Path | str, attributes: dict[str, Any] | None, locate: Locate | None = None
+) -> ExportFileConfig:
+    """Validate one file's (already templated) attributes; raise ConfigError naming the file,
+    the line, the object and the field."""
     try:
         config = ExportFileConfig.model_validate(attributes or {})
     except pydantic.ValidationError as error:
-        raise ConfigError(format_validation_error(file, error)) from None
+        raise ConfigError(format_validation_error(file, error, locate)) from None
     for kind in OBJECT_KINDS:
         for name in getattr(config, kind):
             if not NAME_PATTERN.match(name):
                 raise ConfigError(
-                    f"{file}: {kind[:-1]} '{name}': the name must start with a letter or '_' "
-                    "and hold only letters, digits and '_' (it becomes a table and asset name)"
+                    f"{file_position(file, locate, (kind, name))}: {kind[:-1]} '{name}': the name "
+                    "must start with a letter or '_' and hold only letters, digits and '_' "
+                    "(it becomes a table and asset name)"
                 )
     return config

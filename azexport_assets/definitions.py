@@ -4,12 +4,18 @@ from pathlib import Path
 
 import dagster as dg
 
+from azexport_assets.components.loading import config_errors_first
 from azexport_assets.resources import WAREHOUSE_KEY, WarehouseResource
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
+    # A broken defs.yaml is reported as its one-line message (file:line, object, field),
+    # not as the last line under Dagster's component-tree tracebacks.
+    with config_errors_first(PROJECT_ROOT):
+        loaded = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
     return dg.Definitions.merge(
-        dg.load_from_defs_folder(path_within_project=Path(__file__).parent),
-        dg.Definitions(resources={WAREHOUSE_KEY: WarehouseResource()}),
+        loaded, dg.Definitions(resources={WAREHOUSE_KEY: WarehouseResource()})
     )

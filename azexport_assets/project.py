@@ -2,32 +2,35 @@
 
 Names are global (a model in one folder can be exported by an activation in another), so a
 name used twice anywhere is an error, and every reference must resolve. Each object keeps the
-file it came from, so every message can name the file, the object and the field.
+file it came from (and where in it), so every message can name the file, the line, the object
+and the field. The files themselves are read by Dagster's component loader (see
+`components/loading.py`): this module only merges what the components hold.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
-import yaml
-
+from azexport_assets import naming
 from azexport_assets.config import (
     ActivationConfig,
     ConfigError,
     DestinationConfig,
     ExportFileConfig,
+    Locate,
     ModelConfig,
     SegmentConfig,
     SourceConfig,
-    parse_file_config,
+    file_position,
 )
 
-COMPONENT_TYPES = {
-    "azexport_assets.components.AzureExport",
-    "azexport_assets.components.azure_export.AzureExport",
-}
+# The longest suffix a part file can get after its rendered name: '_removed_part-00001'
+# plus the longest extension ('.parquet' / '.jsonl.zst'), and '_manifest.json'.
+_LONGEST_SUFFIX = len("_removed") + len(naming.part_suffix(1)) + len(".parquet")
 
 
 @dataclass
@@ -42,6 +45,8 @@ class Project:
     activations: dict[str, ActivationConfig] = field(default_factory=dict)
     origin: dict[tuple[str, str], Path] = field(default_factory=dict)
     model_sql: dict[str, str] = field(default_factory=dict)
+    # Where each object's keys sit in its file (absent for objects built in Python).
+    locate: dict[tuple[str, str], Locate] = field(default_factory=dict)
 
     def file_of(self, kind: str, name: str) -> Path:
         return self.origin[(kind, name)]
@@ -50,9 +55,16 @@ class Project:
         """The declaring file, relative to the project root when possible (for messages)."""
         return _display(self.file_of(kind, name), self.project_root)
 
+    def position(self, kind: str, name: str, field_name: str | None = None) -> str:
+        """'path/defs.yaml:12:7' — the object's (or its field's) place, for messages."""
+        loc: tuple[str, ...] = (kind, name, *(field_name.split(".") if field_name else ()))
+        return file_position(self.shown(kind, name), self.locate.get((kind, name)), loc)
+
     def where(self, kind: str, name: str, field_name: str) -> str:
-        """'path/defs.yaml: activation 'crm', field 'mapping'' — the prefix of every message."""
-        return f"{self.shown(kind, name)}: {kind[:-1]} '{name}', field '{field_name}'"
+        """'path/defs.yaml:12:7: activation 'crm', field 'mapping'' — every message's prefix."""
+        return (
+            f"{self.position(kind, name, field_name)}: {kind[:-1]} '{name}', field '{field_name}'"
+        )
 
     def model_of(self, source: str) -> str:
         """The model behind a model or segment name."""
@@ -67,40 +79,39 @@ class Project:
         return ["segments" if source in self.segments else "models", source]
 
 
-def read_component_files(defs_root: Path) -> list[tuple[Path, dict[str, Any]]]:
-    """(file, attributes) of every defs.yaml under defs_root whose type is AzureExport."""
-    found = []
-    for path in sorted(defs_root.rglob("defs.yaml")):
-        try:
-            documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML: {error}") from None
-        for document in documents:
-            if isinstance(document, dict) and document.get("type") in COMPONENT_TYPES:
-                attributes = document.get("attributes") or {}
-                if not isinstance(attributes, dict):
-                    raise ConfigError(f"{path}: 'attributes' must be a mapping")
-                found.append((path, attributes))
-    return found
+@dataclass(frozen=True)
+class DeclaredFile:
+    """One AzureExport component's validated objects and the defs.yaml that declared them."""
+
+    path: Path
+    config: ExportFileConfig
+    locate: Locate | None = None
 
 
-def build_project(files: list[tuple[Path, ExportFileConfig]], project_root: Path) -> Project:
+def build_project(files: list[DeclaredFile], project_root: Path) -> Project:
     """Merge per-file configs, rejecting duplicate names and dangling references."""
     project = Project(project_root=project_root)
-    for path, config in files:
+    for declared in files:
         for kind in ("sources", "models", "segments", "destinations", "activations"):
             target: dict[str, Any] = getattr(project, kind)
-            for name, obj in getattr(config, kind).items():
+            for name, obj in getattr(declared.config, kind).items():
                 if (kind, name) in project.origin:
+                    here = file_position(
+                        _display(declared.path, project_root), declared.locate, (kind, name)
+                    )
                     raise ConfigError(
-                        f"{_display(path, project_root)}: {kind[:-1]} '{name}' is already defined "
-                        f"in {project.shown(kind, name)}; names must be unique across all defs.yaml"
+                        f"{here}: {kind[:-1]} '{name}' is already defined in "
+                        f"{project.position(kind, name)}; names must be unique across all "
+                        "defs.yaml files"
                     )
                 target[name] = obj
-                project.origin[(kind, name)] = path
+                project.origin[(kind, name)] = declared.path
+                if declared.locate:
+                    project.locate[(kind, name)] = declared.locate
     _check_name_clashes(project)
     _read_model_sql(project)
     _check_references(project)
+    _check_blob_names(project)
     return project
 
 
@@ -163,13 +174,29 @@ def _check_references(project: Project) -> None:
             )
 
 
+def _check_blob_names(project: Project) -> None:
+    """The destination's prefix plus the longest name an activation can write fits Azure's
+    1024 characters (each part is checked on its own when the config is parsed)."""
+    sample_time = datetime(2025, 4, 14, 12, 0, 0, tzinfo=ZoneInfo("UTC"))
+    for name, activation in project.activations.items():
+        prefix = project.destinations[activation.destination].path_prefix
+        rendered = naming.render(activation.file_name, sample_time, activation.timezone)
+        longest = len(naming.join_prefix(prefix, rendered)) + _LONGEST_SUFFIX
+        if longest > 1024:
+            raise ConfigError(
+                f"{project.where('activations', name, 'file_name')}: with the path_prefix of "
+                f"destination '{activation.destination}' the blob names reach {longest} "
+                "characters; Azure allows 1024: shorten the file name or the prefix"
+            )
+
+
 def load_project(defs_root: Path, project_root: Path) -> Project:
-    """Read, validate and merge every AzureExport defs.yaml under defs_root."""
-    parsed = [
-        (path, parse_file_config(_display(path, project_root), attributes))
-        for path, attributes in read_component_files(defs_root)
-    ]
-    return build_project(parsed, project_root)
+    """Load every AzureExport defs.yaml under defs_root through Dagster's component loader
+    (the same parsing and templating as the code location) and merge them."""
+    # Imported here: the loader is part of the Dagster layer above this module.
+    from azexport_assets.components.loading import load_project_from_folder
+
+    return load_project_from_folder(defs_root, project_root)
 
 
 def _display(path: Path, root: Path) -> Path:

@@ -227,10 +227,11 @@ def test_duplicate_name_across_folders(project_dir):
           sas_token: {env: OTHER_SAS}
     """
     message = error_of(project_dir, BASE, {"zz_other": other})
-    assert (
-        "defs/zz_other/defs.yaml: destination 'lake' is already defined in defs/main/defs.yaml"
-        in message
-    )
+    # Both files, with the line and column of each declaration.
+    assert message.startswith(
+        "defs/zz_other/defs.yaml:5:5: destination 'lake' is already defined in "
+        "defs/main/defs.yaml:11:5;"
+    ), message
 
 
 def test_cross_folder_reference_works(project_dir):

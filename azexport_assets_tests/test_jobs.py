@@ -10,7 +10,7 @@ import json
 import dagster as dg
 import duckdb
 
-from azexport_assets.asset_keys import export_key, model_key
+from azexport_assets.asset_keys import export_key, model_key, source_key
 
 DEFS = """
 models:
@@ -140,3 +140,24 @@ def test_view_models_are_read_through_without_a_copy(project):
     finally:
         con.close()
     assert kinds == {"people": "VIEW", "adults": "VIEW"}
+
+
+def test_a_model_may_read_a_source_declared_in_another_folder(project):
+    kit = project
+    kit.source_sql("CREATE TABLE people AS SELECT range AS id, 'p' || range AS name FROM range(3)")
+    kit.write_defs("models: {}\n", folder="a")  # declares the source `src` and destination
+    other = kit.root / "defs" / "b" / "defs.yaml"
+    other.parent.mkdir(parents=True)
+    other.write_text(
+        "type: azexport_assets.components.AzureExport\n"
+        "attributes:\n"
+        "  models:\n"
+        "    people: {sql: SELECT * FROM src.people, primary_key: id}\n"
+        "  activations:\n"
+        "    everyone: {source: people, destination: lake, file_name: everyone}\n"
+    )
+    graph = kit.definitions().resolve_asset_graph()
+    assert source_key("src", "people") in graph.get(model_key("people")).parent_keys
+    assert kit.run("everyone").success
+    rows = list(csv.DictReader(io.StringIO(kit.download("everyone.csv").decode())))
+    assert [r["id"] for r in rows] == ["0", "1", "2"]

@@ -21,9 +21,9 @@ from azure.identity import EnvironmentCredential
 from dagster_azure.blob import AzureBlobStorageKeyCredential, AzureBlobStorageSASTokenCredential
 
 from azexport_assets.demo.azurite import DEV_KEY, Azurite, container_sas
+from azexport_assets.resources import ExportBlobStorage
 from azexport_assets.storage import (
     CappedExponentialRetry,
-    ExportBlobStorage,
     ExportContainerClient,
     StorageError,
     preflight,

@@ -1,10 +1,16 @@
-"""`python -m benchmarks [--rows N]` (or `make bench`): every benchmark, one after another.
+"""`python -m benchmarks [--rows N] [--only suites] [run options]` (or `make bench`).
 
-Each prints ratios against a baseline measured in the same run on the same machine:
+Every benchmark, one after another; each prints ratios against a baseline measured in the
+same run on the same machine:
 - export:  our export (format + upload) vs DuckDB COPY + one parallel upload, per format;
 - formats: our writers vs DuckDB COPY to a local file (and peak RSS per format);
 - delta:   compute_change_set vs a bare FULL OUTER JOIN on key + hash;
-- upload:  upload_file vs a bare upload_blob(max_concurrency=4).
+- upload:  upload_file vs a bare upload_blob(max_concurrency=4);
+- run:     the whole `dagster job execute` a user waits for vs COPY + upload, dlt, the
+           code location's import time and a bare delta join (docs/benchmarks.md).
+
+Options not listed here (e.g. --quick, --reps, --formats) go to the `run` suite.
+Without --rows each suite uses its own default sizes.
 """
 
 from __future__ import annotations
@@ -13,17 +19,19 @@ import argparse
 import subprocess
 import sys
 
-SUITES = ("export", "formats", "delta", "upload")
+SUITES = ("export", "formats", "delta", "upload", "run")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--only", default=",".join(SUITES), help="e.g. export,delta")
-    args = parser.parse_args()
+    parser.add_argument("--rows", help="rows per table (run: comma-separated sizes)")
+    parser.add_argument("--only", default=",".join(SUITES), help="e.g. export,run")
+    args, run_options = parser.parse_known_args()
     failed = 0
     for suite in args.only.split(","):
-        extra = [] if suite == "upload" else ["--rows", str(args.rows)]
+        extra = [] if suite == "upload" or not args.rows else ["--rows", args.rows]
+        if suite == "run":
+            extra += run_options
         print(f"\n=== benchmarks.{suite} {' '.join(extra)}", flush=True)
         failed += (
             subprocess.run([sys.executable, "-m", f"benchmarks.{suite}", *extra]).returncode != 0

@@ -1,38 +1,155 @@
 """The AzureExport component: YAML sources/models/segments/destinations/activations -> Dagster.
 
-Each `defs.yaml` with `type: azexport_assets.components.AzureExport` builds the assets, checks,
-jobs and schedules of the objects it declares. Validation sees every such file at once
-(names are global, references may cross folders) and fails the load with the file, the
-object and the field before anything runs.
+Each `defs.yaml` with `type: azexport_assets.components.AzureExport` is parsed and templated
+by Dagster (`{{ env.X }}` works; secrets still use `{env: VAR}` so they stay `dg.EnvVar` and
+are only read at run time). Its fields are the validated config models of `config.py`; a
+problem is reported at load time with the file, the line, the object and the field.
+
+Names are global and references may cross folders, so the whole project is checked once per
+code-location load (see `loading.py`), then each component builds the assets, checks, jobs and
+schedules of the objects it declares.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from contextvars import ContextVar
+from pathlib import Path
 
 import dagster as dg
-from pydantic import Field
+from pydantic import BaseModel, Field, PrivateAttr
+from typing_extensions import Self
 
 from azexport_assets.components.build import build_definitions
-from azexport_assets.config import ConfigError
-from azexport_assets.introspect import describe_project
-from azexport_assets.project import load_project
+from azexport_assets.components.loading import ValidatedProject, validate_components
+from azexport_assets.components.scaffold import AzureExportScaffolder
+from azexport_assets.components.schema import AzureExportAttributes
+from azexport_assets.config import (
+    ActivationConfig,
+    ConfigError,
+    DestinationConfig,
+    ExportFileConfig,
+    Locate,
+    ModelConfig,
+    SegmentConfig,
+    SourceConfig,
+    file_position,
+    parse_file_config,
+)
+from azexport_assets.project import DeclaredFile
+
+# The project root of the component being loaded (see AzureExport.load).
+_PROJECT_ROOT: ContextVar[Path | None] = ContextVar("azexport_project_root", default=None)
 
 
-class AzureExport(dg.Component, dg.Model, dg.Resolvable):
-    """Exports DuckDB models and segments to Azure Blob Storage (see README for every field)."""
+@dg.scaffold_with(AzureExportScaffolder)
+class AzureExport(dg.Component, dg.Resolvable, dg.Model):
+    """Exports DuckDB models and segments to Azure Blob Storage as CSV, JSON, XML or Parquet
+    files, in full or as deltas. Object names are global across all defs.yaml files."""
 
-    sources: dict[str, Any] = Field(default_factory=dict)
-    models: dict[str, Any] = Field(default_factory=dict)
-    segments: dict[str, Any] = Field(default_factory=dict)
-    destinations: dict[str, Any] = Field(default_factory=dict)
-    activations: dict[str, Any] = Field(default_factory=dict)
+    sources: dict[str, SourceConfig] = Field(default_factory=dict)
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    segments: dict[str, SegmentConfig] = Field(default_factory=dict)
+    destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
+    activations: dict[str, ActivationConfig] = Field(default_factory=dict)
+
+    # Where the component was declared (None when built in Python), for messages and for
+    # telling which objects are this component's own.
+    _file: Path | None = PrivateAttr(None)
+    _locate: Locate | None = PrivateAttr(None)
+    # The whole project, validated once per component tree and shared by its components.
+    _validated: ValidatedProject | None = PrivateAttr(None)
+
+    @classmethod
+    def model(cls) -> type[BaseModel]:
+        """The YAML schema (JSON Schema for editors and `dg check yaml`)."""
+        return AzureExportAttributes
+
+    @classmethod
+    def load(cls, attributes: BaseModel | None, context: dg.ComponentLoadContext) -> Self:
+        # Dagster resolves the attributes without the load context; the project root in it
+        # shortens the file names in messages.
+        token = _PROJECT_ROOT.set(context.project_root)
+        try:
+            return super().load(attributes, context)
+        finally:
+            _PROJECT_ROOT.reset(token)
+
+    @classmethod
+    def resolve_from_model(cls, context: dg.ResolutionContext, model: BaseModel) -> Self:
+        """Render the templates, then validate with the config models (one message per
+        problem: 'file:line:col: activation 'x', field 'y': what is wrong')."""
+        raw = model.model_dump(exclude_unset=True)
+        rendered = context.resolve_value(raw)
+        file, shown, locate = _whereabouts(context)
+        config = parse_file_config(shown, rendered, locate)
+        _check_schedules(config, shown, locate)
+        component = cls(**{kind: getattr(config, kind) for kind in ExportFileConfig.model_fields})
+        component._file = file
+        component._locate = locate
+        return component
+
+    def declared_file(self) -> DeclaredFile | None:
+        """This component's objects and the defs.yaml that declared them."""
+        if self._file is None:
+            return None
+        config = ExportFileConfig(
+            sources=self.sources,
+            models=self.models,
+            segments=self.segments,
+            destinations=self.destinations,
+            activations=self.activations,
+        )
+        return DeclaredFile(path=self._file, config=config, locate=self._locate)
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        validated = self._validated or _validate_tree(context)
+        if self._file is None:
+            return dg.Definitions()
+        return build_definitions(validated.project, validated.shape, only_file=self._file)
+
+
+def _validate_tree(context: dg.ComponentLoadContext) -> ValidatedProject:
+    """Validate every AzureExport of this load once and share the result with all of them."""
+    components = context.component_tree.get_all_components(of_type=AzureExport)
+    validated = validate_components(components, context.project_root)
+    for component in components:
+        component._validated = validated
+    return validated
+
+
+def _whereabouts(context: dg.ResolutionContext) -> tuple[Path | None, str, Locate | None]:
+    """(file, file as shown in messages, locate) of the defs.yaml being resolved."""
+    tree = context.source_position_tree
+    if tree is None or not tree.position.filename or tree.position.filename == "<string>":
+        return None, "<attributes>", None
+    file = Path(tree.position.filename).resolve()
+    root = _PROJECT_ROOT.get()
+    shown = str(file)
+    if root is not None and file.is_relative_to(root.resolve()):
+        shown = str(file.relative_to(root.resolve()))
+
+    def locate(loc: tuple[str | int, ...]) -> tuple[int, int] | None:
+        position, _ = tree.lookup_closest_and_path([*context.path, *loc], None)
+        return position.start.line, position.start.col
+
+    return file, shown, locate
+
+
+def _check_schedules(config: ExportFileConfig, shown: str, locate: Locate | None) -> None:
+    """Cron strings follow Dagster's own rules (5 fields, no 30 February)."""
+    for name, activation in config.activations.items():
+        if activation.schedule is None:
+            continue
         try:
-            project = load_project(context.defs_module_path, context.project_root)
-            shape = describe_project(project)
-        except ConfigError as error:
-            # Re-raised bare so the message (file, object, field) is what users see first.
-            raise ConfigError(str(error)) from None
-        return build_definitions(project, shape, only_file=context.path / "defs.yaml")
+            dg.ScheduleDefinition(
+                name=f"check_{name}",
+                cron_schedule=activation.schedule,
+                job_name=f"check_{name}",
+                execution_timezone=activation.timezone,
+            )
+        except dg.DagsterInvalidDefinitionError:
+            place = file_position(shown, locate, ("activations", name, "schedule"))
+            raise ConfigError(
+                f"{place}: activation '{name}', field 'schedule': {activation.schedule!r} is "
+                "not a valid cron string: use 5 fields, e.g. '0 6 * * *' (06:00 every day)"
+            ) from None

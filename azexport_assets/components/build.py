@@ -17,8 +17,8 @@ from azexport_assets.components.jobs import (
 )
 from azexport_assets.components.model_assets import model_asset, segment_asset, source_table_specs
 from azexport_assets.components.sensors import source_change_sensor, warning_webhook_sensor
-from azexport_assets.introspect import ProjectShape, describe_project
-from azexport_assets.project import Project, load_project
+from azexport_assets.introspect import ProjectShape
+from azexport_assets.project import Project
 from azexport_assets.resources import (
     WAREHOUSE_KEY,
     WarehouseResource,
@@ -44,7 +44,7 @@ def build_definitions(
         declared("segments"),
         declared("activations"),
     )
-    assets: list[Any] = source_table_specs(project, shape, models)
+    assets: list[Any] = source_table_specs(project, shape, declared("sources"))
     assets += [model_asset(project, shape, m) for m in models]
     assets += [segment_asset(project, shape, s) for s in segments]
     jobs: dict[str, Any] = {}
@@ -85,9 +85,11 @@ def build_definitions(
 def project_definitions(
     defs_root: Path, project_root: Path, warehouse: WarehouseResource | None = None
 ) -> dg.Definitions:
-    """Everything under defs_root plus the warehouse resource (tests and scripts use this)."""
-    project = load_project(defs_root, project_root)
-    definitions = build_definitions(project, describe_project(project))
+    """Everything under defs_root plus the warehouse resource (tests and scripts use this).
+    Built component by component, exactly as the code location builds it."""
+    from azexport_assets.components.loading import definitions_from_folder  # imports us
+
+    definitions = definitions_from_folder(defs_root, project_root)
     return dg.Definitions.merge(
         definitions,
         dg.Definitions(resources={WAREHOUSE_KEY: warehouse or WarehouseResource()}),

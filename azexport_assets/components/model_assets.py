@@ -17,11 +17,14 @@ from azexport_assets.sql_text import quote_ident
 PRIMARY_KEY_CHECK = "primary_key_unique_not_null"
 
 
-def source_table_specs(project: Project, shape: ProjectShape, models: list[str]) -> list:
-    """External assets for the source tables the given models read."""
+def source_table_specs(project: Project, shape: ProjectShape, sources: list[str]) -> list:
+    """External assets for the tables of `sources` that any model of the project reads (each
+    is declared once, by the component that declares its source)."""
     specs = {}
-    for model in models:
+    for model in project.models:
         for source, table in shape.deps[model].source_tables:
+            if source not in sources:
+                continue
             config = project.sources[source]
             specs[(source, table)] = dg.AssetSpec(
                 key=source_key(source, table),

@@ -17,7 +17,6 @@ import urllib.error
 import urllib.request
 
 import dagster as dg
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from azexport_assets.asset_keys import export_key
 from azexport_assets.components.lineage import upstream_models
@@ -111,11 +110,13 @@ def warning_webhook_sensor(
         failed = []
         for check in check_names:
             records = context.instance.event_log_storage.get_asset_check_execution_history(
-                dg.AssetCheckKey(asset_key, check),
-                limit=100,
-                status={AssetCheckExecutionRecordStatus.FAILED},
+                dg.AssetCheckKey(asset_key, check), limit=100
             )
-            failed += [r for r in records if r.id > seen and r.event is not None]
+            failed += [
+                r
+                for r in records
+                if r.id > seen and r.event is not None and _status(r) == "FAILED"
+            ]
         if not failed:
             return dg.SkipReason("no new warnings")
         url = os.environ.get(url_env)
@@ -126,6 +127,13 @@ def warning_webhook_sensor(
         return dg.SensorResult(cursor=str(max(r.id for r in failed)))
 
     return _sensor
+
+
+def _status(record) -> str:
+    """'SUCCEEDED' / 'FAILED' / ... of a check execution record (compared by name, so no
+    import from Dagster's private modules is needed)."""
+    status = record.status
+    return str(getattr(status, "value", status))
 
 
 def warning_payload(activation: str, record) -> dict:

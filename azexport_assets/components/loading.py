@@ -1,0 +1,149 @@
+"""The whole project from Dagster's component tree, validated once per code-location load.
+
+Dagster reads and templates every `defs.yaml` (one YAML reader for the code location, the
+tests and the scripts). Names are global and references cross folders, so the checks that
+need every file (duplicates, references, SQL bound in DuckDB) run on the set of loaded
+AzureExport components, once: the first component to build its definitions validates the
+project and hands the result to all the others of the same tree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import sys
+import types
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import dagster as dg
+import pydantic
+import yaml
+
+from azexport_assets.config import OBJECT_KINDS, ConfigError
+from azexport_assets.introspect import ProjectShape, describe_project
+from azexport_assets.project import DeclaredFile, Project, build_project
+
+if TYPE_CHECKING:
+    from azexport_assets.components.azure_export import AzureExport
+
+
+@dataclass(frozen=True)
+class ValidatedProject:
+    """Every AzureExport of one component tree, merged and checked (SQL bound in DuckDB)."""
+
+    project: Project
+    shape: ProjectShape
+
+
+def merge_components(components: Sequence[AzureExport], project_root: Path) -> Project:
+    """Merge the loaded components' objects; ConfigError on clashes or dangling references."""
+    files: list[DeclaredFile] = []
+    for component in components:
+        declared = component.declared_file()
+        if declared is None:
+            if any(getattr(component, kind) for kind in OBJECT_KINDS):
+                raise ConfigError(
+                    "an AzureExport built in Python has no defs.yaml to name in messages and "
+                    "to build from: declare its objects in a defs.yaml under the defs folder"
+                )
+            continue  # `attributes:` left empty: nothing to merge
+        if any(f.path == declared.path for f in files):
+            # Each component builds the objects of its own file: one document per file.
+            raise ConfigError(
+                f"{_shown(str(declared.path), project_root)}: holds more than one AzureExport "
+                "document; declare all objects of a folder in one document"
+            )
+        files.append(declared)
+    files.sort(key=lambda f: str(f.path))  # stable messages: the first file in path order wins
+    return build_project(files, project_root)
+
+
+def validate_components(components: Sequence[AzureExport], project_root: Path) -> ValidatedProject:
+    project = merge_components(components, project_root)
+    return ValidatedProject(project=project, shape=describe_project(project))
+
+
+def component_tree(defs_root: Path, project_root: Path) -> dg.ComponentTree:
+    """Dagster's component tree over any defs folder (the project's, or a test's temp one)."""
+    defs_root = defs_root.resolve()
+    # The folder becomes a package so that Python files in it (if any) import as in a project.
+    name = "azexport_defs_" + hashlib.sha1(str(defs_root).encode()).hexdigest()[:12]
+    module = sys.modules.get(name)
+    if module is None:
+        module = types.ModuleType(name)
+        module.__path__ = [str(defs_root)]
+        module.__file__ = None
+        sys.modules[name] = module
+    return dg.ComponentTree.from_module(defs_module=module, project_root=project_root)
+
+
+def azure_exports(tree: dg.ComponentTree) -> list[AzureExport]:
+    """Every AzureExport component of the tree (loading them if not loaded yet)."""
+    from azexport_assets.components.azure_export import AzureExport
+
+    return tree.get_all_components(of_type=AzureExport)
+
+
+def load_project_from_folder(defs_root: Path, project_root: Path) -> Project:
+    """Every AzureExport defs.yaml under defs_root, loaded by Dagster and merged."""
+    with config_errors_first(project_root):
+        components = azure_exports(component_tree(defs_root, project_root))
+        return merge_components(components, project_root)
+
+
+def definitions_from_folder(defs_root: Path, project_root: Path) -> dg.Definitions:
+    """What the code location builds from defs_root: each component's own definitions."""
+    with config_errors_first(project_root):
+        return component_tree(defs_root, project_root).build_defs()
+
+
+def _shown(file: str, project_root: Path | None) -> str:
+    path = Path(file)
+    if project_root is not None and path.is_absolute():
+        with contextlib.suppress(ValueError):
+            return str(path.relative_to(project_root.resolve()))
+    return file
+
+
+def as_config_error(error: BaseException, project_root: Path | None = None) -> ConfigError | None:
+    """The user's problem behind Dagster's wrappers (component tree errors), as one
+    ConfigError: ours, a YAML syntax error, or Dagster's own check of a defs.yaml's layout."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ConfigError):
+            return current
+        if isinstance(current, yaml.MarkedYAMLError) and current.problem_mark is not None:
+            mark = current.problem_mark
+            where = f"{_shown(mark.name, project_root)}:{mark.line + 1}:{mark.column + 1}"
+            context = f" ({current.context})" if current.context else ""
+            return ConfigError(f"{where}: not valid YAML: {current.problem}{context}")
+        if isinstance(current, pydantic.ValidationError):
+            lines = []
+            for err in current.errors():
+                # Dagster's located errors read 'attributes.x at /path/defs.yaml:12'.
+                path, _, position = ".".join(str(p) for p in err["loc"]).rpartition(" at ")
+                where = _shown(position, project_root) if path else "defs.yaml"
+                lines.append(f"{where}: field '{path or position}': {err['msg']}")
+            return ConfigError("\n".join(lines))
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+@contextlib.contextmanager
+def config_errors_first(project_root: Path | None = None) -> Iterator[None]:
+    """Re-raise a configuration error on its own, so its one line (file:line, object, field)
+    is the first thing users read instead of the last line under Dagster's load tracebacks."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except Exception as error:
+        found = as_config_error(error, project_root)
+        if found is None:
+            raise
+        raise ConfigError(str(found)) from None
