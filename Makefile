@@ -18,12 +18,16 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# Runs every demo activation through Dagster (dg dev / dagster dev, GraphQL) and lists the
+# blobs written; the runs stay in the run history that `make ui` shows.
 demo: setup
 	$(PY) -m azexport_assets.demo
 
 test: setup
 	$(PY) -m pytest
 
+# The Dagster UI on the demo's setup: `dg dev` when installed, else `dagster dev -w
+# workspace.yaml`, on $(DAGSTER_PORT) (default 3000). Ctrl-C stops everything it started.
 ui: setup
 	$(PY) -m azexport_assets.demo.ui
 
