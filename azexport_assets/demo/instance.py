@@ -15,8 +15,22 @@ from pathlib import Path
 
 import dagster as dg
 
-# The demo must not phone home (and the machine may have no internet).
-DEFAULT_DAGSTER_YAML = "telemetry:\n  enabled: false\n"
+# No telemetry (the demo must not phone home), and the concurrency the project documents: one
+# step at a time on the DuckDB file (pool azexport_warehouse) and one run per activation, so
+# waiting work shows as queued in the UI.
+DEFAULT_DAGSTER_YAML = """\
+telemetry:
+  enabled: false
+concurrency:
+  pools:
+    default_limit: 1
+  runs:
+    tag_concurrency_limits:
+      - key: azexport/activation
+        value:
+          applyLimitPerUniqueValue: true
+        limit: 1
+"""
 
 
 def prepare_dagster_home(home: Path) -> Path:
