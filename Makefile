@@ -29,6 +29,8 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# Runs every demo activation through Dagster (dg dev / dagster dev, GraphQL) and lists the
+# blobs written; the runs stay in the run history that `make ui` shows.
 demo: setup
 	$(PY) -m azexport_assets.demo
 
@@ -38,6 +40,8 @@ test: setup
 test-lake: $(LAKE_VENV)/.installed node_modules/.installed
 	$(LAKE_PY) -m pytest -m lake
 
+# The Dagster UI on the demo's setup: `dg dev` when installed, else `dagster dev -w
+# workspace.yaml`, on $(DAGSTER_PORT) (default 3000). Ctrl-C stops everything it started.
 ui: setup
 	$(PY) -m azexport_assets.demo.ui
 

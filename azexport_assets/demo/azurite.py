@@ -38,6 +38,17 @@ def azurite_binary() -> Path:
     return binary
 
 
+def account_url_for(port: int) -> str:
+    return f"http://127.0.0.1:{port}/{DEV_ACCOUNT}"
+
+
+def connection_string_for(port: int) -> str:
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};"
+        f"BlobEndpoint={account_url_for(port)};"
+    )
+
+
 @dataclass
 class Azurite:
     """A running Azurite blob service."""
@@ -49,14 +60,11 @@ class Azurite:
 
     @property
     def account_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/{DEV_ACCOUNT}"
+        return account_url_for(self.port)
 
     @property
     def connection_string(self) -> str:
-        return (
-            f"DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};"
-            f"BlobEndpoint={self.account_url};"
-        )
+        return connection_string_for(self.port)
 
     def stop(self) -> None:
         if self.process.poll() is None:

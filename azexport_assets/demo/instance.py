@@ -1,0 +1,51 @@
+"""Prepare a DAGSTER_HOME before anything runs in it.
+
+Dagster creates its SQLite storage (tables `runs`, `event_logs`, ...) the first time an
+instance opens a folder. Several processes opening a fresh folder at the same moment (CLI
+runs, a webserver and a daemon) race on that schema set-up and some of them fail. Creating
+the storage once, before starting any of them, avoids it: that is what `prepare_dagster_home`
+does (the same as `dagster instance migrate`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import dagster as dg
+
+# No telemetry (the demo must not phone home), and the concurrency the project documents: one
+# step at a time on the DuckDB file (pool azexport_warehouse) and one run per activation, so
+# waiting work shows as queued in the UI.
+DEFAULT_DAGSTER_YAML = """\
+telemetry:
+  enabled: false
+concurrency:
+  pools:
+    default_limit: 1
+  runs:
+    tag_concurrency_limits:
+      - key: azexport/activation
+        value:
+          applyLimitPerUniqueValue: true
+        limit: 1
+"""
+
+
+def prepare_dagster_home(home: Path) -> Path:
+    """Create `home` with a dagster.yaml (kept if present) and its storage schema, once."""
+    home = home.resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(DEFAULT_DAGSTER_YAML)
+    # upgrade() is idempotent: it creates missing tables and applies pending migrations.
+    # It prints progress lines and bars of no interest here.
+    with (
+        dg.DagsterInstance.from_config(str(home)) as instance,
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()),
+    ):
+        instance.upgrade()
+    return home

@@ -1,0 +1,206 @@
+"""The demo's machinery: runs launched through Dagster, export metadata read back, the
+Azurite port kept across runs, the webhook receiver, and stopping process trees."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+import urllib.request
+
+import dagster as dg
+import pytest
+from dagster_graphql import DagsterGraphQLClient
+
+from azexport_assets.demo import environment
+from azexport_assets.demo.processes import alive, descendants, identities, stop_trees
+from azexport_assets.demo.runs import WrittenBlob, export_blobs, launch, run_exports, wait_for_run
+from azexport_assets.demo.webhook import WebhookReceiver
+from azexport_assets_tests.served_kit import serve_project
+
+LOCATION = "demo_test"
+DEFS = """
+models:
+  people:
+    sql: SELECT * FROM src.people
+    primary_key: id
+activations:
+  people_audit:
+    source: people
+    destination: lake
+    file_name: audit/people_{X}
+    format: csv
+    run_type: full_then_delta
+    sync_mode: difference
+    manifest: true
+"""
+
+JOB_RUNS_QUERY = """
+query JobRuns($selector: PipelineSelector!) {
+  pipelineOrError(params: $selector) {
+    __typename
+    ... on Pipeline { runs { runId status } }
+  }
+}
+"""
+
+REEXECUTE = """
+mutation Reexecute($parentRunId: String!) {
+  launchPipelineReexecution(
+    reexecutionParams: {parentRunId: $parentRunId, strategy: ALL_STEPS}
+  ) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+def test_runs_launched_through_dagster_are_in_the_job_history_and_reexecutable(
+    project, tmp_path, monkeypatch
+):
+    kit = project
+    kit.source_sql("CREATE TABLE people AS SELECT range AS id, 'p' || range AS name FROM range(50)")
+    kit.write_defs(DEFS)
+    with serve_project(kit, tmp_path, monkeypatch, LOCATION) as server:
+        client = DagsterGraphQLClient(server.host, port_number=server.port)
+        run_id = launch(client, "activate_people_audit")
+        assert wait_for_run(client, run_id, timeout=180) == dg.DagsterRunStatus.SUCCESS
+        instance = dg.DagsterInstance.get()
+
+        exports = run_exports(instance, run_id)
+        blobs = exports["people_audit"]
+        names = [b.name for b in blobs]
+        assert names[-1].endswith("_manifest.json") and blobs[-1].rows is None
+        (added,) = [b for b in blobs if b.name.endswith("_added.csv")]
+        assert added.rows == 50
+        assert added.bytes == len(kit.download(added.name))
+        assert kit.download(added.name).decode().splitlines()[1:3] == ["0,p0", "1,p1"]
+        manifest = json.loads(kit.download(names[-1]))
+        assert blobs[-1].bytes == len(kit.download(names[-1])) and manifest
+        # Every blob, the manifest included, has its link in the metadata.
+        assert all(b.url and b.url.endswith("/" + b.name) for b in blobs), blobs
+
+        selector = {
+            "pipelineName": "activate_people_audit",
+            "repositoryName": "__repository__",
+            "repositoryLocationName": LOCATION,
+        }
+        history = server.graphql(JOB_RUNS_QUERY, {"selector": selector})["pipelineOrError"]
+        assert [r["runId"] for r in history["runs"]] == [run_id]
+
+        answer = server.graphql(REEXECUTE, {"parentRunId": run_id})["launchPipelineReexecution"]
+        assert answer["__typename"] == "LaunchRunSuccess", answer
+        child = answer["run"]["runId"]
+        assert wait_for_run(client, child, timeout=180) == dg.DagsterRunStatus.SUCCESS
+        assert instance.get_run_by_id(child).parent_run_id == run_id
+        # Nothing changed in between: the re-execution exports an empty difference.
+        assert all(b.rows in (0, None) for b in run_exports(instance, child)["people_audit"])
+
+
+def _table(rows: list[dict]) -> dg.MetadataValue:
+    columns = [("blob", "string"), ("rows", "int"), ("bytes", "int"), ("md5", "string")]
+    return dg.MetadataValue.table(
+        [dg.TableRecord(r) for r in rows],
+        schema=dg.TableSchema(columns=[dg.TableColumn(n, t) for n, t in columns]),
+    )
+
+
+def test_export_blobs_reads_the_files_table_and_one_url_per_blob():
+    base = "http://127.0.0.1:10000/devstoreaccount1/lake"
+    metadata = {
+        "files": _table(
+            [
+                {"blob": "p/a b_added.csv", "rows": 3, "bytes": 30, "md5": "x"},
+                {"blob": "p/a b_removed.csv", "rows": 1, "bytes": 12, "md5": "y"},
+            ]
+        ),
+        "dagster/row_count": dg.MetadataValue.int(4),
+        "blob_1": dg.MetadataValue.url(f"{base}/p/a%20b_added.csv"),
+        "blob_2": dg.MetadataValue.url(f"{base}/p/a%20b_removed.csv"),
+        "manifest": dg.MetadataValue.text("p/a b_manifest.json"),
+        "manifest_bytes": dg.MetadataValue.int(99),
+    }
+    assert export_blobs(metadata) == [
+        WrittenBlob("p/a b_added.csv", 30, 3, f"{base}/p/a%20b_added.csv"),
+        WrittenBlob("p/a b_removed.csv", 12, 1, f"{base}/p/a%20b_removed.csv"),
+        WrittenBlob("p/a b_manifest.json", 99, None, None),
+    ]
+
+
+def test_export_blobs_falls_back_to_the_blob_files_list():
+    metadata = {
+        "files": dg.MetadataValue.int(1),  # a count, in metadata written before the table
+        "blob_files": dg.MetadataValue.json(
+            [{"name": "x.csv", "rows": 5, "bytes": 50, "md5": "m"}]
+        ),
+        "blob_urls": dg.MetadataValue.json(["http://h:1/acct/c/x.csv"]),
+    }
+    assert export_blobs(metadata) == [WrittenBlob("x.csv", 50, 5, "http://h:1/acct/c/x.csv")]
+    assert export_blobs({"rows": dg.MetadataValue.int(0)}) == []
+
+
+@pytest.fixture
+def state_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(environment, "STATE_DIR", tmp_path)
+    monkeypatch.setattr(environment, "PORT_FILE", tmp_path / "azurite.port")
+    return tmp_path
+
+
+def test_azurite_keeps_its_port_and_a_running_one_is_reused(state_dir, capsys):
+    with environment.demo_azurite() as (first_url, _):
+        port = environment.remembered_port()
+        assert port and first_url.startswith(f"http://127.0.0.1:{port}/")
+        assert port < 32768  # outside the ephemeral range: stays free between runs
+        with environment.demo_azurite() as (reused_url, _):
+            assert reused_url == first_url
+        assert "already running" in capsys.readouterr().out
+        assert environment.azurite_listens_on(port)  # the inner block did not stop it
+    assert not environment.azurite_listens_on(port)
+    with environment.demo_azurite() as (again_url, _):
+        assert again_url == first_url
+
+
+def test_azurite_moves_when_its_port_is_taken_by_another_program(state_dir, capsys):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        environment.PORT_FILE.write_text(str(taken))
+        with environment.demo_azurite() as (url, _):
+            assert f":{taken}/" not in url
+            assert environment.remembered_port() != taken
+    assert f"Port {taken}" in capsys.readouterr().out
+
+
+def test_webhook_receiver_writes_what_it_receives(tmp_path):
+    with WebhookReceiver(tmp_path / "webhook") as receiver:
+        body = json.dumps({"check": "sas_expiry", "activation": "a"}).encode()
+        request = urllib.request.Request(
+            receiver.url, data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 204
+        (record,) = receiver.received()
+    assert record["payload"] == {"check": "sas_expiry", "activation": "a"}
+    assert record["path"] == "/warnings"
+    lines = (tmp_path / "webhook" / "received.jsonl").read_text().splitlines()
+    assert [json.loads(line)["payload"]["check"] for line in lines] == ["sas_expiry"]
+
+
+def test_stop_trees_kills_a_tree_that_ignores_interrupts(tmp_path):
+    # A parent and children that ignore SIGINT and SIGTERM; one child in its own session.
+    script = 'trap "" INT TERM; sleep 300 & sleep 300 & setsid sleep 300 & wait'
+    root = subprocess.Popen(["bash", "-c", script], start_new_session=True)
+    deadline = time.monotonic() + 10
+    while len(descendants(root.pid)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    tree = identities(descendants(root.pid) | {root.pid})
+    assert len(tree) == 4
+    started = time.monotonic()
+    stop_trees([root], interrupt_grace=0.5, term_grace=0.5)
+    assert time.monotonic() - started < 5
+    assert not alive(tree)
+    assert root.returncode is not None

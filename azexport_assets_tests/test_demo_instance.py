@@ -1,0 +1,108 @@
+"""A freshly initialised DAGSTER_HOME takes several CLI runs started at the same moment."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import dagster as dg
+
+from azexport_assets.demo.instance import prepare_dagster_home
+
+DEFS = """
+models:
+  people:
+    sql: SELECT * FROM src.people
+    primary_key: id
+segments:
+  adults:
+    model: people
+    filter: age >= 18
+activations:
+  everyone_csv:
+    source: people
+    destination: lake
+    file_name: everyone
+  everyone_json:
+    source: people
+    destination: lake
+    file_name: everyone
+    format: json
+  adults_csv:
+    source: adults
+    destination: lake
+    file_name: adults
+  adults_upsert:
+    source: adults
+    destination: lake
+    file_name: adults_{X}
+    format: json
+    run_type: full_then_delta
+    sync_mode: upsert
+"""
+
+ENTRY = """
+from pathlib import Path
+from azexport_assets.components.build import project_definitions
+
+defs = project_definitions(Path(__file__).parent / "defs", Path(__file__).parent)
+"""
+
+JOBS = ("everyone_csv", "everyone_json", "adults_csv", "adults_upsert")
+
+
+def test_prepare_is_idempotent_and_keeps_an_existing_dagster_yaml(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\nretention: {}\n")
+    prepare_dagster_home(home)
+    prepare_dagster_home(home)
+    assert "retention" in (home / "dagster.yaml").read_text()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_runs() == []
+
+
+def test_four_cli_runs_at_once_on_a_fresh_home_all_succeed(tmp_path, project):
+    kit = project
+    kit.source_sql(
+        "CREATE TABLE people AS SELECT range AS id, 'p' || range AS name, "
+        "CAST(range % 90 AS INTEGER) AS age FROM range(1, 5001)"
+    )
+    kit.write_defs(DEFS)
+    (kit.root / "entry.py").write_text(textwrap.dedent(ENTRY))
+    home = prepare_dagster_home(tmp_path / "dagster_home")
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    command = [sys.executable, "-m", "dagster", "job", "execute", "-f", "entry.py"]
+    processes = [
+        subprocess.Popen(
+            [*command, "-j", f"activate_{name}"],
+            cwd=kit.root,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name in JOBS
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in processes]
+    for name, process, output in zip(JOBS, processes, outputs, strict=True):
+        assert process.returncode == 0, f"{name}:\n{output[-3000:]}"
+        assert "RUN_SUCCESS" in output, name
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        runs = instance.get_runs()
+        assert sorted(r.job_name for r in runs) == sorted(f"activate_{n}" for n in JOBS)
+        assert {r.status for r in runs} == {dg.DagsterRunStatus.SUCCESS}
+
+    adults = kit.query_source("SELECT count(*) FROM people WHERE age >= 18")[0][0]
+    everyone = list(csv.DictReader(io.StringIO(kit.download("everyone.csv").decode())))
+    assert len(everyone) == 5000 and everyone[0] == {"id": "1", "name": "p1", "age": "1"}
+    assert len(json.loads(kit.download("everyone.json"))) == 5000
+    assert len(list(csv.DictReader(io.StringIO(kit.download("adults.csv").decode())))) == adults
+    (upsert,) = [n for n in kit.blob_names() if n.startswith("adults_") and n.endswith(".json")]
+    assert len(json.loads(kit.download(upsert))) == adults
