@@ -57,7 +57,7 @@ from azexport_assets.storage import (
     upload_bytes,
 )
 from azexport_assets.storage.streaming import GrowingFileUpload, UploadPool
-from azexport_assets.warehouse import Warehouse
+from azexport_assets.warehouse import WarehouseBackend
 
 if TYPE_CHECKING:  # the configuration layer may depend on Dagster; exports do not
     from azexport_assets.config import ActivationConfig, SourceConfig
@@ -353,7 +353,7 @@ class ExportOutcome:
 
 def run_export(
     run: ExportRun,
-    warehouse: Warehouse,
+    warehouse: WarehouseBackend,
     storage: BlobStorage,
     log: Callable[[str], None] | None = None,
 ) -> ExportOutcome:
@@ -505,7 +505,7 @@ class DeltaRun:
 
 def compute_changes(
     run: DeltaRun,
-    warehouse: Warehouse,
+    warehouse: WarehouseBackend,
     delta_id: str,
     full_resync: bool = False,
     log: Callable[[str], None] | None = None,

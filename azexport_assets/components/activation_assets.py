@@ -29,7 +29,7 @@ from azexport_assets.resources import (
     destination_resource_key,
 )
 from azexport_assets.storage import StorageError
-from azexport_assets.warehouse import ActivationBusyError, Warehouse
+from azexport_assets.warehouse import ActivationBusyError, WarehouseBackend
 
 # Steps that hold the DuckDB warehouse share this Dagster pool: with a limit set
 # (`dagster instance concurrency set azexport_warehouse 1`), a waiting step shows as waiting
@@ -45,7 +45,7 @@ class DeltaRunConfig(dg.Config):
     )
 
 
-def _activation_lock(warehouse: Warehouse, name: str, context: dg.AssetExecutionContext):
+def _activation_lock(warehouse: WarehouseBackend, name: str, context: dg.AssetExecutionContext):
     return warehouse.activation_lock(name, holder=f"run {context.run.run_id[:8]}")
 
 
