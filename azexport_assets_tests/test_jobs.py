@@ -161,3 +161,26 @@ def test_a_model_may_read_a_source_declared_in_another_folder(project):
     assert kit.run("everyone").success
     rows = list(csv.DictReader(io.StringIO(kit.download("everyone.csv").decode())))
     assert [r["id"] for r in rows] == ["0", "1", "2"]
+
+
+def test_a_model_can_switch_between_table_and_view(project):
+    kit = project
+    kit.source_sql("CREATE TABLE people AS SELECT range AS id, 'p' || range AS name FROM range(4)")
+    table_defs = DEFS.replace(
+        "    primary_key: id\n", "    primary_key: id\n    materialized: table\n", 1
+    )
+    for number, materialized in enumerate(("table", "view", "table"), start=100):
+        kit.write_defs(table_defs.replace("materialized: table", f"materialized: {materialized}"))
+        kit.source_sql(f"INSERT INTO people VALUES ({number}, '{materialized}')")
+        assert kit.run("everyone_csv").success
+        rows = list(csv.DictReader(io.StringIO(kit.download("everyone.csv").decode())))
+        assert rows[-1]["name"] == materialized  # the model's own row order, newest last
+        con = duckdb.connect(str(kit.warehouse_path), read_only=True)
+        try:
+            (kind,) = con.execute(
+                "SELECT table_type FROM information_schema.tables "
+                "WHERE table_schema = 'models' AND table_name = 'people'"
+            ).fetchall()[0]
+        finally:
+            con.close()
+        assert kind == ("VIEW" if materialized == "view" else "BASE TABLE")
