@@ -11,6 +11,7 @@ from azexport_assets.components.lineage import sources_to_attach
 from azexport_assets.components.metadata import markdown_table, table_metadata
 from azexport_assets.config import ConfigError
 from azexport_assets.delta import key_violations
+from azexport_assets.delta.state import drop_relation
 from azexport_assets.introspect import ProjectShape, check_segment, model_sql, segment_sql
 from azexport_assets.project import Project
 from azexport_assets.resources import WarehouseResource
@@ -82,7 +83,7 @@ def _replace(con: duckdb.DuckDBPyConnection, kind: str, name: str, create: str) 
     """Drop and re-create the relation in one transaction: readers see the old or the new."""
     con.execute("BEGIN TRANSACTION")
     try:
-        replace_relation(con, kind, name)
+        drop_relation(con, name, schema=kind)  # table <-> view
         con.execute(create)
     except BaseException:
         con.execute("ROLLBACK")
@@ -99,20 +100,6 @@ def materialization(project: Project, kind: str, name: str) -> str:
     """'table' (the default) or 'view' for a model; a segment follows its model."""
     model = project.models[project.segments[name].model if kind == "segments" else name]
     return getattr(model, "materialized", None) or "table"
-
-
-def replace_relation(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> None:
-    """Drop the model's table or view, so that it can be created again (maybe as the other
-    kind: DuckDB cannot replace a table by a view). The caller's transaction makes the drop
-    and the new definition one change."""
-    row = con.execute(
-        "SELECT table_type FROM information_schema.tables "
-        "WHERE table_catalog = current_database() AND table_schema = ? AND table_name = ?",
-        [schema, name],
-    ).fetchall()
-    if row:
-        kind = "VIEW" if row[0][0] == "VIEW" else "TABLE"
-        con.execute(f"DROP {kind} {schema}.{quote_ident(name)}")
 
 
 def _key_check(asset_key: dg.AssetKey, key: list[str], problems: list[dict]) -> dg.AssetCheckResult:

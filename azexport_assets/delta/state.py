@@ -166,20 +166,22 @@ def write(con: duckdb.DuckDBPyConnection, activation: str, values: dict[str, Any
         con.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", [activation, *params])
 
 
-def relation_kind(con: duckdb.DuckDBPyConnection, name: str) -> str | None:
-    """'table', 'view' or None for a relation in the state schema (name unquoted)."""
+def relation_kind(
+    con: duckdb.DuckDBPyConnection, name: str, schema: str = STATE_SCHEMA
+) -> str | None:
+    """'table', 'view' or None for a relation of `schema` (names unquoted)."""
     row = con.execute(
         "SELECT table_type FROM information_schema.tables "
         "WHERE table_catalog = current_database() AND table_schema = ? AND table_name = ?",
-        [STATE_SCHEMA, name],
+        [schema, name],
     ).fetchone()
     if row is None:
         return None
     return "view" if row[0] == "VIEW" else "table"
 
 
-def drop_relation(con: duckdb.DuckDBPyConnection, name: str) -> None:
-    """Drop a table or view of the state schema if it exists (DuckDB wants the right kind)."""
-    kind = relation_kind(con, name)
+def drop_relation(con: duckdb.DuckDBPyConnection, name: str, schema: str = STATE_SCHEMA) -> None:
+    """Drop a table or view of `schema` if it exists (DuckDB wants the right kind)."""
+    kind = relation_kind(con, name, schema)
     if kind:
-        con.execute(f"DROP {kind.upper()} {quote_ident(STATE_SCHEMA)}.{quote_ident(name)}")
+        con.execute(f"DROP {kind.upper()} {quote_ident(schema)}.{quote_ident(name)}")
