@@ -25,6 +25,15 @@ from azexport_assets.components.build import project_definitions
 from azexport_assets.demo.azurite import Azurite
 from azexport_assets.logical_time import LOGICAL_TIME_TAG
 
+# The code location file CLI runs and servers load (`write_entry`).
+CODE_LOCATION = """\
+from pathlib import Path
+
+from azexport_assets.components.build import project_definitions
+
+defs = project_definitions(Path(__file__).parent / "defs", Path(__file__).parent)
+"""
+
 URL_ENV = "AZEXPORT_TEST_ACCOUNT_URL"
 SAS_ENV = "AZEXPORT_TEST_SAS"
 
@@ -100,6 +109,12 @@ class ProjectKit:
         path = self.root / "defs" / folder / "defs.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(header + textwrap.indent(textwrap.dedent(body), "  "))
+        return path
+
+    def write_entry(self, name: str = "entry.py") -> Path:
+        """The project's code location as a Python file, for `dagster ... -f <name>`."""
+        path = self.root / name
+        path.write_text(CODE_LOCATION)
         return path
 
     def definitions(self) -> dg.Definitions:

@@ -6,7 +6,6 @@ with serve_project(kit, tmp_path, monkeypatch, location="x") as server:
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,14 +15,6 @@ import pytest
 from azexport_assets.demo.azurite import free_port
 from azexport_assets.demo.instance import prepare_dagster_home
 from azexport_assets.demo.server import DagsterServer, start_dagster
-
-ENTRY = """
-from pathlib import Path
-
-from azexport_assets.components.build import project_definitions
-
-defs = project_definitions(Path(__file__).parent / "defs", Path(__file__).parent)
-"""
 
 WORKSPACE = """
 load_from:
@@ -39,7 +30,7 @@ def serve_project(
 ) -> Iterator[DagsterServer]:
     """Write entry.py + workspace.yaml into the kit's root, prepare a DAGSTER_HOME under
     tmp_path (set in the environment) and run `dagster dev` until the block ends."""
-    (kit.root / "entry.py").write_text(textwrap.dedent(ENTRY))
+    kit.write_entry()
     (kit.root / "workspace.yaml").write_text(WORKSPACE.format(location=location))
     home = prepare_dagster_home(tmp_path / "dagster_home")
     monkeypatch.setenv("DAGSTER_HOME", str(home))

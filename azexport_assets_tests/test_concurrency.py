@@ -40,13 +40,6 @@ activations:
     sync_mode: upsert
 """
 
-ENTRY = """
-from pathlib import Path
-from azexport_assets.components.build import project_definitions
-
-defs = project_definitions(Path(__file__).parent / "defs", Path(__file__).parent)
-"""
-
 
 def test_two_jobs_launched_at_once_both_succeed(tmp_path, project, azurite, container, monkeypatch):
     kit = project
@@ -55,7 +48,7 @@ def test_two_jobs_launched_at_once_both_succeed(tmp_path, project, azurite, cont
         "CAST(range % 90 AS INTEGER) AS age FROM range(1, 50001)"
     )
     kit.write_defs(DEFS)
-    (kit.root / "entry.py").write_text(textwrap.dedent(ENTRY))
+    kit.write_entry()
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
@@ -150,9 +143,8 @@ def test_memory_limit_from_environment(monkeypatch, tmp_path):
 
 def launch_cli_runs(kit, tmp_path, jobs: list[str]) -> list[str]:
     """Launch `dagster job execute` for each job at the same moment; return their outputs."""
-    entry = kit.root / "entry.py"
-    if not entry.exists():
-        entry.write_text(textwrap.dedent(ENTRY))
+    if not (kit.root / "entry.py").exists():
+        kit.write_entry()
     home = tmp_path / "dagster_home"
     if not home.exists():
         home.mkdir()

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import dagster as dg
 
@@ -46,12 +45,6 @@ activations:
     sync_mode: upsert
 """
 
-ENTRY = """
-from pathlib import Path
-from azexport_assets.components.build import project_definitions
-
-defs = project_definitions(Path(__file__).parent / "defs", Path(__file__).parent)
-"""
 
 JOBS = ("everyone_csv", "everyone_json", "adults_csv", "adults_upsert")
 
@@ -74,7 +67,7 @@ def test_four_cli_runs_at_once_on_a_fresh_home_all_succeed(tmp_path, project):
         "CAST(range % 90 AS INTEGER) AS age FROM range(1, 5001)"
     )
     kit.write_defs(DEFS)
-    (kit.root / "entry.py").write_text(textwrap.dedent(ENTRY))
+    kit.write_entry()
     home = prepare_dagster_home(tmp_path / "dagster_home")
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     command = [sys.executable, "-m", "dagster", "job", "execute", "-f", "entry.py"]
