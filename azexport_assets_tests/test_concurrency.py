@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from azexport_assets.demo.instance import prepare_dagster_home
 from azexport_assets.warehouse import ActivationBusyError, Warehouse, WarehouseBusyError
 
 DEFS = """
@@ -41,23 +42,17 @@ activations:
 """
 
 
-def test_two_jobs_launched_at_once_both_succeed(tmp_path, project, azurite, container, monkeypatch):
-    kit = project
-    kit.source_sql(
-        "CREATE TABLE people AS SELECT range AS id, 'p' || range AS name, "
-        "CAST(range % 90 AS INTEGER) AS age FROM range(1, 50001)"
-    )
-    kit.write_defs(DEFS)
-    kit.write_entry()
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    env = {**os.environ, "DAGSTER_HOME": str(home)}
-    # Create the instance's SQLite storage once: two CLI processes creating it at the same
-    # moment race on "CREATE TABLE runs" (Dagster's, not the warehouse's).
-    subprocess.run([sys.executable, "-m", "dagster", "instance", "migrate"], env=env, check=True)
+def launch_cli_runs(kit, tmp_path, jobs: list[str]) -> list[str]:
+    """Launch `dagster job execute` for each job at the same moment; return their outputs
+    (a failed run's output is asserted right here, with its tail)."""
+    if not (kit.root / "entry.py").exists():
+        kit.write_entry()
+    # The instance's storage is created once, first: CLI processes creating it at the same
+    # moment race on "CREATE TABLE runs" (Dagster's, not the warehouse's). It is the demo's
+    # instance, with the warehouse pool limited to 1: runs that hold the activation lock and
+    # pool slots at once must not deadlock.
+    env = {**os.environ, "DAGSTER_HOME": str(prepare_dagster_home(tmp_path / "dagster_home"))}
     dagster = [sys.executable, "-m", "dagster", "job", "execute", "-f", "entry.py", "-j"]
-    # Both runs use Dagster's multiprocess executor: every step is its own process.
     processes = [
         subprocess.Popen(
             [*dagster, job],
@@ -67,12 +62,24 @@ def test_two_jobs_launched_at_once_both_succeed(tmp_path, project, azurite, cont
             stderr=subprocess.STDOUT,
             text=True,
         )
-        for job in ("activate_everyone", "activate_adults_delta")
+        for job in jobs
     ]
     outputs = [p.communicate(timeout=420)[0] for p in processes]
     for process, output in zip(processes, outputs, strict=True):
         assert process.returncode == 0, output[-3000:]
-        assert "RUN_SUCCESS" in output
+        assert "RUN_SUCCESS" in output, output[-3000:]
+    return outputs
+
+
+def test_two_jobs_launched_at_once_both_succeed(tmp_path, project, azurite, container, monkeypatch):
+    kit = project
+    kit.source_sql(
+        "CREATE TABLE people AS SELECT range AS id, 'p' || range AS name, "
+        "CAST(range % 90 AS INTEGER) AS age FROM range(1, 50001)"
+    )
+    kit.write_defs(DEFS)
+    outputs = launch_cli_runs(kit, tmp_path, ["activate_everyone", "activate_adults_delta"])
+    for output in outputs:
         assert "Could not set lock" not in output
 
     rows = list(csv.DictReader(io.StringIO(kit.download("everyone.csv").decode())))
@@ -141,34 +148,6 @@ def test_memory_limit_from_environment(monkeypatch, tmp_path):
     assert limit == "488.2 MiB"
 
 
-def launch_cli_runs(kit, tmp_path, jobs: list[str]) -> list[str]:
-    """Launch `dagster job execute` for each job at the same moment; return their outputs."""
-    if not (kit.root / "entry.py").exists():
-        kit.write_entry()
-    home = tmp_path / "dagster_home"
-    if not home.exists():
-        home.mkdir()
-        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-        env = {**os.environ, "DAGSTER_HOME": str(home)}
-        subprocess.run(
-            [sys.executable, "-m", "dagster", "instance", "migrate"], env=env, check=True
-        )
-    env = {**os.environ, "DAGSTER_HOME": str(home)}
-    dagster = [sys.executable, "-m", "dagster", "job", "execute", "-f", "entry.py", "-j"]
-    processes = [
-        subprocess.Popen(
-            [*dagster, job],
-            cwd=kit.root,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for job in jobs
-    ]
-    return [p.communicate(timeout=420)[0] for p in processes]
-
-
 def test_two_runs_of_one_delta_activation_export_each_change_once(
     tmp_path, project, azurite, container
 ):
@@ -178,15 +157,12 @@ def test_two_runs_of_one_delta_activation_export_each_change_once(
         "CAST(range % 90 AS INTEGER) AS age FROM range(1, 20001)"
     )
     kit.write_defs(DEFS.replace("adults_{X}", "adults_{x}"))
-    (first,) = launch_cli_runs(kit, tmp_path, ["activate_adults_delta"])
-    assert "RUN_SUCCESS" in first, first[-3000:]
+    launch_cli_runs(kit, tmp_path, ["activate_adults_delta"])
     full_export = set(kit.blob_names("adults_"))
     kit.source_sql("UPDATE people SET name = name || '!' WHERE id % 100 = 0 AND age >= 18")
     changed = kit.query_source("SELECT count(*) FROM people WHERE id % 100 = 0 AND age >= 18")
 
-    outputs = launch_cli_runs(kit, tmp_path, ["activate_adults_delta", "activate_adults_delta"])
-    for output in outputs:
-        assert "RUN_SUCCESS" in output, output[-3000:]
+    launch_cli_runs(kit, tmp_path, ["activate_adults_delta", "activate_adults_delta"])
     exported: list[dict] = []
     for name in sorted(set(kit.blob_names("adults_")) - full_export):
         exported += json.loads(kit.download(name))

@@ -56,29 +56,31 @@ CASES: dict[str, tuple[FormatSpec, int | None, str | None, str | None]] = {
 _SUFFIX = {"csv": ".csv", "json": ".json", "jsonl": ".jsonl", "parquet": ".parquet"}
 
 
+# The benchmark table (every suite uses it): ints, VARCHAR with commas, quotes, markup and
+# NULLs, DECIMAL, DOUBLE, BOOLEAN, DATE, TIMESTAMP, TIMESTAMPTZ.
+ROWS_SQL = """
+SELECT
+    i::BIGINT AS id,
+    (i % 100000)::INTEGER AS customer_id,
+    'Customer ' || i AS name,
+    CASE WHEN i % 7 = 0 THEN NULL
+         ELSE 'City, "' || (i % 997) || '" <' || (i % 13) || '> & co' END AS city,
+    ((i % 1000000) * 1.25)::DECIMAL(18, 2) AS amount,
+    (hash(i) % 1000000) / 1000.0 AS score,
+    i % 3 = 0 AS active,
+    DATE '2000-01-01' + (i % 9000)::INTEGER AS signup,
+    TIMESTAMP '2020-01-01' + to_microseconds(i * 1234567) AS updated_at,
+    TIMESTAMPTZ '2021-06-01 00:00:00+00' + to_microseconds(i * 7654321) AS seen_at,
+    'user' || i || '@example.com' AS email,
+    CASE WHEN i % 5 = 0 THEN NULL ELSE md5(i::VARCHAR) END AS note
+FROM range({start}, {stop}) AS r(i)
+"""
+
+
 def generate(path: Path, rows: int) -> None:
     """The benchmark table: deterministic values, ~12 columns of the types exports carry."""
     con = duckdb.connect(str(path))
-    con.execute(
-        f"""
-        CREATE TABLE bench AS
-        SELECT
-            i::BIGINT AS id,
-            (i % 100000)::INTEGER AS customer_id,
-            'Customer ' || i AS name,
-            CASE WHEN i % 7 = 0 THEN NULL
-                 ELSE 'City, "' || (i % 997) || '" <' || (i % 13) || '> & co' END AS city,
-            ((i % 1000000) * 1.25)::DECIMAL(18, 2) AS amount,
-            (hash(i) % 1000000) / 1000.0 AS score,
-            i % 3 = 0 AS active,
-            DATE '2000-01-01' + (i % 9000)::INTEGER AS signup,
-            TIMESTAMP '2020-01-01' + to_microseconds(i * 1234567) AS updated_at,
-            TIMESTAMPTZ '2021-06-01 00:00:00+00' + to_microseconds(i * 7654321) AS seen_at,
-            'user' || i || '@example.com' AS email,
-            CASE WHEN i % 5 = 0 THEN NULL ELSE md5(i::VARCHAR) END AS note
-        FROM range({rows}) AS r(i)
-        """
-    )
+    con.execute(f"CREATE TABLE bench AS {ROWS_SQL.format(start=0, stop=rows)}")
     con.close()
 
 

@@ -24,31 +24,13 @@ from pathlib import Path
 import duckdb
 
 from azexport_assets.asset_keys import delta_key, op_name
+from benchmarks.formats import ROWS_SQL
 
 URL_ENV = "AZEXPORT_BENCH_ACCOUNT_URL"
 SAS_ENV = "AZEXPORT_BENCH_SAS"
 CONTAINER = "bench"  # ours and the bound write here
 DLT_CONTAINER = "dlt"
 
-# The same 12 columns as benchmarks/formats.py: ints, VARCHAR with commas, quotes, markup and
-# NULLs, DECIMAL, DOUBLE, BOOLEAN, DATE, TIMESTAMP, TIMESTAMPTZ.
-ROWS_SQL = """
-SELECT
-    i::BIGINT AS id,
-    (i % 100000)::INTEGER AS customer_id,
-    'Customer ' || i AS name,
-    CASE WHEN i % 7 = 0 THEN NULL
-         ELSE 'City, "' || (i % 997) || '" <' || (i % 13) || '> & co' END AS city,
-    ((i % 1000000) * 1.25)::DECIMAL(18, 2) AS amount,
-    (hash(i) % 1000000) / 1000.0 AS score,
-    i % 3 = 0 AS active,
-    DATE '2000-01-01' + (i % 9000)::INTEGER AS signup,
-    TIMESTAMP '2020-01-01' + to_microseconds(i * 1234567) AS updated_at,
-    TIMESTAMPTZ '2021-06-01 00:00:00+00' + to_microseconds(i * 7654321) AS seen_at,
-    'user' || i || '@example.com' AS email,
-    CASE WHEN i % 5 = 0 THEN NULL ELSE md5(i::VARCHAR) END AS note
-FROM range({start}, {stop}) AS r(i)
-"""
 COLUMNS = (
     "id", "customer_id", "name", "city", "amount", "score", "active", "signup",
     "updated_at", "seen_at", "email", "note",

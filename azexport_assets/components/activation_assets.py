@@ -31,9 +31,12 @@ from azexport_assets.resources import (
 from azexport_assets.storage import StorageError
 from azexport_assets.warehouse import ActivationBusyError, WarehouseBackend
 
-# Steps that hold the DuckDB warehouse share this Dagster pool: with a limit set
-# (`dagster instance concurrency set azexport_warehouse 1`), a waiting step shows as waiting
-# in the UI instead of blocking on the file lock.
+# Model and segment steps (the warehouse's big writers) share this Dagster pool: with a limit
+# set (`dagster instance concurrency set azexport_warehouse 1`), a waiting step shows as
+# waiting in the UI instead of blocking on the file lock. Delta and export steps are not in it:
+# they hold the activation lock between them, and a delta waiting for that lock while holding
+# a pool slot the other run's export needs would deadlock. Their runs queue by the
+# `azexport/activation` tag instead.
 WAREHOUSE_POOL = "azexport_warehouse"
 ACTIVATION_TAG = "azexport/activation"
 
@@ -84,7 +87,6 @@ def delta_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDe
         group_name="activations",
         kinds={"duckdb"},
         owners=list(getattr(activation, "owners", None) or []),
-        pool=WAREHOUSE_POOL,
         description=(
             f"Change set of activation `{name}`: rows of `{source}` to export "
             f"({activation.run_type} + {activation.sync_mode}), compared with the rows of its "
@@ -147,7 +149,6 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
         group_name="activations",
         kinds={"azure", activation.format},
         owners=list(getattr(activation, "owners", None) or []),
-        pool=WAREHOUSE_POOL,
         description=(
             f"Files of activation `{name}` in container `{destination.container}`{prefix}: "
             f"`{activation.file_name}{fmt.extension}` ({activation.sync_mode}). "

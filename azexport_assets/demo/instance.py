@@ -16,7 +16,7 @@ from pathlib import Path
 import dagster as dg
 
 # No telemetry (the demo must not phone home), and the concurrency the project documents: one
-# step at a time on the DuckDB file (pool azexport_warehouse) and one run per activation, so
+# model or segment build at a time (pool azexport_warehouse) and one run per activation, so
 # waiting work shows as queued in the UI.
 DEFAULT_DAGSTER_YAML = """\
 telemetry:
