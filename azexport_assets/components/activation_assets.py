@@ -86,7 +86,7 @@ def delta_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDe
         deps=[dg.AssetKey(project.asset_path_of(source))],
         group_name="activations",
         kinds={"duckdb"},
-        owners=list(getattr(activation, "owners", None) or []),
+        owners=list(activation.owners),
         description=(
             f"Change set of activation `{name}`: rows of `{source}` to export "
             f"({activation.run_type} + {activation.sync_mode}), compared with the rows of its "
@@ -109,24 +109,9 @@ def delta_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDe
                 full_resync=config.full_resync,
                 log=context.log.info,
             )
-        except ActivationBusyError as error:
-            raise dg.Failure(f"activation '{name}': {error}") from None
-        except exporting.MissingSourceTableError as error:
-            lock.release()
-            raise dg.Failure(str(error)) from None
-        except ConfigError as error:
-            lock.release()
-            raise dg.Failure(str(error), allow_retries=False) from None
-        except KeyViolationError as error:
-            lock.release()
-            raise dg.Failure(
-                f"activation '{name}': {error}. Nothing was exported and the baseline is "
-                "unchanged; fix the model's SQL.",
-                allow_retries=False,
-            ) from None
-        except BaseException:
-            lock.release()
-            raise
+        except BaseException as error:
+            lock.release()  # nothing was computed: the next run may go (a no-op if not held)
+            raise _delta_failure(name, error) from None
         context.log.info(
             f"change set of '{name}' ({change.reason}): {change.added:,} added, "
             f"{change.updated:,} updated, {change.removed:,} removed"
@@ -134,6 +119,23 @@ def delta_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDe
         return dg.MaterializeResult(metadata=change_metadata(change))
 
     return _delta
+
+
+def _delta_failure(name: str, error: BaseException) -> BaseException:
+    """The step failure a user sees for a delta that could not run (or `error` itself)."""
+    if isinstance(error, ActivationBusyError):
+        return dg.Failure(f"activation '{name}': {error}")
+    if isinstance(error, exporting.MissingSourceTableError):
+        return dg.Failure(str(error))
+    if isinstance(error, ConfigError):
+        return dg.Failure(str(error), allow_retries=False)
+    if isinstance(error, KeyViolationError):
+        return dg.Failure(
+            f"activation '{name}': {error}. Nothing was exported and the baseline is "
+            "unchanged; fix the model's SQL.",
+            allow_retries=False,
+        )
+    return error
 
 
 def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDefinition:
@@ -148,7 +150,7 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
         deps=[delta_key(name)],
         group_name="activations",
         kinds={"azure", activation.format},
-        owners=list(getattr(activation, "owners", None) or []),
+        owners=list(activation.owners),
         description=(
             f"Files of activation `{name}` in container `{destination.container}`{prefix}: "
             f"`{activation.file_name}{fmt.extension}` ({activation.sync_mode}). "

@@ -24,7 +24,7 @@ def upstream_models(project: Project, shape: ProjectShape, model: str) -> list[s
 
 
 def is_view(project: Project, model: str) -> bool:
-    return (getattr(project.models[model], "materialized", None) or "table") == "view"
+    return project.models[model].materialized == "view"
 
 
 def sources_to_attach(

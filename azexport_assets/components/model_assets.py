@@ -7,7 +7,7 @@ import duckdb
 
 from azexport_assets.asset_keys import model_key, segment_key, source_key
 from azexport_assets.components.activation_assets import WAREHOUSE_POOL
-from azexport_assets.components.lineage import sources_to_attach
+from azexport_assets.components.lineage import is_view, sources_to_attach
 from azexport_assets.components.metadata import markdown_table, table_metadata
 from azexport_assets.config import ConfigError
 from azexport_assets.delta import key_violations
@@ -54,7 +54,7 @@ def materialize_table(
     """CREATE OR REPLACE the table, then describe it and check its key, in one warehouse hold.
     SQL errors name the file, the object and the field."""
     table = f"{kind}.{quote_ident(name)}"
-    as_view = materialization(project, kind, name) == "view"
+    as_view = is_view(project, project.model_of(name))  # a segment follows its model
     with warehouse.open(project.project_root).connect(
         holder=f"run {context.run.run_id[:8]} {kind}/{name}",
         sources=sources,
@@ -94,12 +94,6 @@ def _replace(con: duckdb.DuckDBPyConnection, kind: str, name: str, create: str) 
         with contextlib.suppress(duckdb.Error):  # a failed COMMIT ended the transaction
             con.execute("ROLLBACK")
         raise
-
-
-def materialization(project: Project, kind: str, name: str) -> str:
-    """'table' (the default) or 'view' for a model; a segment follows its model."""
-    model = project.models[project.segments[name].model if kind == "segments" else name]
-    return getattr(model, "materialized", None) or "table"
 
 
 def _key_check(asset_key: dg.AssetKey, key: list[str], problems: list[dict]) -> dg.AssetCheckResult:
@@ -165,7 +159,7 @@ def model_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDe
         kinds={"duckdb", "sql"},
         description=description,
         check_specs=check_specs,
-        owners=list(getattr(model, "owners", None) or []),
+        owners=list(model.owners),
         pool=WAREHOUSE_POOL,
         tags={"azexport/model": name},
     )
@@ -209,7 +203,7 @@ def segment_asset(project: Project, shape: ProjectShape, name: str) -> dg.Assets
         description=(segment.description or f"Segment `{name}` of model `{segment.model}`.")
         + f"\n\n```sql\nWHERE {segment.filter}\n```",
         check_specs=check_specs,
-        owners=list(getattr(segment, "owners", None) or []),
+        owners=list(segment.owners),
         pool=WAREHOUSE_POOL,
         tags={"azexport/segment": name},
     )

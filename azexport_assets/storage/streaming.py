@@ -200,7 +200,8 @@ class GrowingFileUpload:
                     future.add_done_callback(self._block_done(len(chunk)))
                     futures.append(future)
                     del chunk
-                    self._raise_first_failure(futures)
+                    if self._failure is not None:  # a block failed (set by _block_done)
+                        raise self._failure
                 if closed:
                     break
         for future in futures:
@@ -247,8 +248,3 @@ class GrowingFileUpload:
                     self._changed.notify()
 
         return done
-
-    def _raise_first_failure(self, futures: list[Future]) -> None:
-        for future in futures:
-            if future.done() and not future.cancelled() and future.exception() is not None:
-                raise future.exception()  # type: ignore[misc]
