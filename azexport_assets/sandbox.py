@@ -53,6 +53,17 @@ KNOWN_REF_TYPES = ALLOWED_REF_TYPES | {
 LOCKED_SETTINGS = ("enable_external_access", "allowed_paths", "allowed_directories")
 
 
+# DuckDB folds identifiers with ASCII rules only (StringUtil::Lower): 'K' (U+212A, Kelvin sign)
+# stays itself, where Python's str.lower() would make it 'k'. Comparing names with Python's
+# folding would let a CTE named with such a letter hide a reference to a real table or file.
+_ASCII_UPPER_TO_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def ascii_lower(name: str) -> str:
+    """`name` folded the way DuckDB folds identifiers: A-Z to a-z, every other letter as is."""
+    return name.translate(_ASCII_UPPER_TO_LOWER)
+
+
 class UnsafeSQLError(ValueError):
     """User SQL that is not of the allowed shape; the message says what and why, not where."""
 
@@ -145,7 +156,7 @@ def _walk(
     if isinstance(cte_map, dict) and cte_map.get("map"):
         visible = set(ctes)
         for entry in cte_map["map"]:
-            name = str(entry.get("key", "")).lower()
+            name = ascii_lower(str(entry.get("key", "")))
             value = entry.get("value")
             own = {name} if isinstance(value, dict) and _is_recursive(value) else set()
             _walk(value, frozenset(visible | own), tables, functions)
@@ -161,11 +172,11 @@ def _walk(
             catalog = str(node.get("catalog_name") or "")
             schema = str(node.get("schema_name") or "")
             table = str(node.get("table_name") or "")
-            if catalog or schema or table.lower() not in ctes:
+            if catalog or schema or ascii_lower(table) not in ctes:
                 tables.append((catalog, schema, table))
         elif kind == "TABLE_FUNCTION":
             function = node.get("function") or {}
-            functions.append(str(function.get("function_name", "")).lower())
+            functions.append(ascii_lower(str(function.get("function_name", ""))))
     for value in node.values():
         _walk(value, ctes, tables, functions)
 
