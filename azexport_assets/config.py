@@ -149,6 +149,19 @@ def check_account_url(value: str) -> str:
     return value.rstrip("/")
 
 
+# Variables SQL templates may read (components/sql_templates.py); no secret may be named so.
+SQL_VARIABLE_PREFIX = "AZEXPORT_SQL_"
+
+
+def _not_sql_variable(name: str) -> str:
+    if name.startswith(SQL_VARIABLE_PREFIX):
+        raise ValueError(
+            f"'{name}' holds a secret but is named {SQL_VARIABLE_PREFIX}*, a name SQL templates "
+            "may read: give the secret another name"
+        )
+    return name
+
+
 class SecretRef(_Strict):
     """A secret named by environment variable; its value is only read at run time."""
 
@@ -159,7 +172,7 @@ class SecretRef(_Strict):
     def _env_name(cls, value: str) -> str:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
             raise ValueError(f"'{value}' is not an environment variable name")
-        return value
+        return _not_sql_variable(value)
 
 
 class DestinationConfig(_Strict):
@@ -303,6 +316,11 @@ class WarningsConfig(_Strict):
         description="Environment variable holding a webhook URL that receives warnings.",
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
     )
+
+    @field_validator("webhook_url_env")
+    @classmethod
+    def _webhook_env(cls, value: str | None) -> str | None:
+        return value if value is None else _not_sql_variable(value)
 
 
 _SIZE_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4}

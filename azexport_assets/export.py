@@ -46,7 +46,7 @@ from azexport_assets.delta import (
     reset_baseline,
 )
 from azexport_assets.formats import FormatSpec, WriteResult, WrittenFile, write_export
-from azexport_assets.sandbox import export_temp_root
+from azexport_assets.sandbox import process_scratch
 from azexport_assets.sql_text import quote_ident
 from azexport_assets.storage import (
     BlobStorage,
@@ -367,16 +367,16 @@ def run_export(
     fmt = FormatSpec.from_activation(run.activation)
     holder = f"run {run.run_id[:8]} {run.name}/export"
     with (
-        tempfile.TemporaryDirectory(
-            prefix=f"azexport-{run.name}-", dir=export_temp_root()
-        ) as workdir,
+        tempfile.TemporaryDirectory(prefix=f"{run.name}-", dir=process_scratch()) as workdir,
         storage.container(run.container) as container,
     ):
         preflight(container)
         pool = UploadPool(container)
         progress = Progress(log, pool)
         try:
-            with warehouse.connect(holder=holder, sources=run.sources) as con:
+            with warehouse.connect(
+                holder=holder, sources=run.sources, scratch=Path(workdir)
+            ) as con:
                 spec = change_set_spec(con, run.name, run.source_table)
                 change = load_change_set(con, run.name, spec) if spec else None
                 if spec is None or change is None:

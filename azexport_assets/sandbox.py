@@ -17,8 +17,12 @@ Two layers, both always on (see docs/security.md):
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import os
+import shutil
+import stat
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -269,8 +273,45 @@ def _check_probe(model: str, filter_sql: str) -> None:
 
 
 def export_temp_root() -> Path:
-    """Where export files are written: $AZEXPORT_TEMP_DIR, default the system temp folder."""
-    return Path(os.environ.get(TEMP_DIR_ENV) or tempfile.gettempdir()).expanduser().resolve()
+    """Where export files are written: $AZEXPORT_TEMP_DIR, else a folder private to this user
+    under the system temp folder (`azexport-<uid>`, mode 0700), so no other user's process can
+    read an export on its way to Azure, and no other folder of /tmp is ever granted to DuckDB."""
+    configured = os.environ.get(TEMP_DIR_ENV)
+    if configured:
+        return Path(configured).expanduser().resolve()
+    return _private_folder(Path(tempfile.gettempdir()).resolve() / f"azexport-{os.getuid()}")
+
+
+def _private_folder(folder: Path) -> Path:
+    """`folder`, created 0700 if missing; refused if it is a symlink or another user's."""
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir(mode=0o700)
+    info = os.lstat(folder)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise PermissionError(
+            f"the export temp folder {folder} is not a folder of this user (a symlink, or "
+            f"created by someone else): remove it, or set {TEMP_DIR_ENV} to a private folder"
+        )
+    if info.st_mode & 0o077:
+        os.chmod(folder, 0o700)
+    return folder
+
+
+_process_scratch: dict[tuple[int, Path], Path] = {}
+
+
+def process_scratch() -> Path:
+    """This process's own folder under the export temp root, removed when the process ends.
+    Every export of the process writes below it, and the lake's shared DuckDB (which cannot
+    change its allowed folders once locked) is granted only this folder."""
+    pid = os.getpid()  # a forked child gets a folder of its own
+    root = export_temp_root()
+    folder = _process_scratch.get((pid, root))
+    if folder is None or not folder.is_dir():
+        folder = Path(tempfile.mkdtemp(prefix=f"run-{pid}-", dir=root))
+        _process_scratch[(pid, root)] = folder
+        atexit.register(shutil.rmtree, folder, True)
+    return folder
 
 
 def lock_down(

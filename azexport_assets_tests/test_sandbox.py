@@ -8,7 +8,10 @@ secret never shows up and nothing was written.
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -24,7 +27,12 @@ from azexport_assets.demo.data import generate
 from azexport_assets.introspect import ModelDeps, ProjectShape, describe_project
 from azexport_assets.project import load_project
 from azexport_assets.resources import WAREHOUSE_KEY, WarehouseResource
-from azexport_assets.sandbox import TEMP_DIR_ENV, segment_query
+from azexport_assets.sandbox import (
+    TEMP_DIR_ENV,
+    export_temp_root,
+    process_scratch,
+    segment_query,
+)
 from azexport_assets.warehouse import Warehouse
 
 SECRET = "TOP-SECRET-7f3a"
@@ -472,9 +480,12 @@ def test_runtime_connection_blocks_it_without_the_load_check(project_dir, sql, r
 
 def test_runtime_connection_keeps_what_our_code_needs(project_dir, tmp_path):
     write_defs(project_dir)
-    workdir = tmp_path / "exports" / "azexport-x"
+    workdir = process_scratch() / "azexport-x"
     workdir.mkdir()
-    with sandboxed(project_dir) as con:
+    project = load_project(project_dir / "defs", project_dir)
+    with Warehouse(project_root=project_dir).connect(
+        holder="test", sources=project.sources, scratch=workdir
+    ) as con:
         assert con.execute("SELECT count(*) FROM orders").fetchall() == [(3,)]
         assert con.execute("SELECT count(*) FROM visits").fetchall() == [(2,)]
         assert con.execute("SELECT count(*) FROM crm.people").fetchall() == [(3,)]
@@ -559,3 +570,111 @@ def test_segment_query_keeps_the_filter_on_its_own_lines():
     assert segment_query("people", "is_active -- note") == (
         'SELECT * FROM models."people" WHERE (\nis_active -- note\n)'
     )
+
+
+# --------------------------------------------------------------------------- unicode + temp
+
+
+@pytest.fixture
+def system_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The default set-up: no AZEXPORT_TEMP_DIR, the system temp folder (here a test's own),
+    and another run's export file in it."""
+    folder = tmp_path / "systmp"
+    (folder / "x").mkdir(parents=True)
+    (folder / "x" / "key.csv").write_text(f"secret\n{SECRET}\n")
+    monkeypatch.delenv(TEMP_DIR_ENV, raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def kelvin_model(target: Path, also: str = "") -> str:
+    # U+212A KELVIN SIGN: Python's lower() folds it to 'k', DuckDB keeps it as is.
+    hidden = str(target).replace("/key.csv", "/\u212aey.csv")
+    return model_yaml(f'WITH "{hidden}" AS (SELECT 1 AS secret)\nSELECT * FROM "{target}"{also}')
+
+
+def test_a_cte_named_with_a_non_ascii_letter_does_not_hide_a_file(project_dir, system_temp):
+    """With a declared source absent at load (no binding in DuckDB), the parser check alone
+    must see that the file read is not the CTE."""
+    shutil.rmtree(project_dir / "orders")
+    target = system_temp / "x" / "key.csv"
+    write_defs(project_dir, models=kelvin_model(target, also=", (SELECT 1 FROM orders)"))
+    message = load_error(project_dir)
+    assert f"{FILE}:" in message and "model 'evil', field 'sql'" in message
+    assert "key.csv" in message and SECRET not in message
+
+
+def test_names_fold_like_duckdb():
+    from azexport_assets.sandbox import ascii_lower, check_select
+
+    assert ascii_lower("KEY_\u212a\u00c9") == "key_\u212a\u00c9"
+    # Same name to DuckDB (ASCII folding): the CTE, not a table.
+    _, refs = check_select('WITH "Key" AS (SELECT 1) SELECT * FROM "kEY"')
+    assert refs.tables == ()
+    _, refs = check_select('WITH "\u212aey" AS (SELECT 1) SELECT * FROM "key"')
+    assert refs.tables == (("", "", "key"),)
+
+
+def test_runtime_grants_no_temp_folder_to_model_steps(project_dir, system_temp, monkeypatch):
+    """The run-time layer alone: a model step that bypassed the load check cannot read a file
+    under the system temp folder, where other runs' export files live."""
+    write_defs(project_dir, models=model_yaml("SELECT 1 AS id"))
+    with sandboxed(project_dir) as con:
+        with pytest.raises(duckdb.Error) as error:
+            con.execute(f"SELECT * FROM '{system_temp}/x/key.csv'").fetchall()
+        assert "Permission Error" in str(error.value) and SECRET not in str(error.value)
+        # Not even the export temp root, nor another process's export folder in it.
+        other = export_temp_root() / "run-1-other" / "people.csv"
+        other.parent.mkdir(parents=True)
+        other.write_text(f"secret\n{SECRET}\n")
+        with pytest.raises(duckdb.Error, match="Permission Error"):
+            con.execute(f"SELECT * FROM read_csv('{other}')").fetchall()
+
+
+def test_an_export_step_may_write_only_its_own_folder(project_dir, system_temp):
+    write_defs(project_dir)
+    own = process_scratch() / "people-abc"
+    own.mkdir()
+    sibling = process_scratch() / "other-run"
+    sibling.mkdir()
+    (sibling / "part.csv").write_text(f"secret\n{SECRET}\n")
+    with Warehouse(project_root=project_dir).connect(holder="t", scratch=own) as con:
+        con.execute(f"COPY (SELECT 42 AS v) TO '{own}/x.parquet' (FORMAT parquet)")
+        assert con.execute(f"SELECT v FROM read_parquet('{own}/x.parquet')").fetchall() == [(42,)]
+        with pytest.raises(duckdb.Error, match="Permission Error"):
+            con.execute(f"SELECT * FROM read_csv('{sibling}/part.csv')").fetchall()
+        with pytest.raises(duckdb.Error, match="Permission Error"):
+            con.execute(f"COPY (SELECT 1) TO '{sibling}/y.csv'")
+    assert not (sibling / "y.csv").exists()
+
+
+def test_the_default_export_folder_is_private(system_temp):
+    root = export_temp_root()
+    assert root.parent == system_temp.resolve() and root.name == f"azexport-{os.getuid()}"
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    assert process_scratch().parent == root
+
+
+def test_a_planted_temp_folder_is_refused(system_temp):
+    (system_temp / f"azexport-{os.getuid()}").symlink_to(system_temp / "x")
+    with pytest.raises(PermissionError, match=TEMP_DIR_ENV):
+        export_temp_root()
+
+
+def test_an_end_to_end_run_cannot_export_another_runs_file(project_dir, system_temp, monkeypatch):
+    """The escape as found, with the load checks switched off: the run-time layer alone stops
+    a model step from reading a file under the system temp folder."""
+    write_defs(project_dir, models=kelvin_model(system_temp / "x" / "key.csv"))
+    project = load_project(project_dir / "defs", project_dir)
+    shape = ProjectShape(deps={m: ModelDeps() for m in project.models})
+    monkeypatch.setattr(model_assets, "model_sql", lambda p, n: p.model_sql[n])
+    assets = [
+        a for a in build_definitions(project, shape).assets if a.key.path == ["models", "evil"]
+    ]
+    result = dg.materialize(
+        assets, resources={WAREHOUSE_KEY: WarehouseResource()}, raise_on_error=False
+    )
+    assert not result.success
+    failure = result.get_step_failure_events()[0].event_specific_data.error
+    assert "model 'evil', field 'sql'" in failure.message and "Permission Error" in failure.message
+    assert SECRET not in failure.message

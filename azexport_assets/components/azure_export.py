@@ -23,6 +23,13 @@ from azexport_assets.components.build import build_definitions
 from azexport_assets.components.loading import ValidatedProject, validate_components
 from azexport_assets.components.scaffold import AzureExportScaffolder
 from azexport_assets.components.schema import AzureExportAttributes
+from azexport_assets.components.sql_templates import (
+    SQL_FIELDS,
+    SqlTemplateError,
+    render_sql,
+    secret_in_templates,
+    secret_variables,
+)
 from azexport_assets.config import (
     ActivationConfig,
     ConfigError,
@@ -79,8 +86,24 @@ class AzureExport(dg.Component, dg.Resolvable, dg.Model):
         """Render the templates, then validate with the config models (one message per
         problem: 'file:line:col: activation 'x', field 'y': what is wrong')."""
         raw = model.model_dump(exclude_unset=True)
-        rendered = context.resolve_value(raw)
         file, shown, locate = _whereabouts(context)
+        secrets = secret_variables(raw)
+        # SQL is rendered apart, under stricter rules (sql_templates.py); every other field
+        # by Dagster, with a destination's secrets out of reach of its templates too.
+        sql_texts = _pop_sql_fields(raw)
+        leak = secret_in_templates(raw, secrets)
+        if leak is not None:
+            loc, message = leak
+            raise ConfigError(f"{file_position(shown, locate, loc)}: {_object_field(loc)}{message}")
+        rendered = context.resolve_value(raw)
+        for (kind, name, field), text in sql_texts.items():
+            try:
+                rendered[kind][name][field] = render_sql(text, secrets)
+            except SqlTemplateError as error:
+                place = file_position(shown, locate, (kind, name, field))
+                raise ConfigError(
+                    f"{place}: {kind[:-1]} '{name}', field '{field}': {error}"
+                ) from None
         config = parse_file_config(shown, rendered, locate)
         _check_schedules(config, shown, locate)
         component = cls(**{kind: getattr(config, kind) for kind in ExportFileConfig.model_fields})
@@ -115,6 +138,26 @@ def _validate_tree(context: dg.ComponentLoadContext) -> ValidatedProject:
     for component in components:
         component._validated = validated
     return validated
+
+
+def _object_field(loc: tuple[str | int, ...]) -> str:
+    """ "model 'x', field 'y': " for a path into the attributes, as other messages say it."""
+    if len(loc) >= 3:
+        return f"{str(loc[0])[:-1]} '{loc[1]}', field '{'.'.join(str(p) for p in loc[2:])}': "
+    return ""
+
+
+def _pop_sql_fields(raw: dict) -> dict[tuple[str, str, str], str]:
+    """Take the text of every SQL field out of `raw` (left in place: anything not text)."""
+    taken: dict[tuple[str, str, str], str] = {}
+    for kind, field in SQL_FIELDS:
+        objects = raw.get(kind)
+        if not isinstance(objects, dict):
+            continue
+        for name, attributes in objects.items():
+            if isinstance(attributes, dict) and isinstance(attributes.get(field), str):
+                taken[(kind, str(name), field)] = attributes.pop(field)
+    return taken
 
 
 def _whereabouts(context: dg.ResolutionContext) -> tuple[Path | None, str, Locate | None]:

@@ -57,9 +57,13 @@ class WarehouseBackend(ABC):
 
     @abstractmethod
     def connect(
-        self, holder: str = "", sources: Mapping[str, SourceConfig] | None = None
+        self,
+        holder: str = "",
+        sources: Mapping[str, SourceConfig] | None = None,
+        scratch: Path | None = None,
     ) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
-        """A sandboxed connection with `sources` attached, closed when the block exits."""
+        """A sandboxed connection with `sources` attached, closed when the block exits.
+        `scratch` is the one folder it may write files to (an export's own folder)."""
 
     @abstractmethod
     def activation_lock(self, activation: str, holder: str = "") -> ActivationLockLike:

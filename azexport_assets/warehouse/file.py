@@ -24,7 +24,7 @@ from typing import IO, TYPE_CHECKING, ClassVar
 
 import duckdb
 
-from azexport_assets.sandbox import export_temp_root, lock_down
+from azexport_assets.sandbox import lock_down
 from azexport_assets.warehouse.base import (
     DEFAULT_LOCK_TIMEOUT,
     DEFAULT_MEMORY_LIMIT,
@@ -177,7 +177,10 @@ class Warehouse(WarehouseBackend):
 
     @contextmanager
     def connect(
-        self, holder: str = "", sources: Mapping[str, SourceConfig] | None = None
+        self,
+        holder: str = "",
+        sources: Mapping[str, SourceConfig] | None = None,
+        scratch: Path | None = None,
     ) -> Iterator[duckdb.DuckDBPyConnection]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with exclusive_lock(
@@ -190,7 +193,9 @@ class Warehouse(WarehouseBackend):
                     con.execute("SET memory_limit = ?", [self.memory_limit])
                 files = attach_sources(con, sources or {}, self.project_root)
                 # From here on the connection runs user SQL: sandbox it (docs/security.md).
-                lock_down(con, files=files, directories=[export_temp_root()])
+                # Only the step's own export folder is writable: not the temp root, where
+                # other runs' export files are (docs/security.md).
+                lock_down(con, files=files, directories=[scratch] if scratch else [])
                 yield con
             finally:
                 con.close()

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
-from azexport_assets.sandbox import export_temp_root, lock_down
+from azexport_assets.sandbox import lock_down, process_scratch
 from azexport_assets.sql_text import quote_literal
 from azexport_assets.warehouse.base import (
     DEFAULT_LOCK_TIMEOUT,
@@ -137,7 +137,8 @@ class LakeWarehouse(WarehouseBackend):
             "extension_directory": str(install_extensions(self._extensions())),
             "autoinstall_known_extensions": "false",
             "autoload_known_extensions": "true",  # ducklake and postgres_scanner, by name
-            "temp_directory": str(export_temp_root() / "azexport-duckdb-spill"),
+            # Spill files of this process only (DuckDB grants its own temp folder to itself).
+            "temp_directory": str(process_scratch() / "duckdb-spill"),
         }
         if self.memory_limit:
             config["memory_limit"] = self.memory_limit
@@ -222,8 +223,9 @@ class LakeWarehouse(WarehouseBackend):
         # A conflict means another process created them meanwhile: the next try finds them.
         return retry_on_conflict(create)
 
-    def _sandbox_directories(self) -> list[str | Path]:
-        return [export_temp_root(), self.settings.data_path]
+    def _sandbox_directories(self, scratch: Path | None) -> list[str | Path]:
+        # The lake's data, and the one folder the step writes export files to (if any).
+        return [self.settings.data_path, *([scratch] if scratch else [])]
 
     def init(self) -> list[str]:
         """Create the catalog (on its first opening) and the project's schemas; idempotent.
@@ -241,7 +243,10 @@ class LakeWarehouse(WarehouseBackend):
 
     @contextmanager
     def connect(
-        self, holder: str = "", sources: Mapping[str, SourceConfig] | None = None
+        self,
+        holder: str = "",
+        sources: Mapping[str, SourceConfig] | None = None,
+        scratch: Path | None = None,
     ) -> Iterator[duckdb.DuckDBPyConnection]:
         """A sandboxed connection to the lake with `sources` attached.
 
@@ -251,8 +256,9 @@ class LakeWarehouse(WarehouseBackend):
         source file is attached (and locked) only while the step runs.
         """
         self._prepare()
-        if sources:
-            con = self._sandboxed(sources)
+        shared_folder = process_scratch()
+        if sources or (scratch is not None and not scratch.is_relative_to(shared_folder)):
+            con = self._sandboxed(sources, scratch)
             try:
                 yield con
             finally:
@@ -268,14 +274,16 @@ class LakeWarehouse(WarehouseBackend):
         finally:
             cursor.close()
 
-    def _sandboxed(self, sources: Mapping[str, SourceConfig] | None) -> duckdb.DuckDBPyConnection:
+    def _sandboxed(
+        self, sources: Mapping[str, SourceConfig] | None, scratch: Path | None
+    ) -> duckdb.DuckDBPyConnection:
         from azexport_assets.warehouse.sources import attach_sources
 
         con = self._with_retries(self._open_once)
         try:
             files = attach_sources(con, sources or {}, self.project_root)
             # From here on the connection runs user SQL: sandbox it (docs/security.md).
-            lock_down(con, files=files, directories=self._sandbox_directories())
+            lock_down(con, files=files, directories=self._sandbox_directories(scratch))
         except BaseException:
             con.close()
             raise
@@ -283,14 +291,15 @@ class LakeWarehouse(WarehouseBackend):
 
     def _shared_key(self) -> tuple:
         # The process id: a forked child must not use its parent's DuckDB.
-        return (os.getpid(), self.settings, self.memory_limit, str(export_temp_root()))
+        return (os.getpid(), self.settings, self.memory_limit, str(process_scratch()))
 
     def _shared(self) -> duckdb.DuckDBPyConnection:
         key = self._shared_key()
         with _shared_guard:
             con = _shared.get(key)
             if con is None:
-                con = self._sandboxed(None)
+                # Exports of this process write below its scratch folder: that is all it gets.
+                con = self._sandboxed(None, process_scratch())
                 _shared[key] = con
             return con
 
