@@ -4,14 +4,15 @@ from pathlib import Path
 
 import dagster as dg
 
-from azexport_assets.components.loading import config_errors_first
+from azexport_assets.components.load_cache import cached_definitions
+from azexport_assets.components.loading import config_errors_first, last_validated
 from azexport_assets.resources import WAREHOUSE_KEY, WarehouseResource
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFS_ROOT = Path(__file__).resolve().parent / "defs"
 
 
-@dg.definitions
-def defs() -> dg.Definitions:
+def _build() -> dg.Definitions:
     # A broken defs.yaml is reported as its one-line message (file:line, object, field),
     # not as the last line under Dagster's component-tree tracebacks.
     with config_errors_first(PROJECT_ROOT):
@@ -19,3 +20,9 @@ def defs() -> dg.Definitions:
     return dg.Definitions.merge(
         loaded, dg.Definitions(resources={WAREHOUSE_KEY: WarehouseResource()})
     )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    # Dagster calls this several times per run: build once while nothing changed.
+    return cached_definitions(DEFS_ROOT, _build, lambda: last_validated(PROJECT_ROOT))

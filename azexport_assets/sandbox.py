@@ -24,6 +24,7 @@ import os
 import shutil
 import stat
 import tempfile
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,13 +84,22 @@ class QueryRefs:
 # --------------------------------------------------------------------------- shape checks
 
 
+_parser = threading.local()
+
+
+def _parser_connection() -> duckdb.DuckDBPyConnection:
+    """One in-memory DuckDB per thread for parsing: opening one costs more than a parse, and
+    a project checks hundreds of SQL texts. It holds no data and runs only the parser."""
+    con = getattr(_parser, "con", None)
+    if con is None or getattr(_parser, "pid", None) != os.getpid():
+        con = _parser.con = duckdb.connect()
+        _parser.pid = os.getpid()
+    return con
+
+
 def _parse_tree(sql: str) -> dict[str, Any]:
     """DuckDB's parse tree of a SELECT (parser only: nothing is bound or executed)."""
-    con = duckdb.connect()
-    try:
-        raw = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchall()[0][0]
-    finally:
-        con.close()
+    raw = _parser_connection().execute("SELECT json_serialize_sql(?)", [sql]).fetchall()[0][0]
     parsed = json.loads(raw)
     if parsed.get("error"):
         message = str(parsed.get("error_message") or "cannot parse the SQL")

@@ -269,7 +269,11 @@ def test_project_is_validated_once_per_load(tmp_path, monkeypatch):
     jobs = {job.name for job in definitions.resolve_all_job_defs()}
     assert {f"activate_people_{f:02d}_{a:02d}" for f in range(10) for a in range(5)} <= jobs
 
-    # A reload is a new component tree: validated again, once.
+    # A reload with nothing changed reuses the build; after a change it validates again, once.
+    loading.definitions_from_folder(defs_root, tmp_path)
+    assert calls == [50]
+    changed = defs_root / "f03" / "defs.yaml"
+    changed.write_text(changed.read_text() + "\n")
     loading.definitions_from_folder(defs_root, tmp_path)
     assert calls == [50, 50]
 

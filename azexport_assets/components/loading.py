@@ -61,9 +61,20 @@ def merge_components(components: Sequence[AzureExport], project_root: Path) -> P
     return build_project(files, project_root)
 
 
+# The project each project root's last load validated (load_cache.py compares its sources).
+_last_validated: dict[Path, Project] = {}
+
+
 def validate_components(components: Sequence[AzureExport], project_root: Path) -> ValidatedProject:
     project = merge_components(components, project_root)
-    return ValidatedProject(project=project, shape=describe_project(project))
+    validated = ValidatedProject(project=project, shape=describe_project(project))
+    _last_validated[project_root.resolve()] = project
+    return validated
+
+
+def last_validated(project_root: Path) -> Project | None:
+    """The project the last load under `project_root` validated in this process, if any."""
+    return _last_validated.get(project_root.resolve())
 
 
 def component_tree(defs_root: Path, project_root: Path) -> dg.ComponentTree:
@@ -95,9 +106,15 @@ def load_project_from_folder(defs_root: Path, project_root: Path) -> Project:
 
 
 def definitions_from_folder(defs_root: Path, project_root: Path) -> dg.Definitions:
-    """What the code location builds from defs_root: each component's own definitions."""
-    with config_errors_first(project_root):
-        return component_tree(defs_root, project_root).build_defs()
+    """What the code location builds from defs_root: each component's own definitions (kept
+    for the process while nothing they were built from changes, see load_cache.py)."""
+    from azexport_assets.components.load_cache import cached_definitions
+
+    def build() -> dg.Definitions:
+        with config_errors_first(project_root):
+            return component_tree(defs_root, project_root).build_defs()
+
+    return cached_definitions(defs_root, build, lambda: last_validated(project_root))
 
 
 def _shown(file: str, project_root: Path | None) -> str:

@@ -1,0 +1,111 @@
+"""The code location, built once per process for as long as what it was built from is unchanged.
+
+Dagster calls a code location's `@dg.definitions` function each time it reconstructs the
+repository: five times in one `dagster job execute` (the command, the run, its plan, the
+steps). Each build templates every `defs.yaml`, checks every SQL text with DuckDB and creates
+hundreds of asset definitions, so building is most of the fixed cost of a run. The result is
+kept per process and handed out again while nothing it depends on changed:
+
+- the files under the defs folder (`defs.yaml`, SQL files, Python files): names, sizes and
+  modification times;
+- the environment, which `{{ env.X }}` templates read;
+- the sources' files (their columns are checked at load): names, sizes and modification times.
+
+A long-running code server that reloads its definitions (the UI's "Reload") therefore builds
+again only when one of these changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+
+from azexport_assets.project import Project
+from azexport_assets.warehouse import resolve_path, source_files
+
+_SKIPPED_PARTS = frozenset({"__pycache__", ".ipynb_checkpoints"})
+
+
+@dataclass(frozen=True)
+class _Built:
+    inputs: str  # digest of the defs folder and the environment
+    sources: tuple  # the sources' files when it was built
+    project: Project | None
+    definitions: dg.Definitions
+
+
+_built: dict[tuple[int, str], _Built] = {}
+_lock = threading.Lock()
+
+
+def _stat_entry(path: Path, shown: str) -> str:
+    try:
+        info = path.stat()
+    except OSError:
+        return f"{shown}:missing"
+    return f"{shown}:{info.st_size}:{info.st_mtime_ns}"
+
+
+def folder_digest(defs_root: Path) -> str:
+    """A digest of every file under `defs_root` (name, size, modification time) and of the
+    environment. Cheap: one stat per file, nothing is read."""
+    digest = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(defs_root):
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIPPED_PARTS)
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            digest.update(_stat_entry(path, str(path.relative_to(defs_root))).encode())
+            digest.update(b"\0")
+    for key, value in sorted(os.environ.items()):
+        digest.update(f"{key}={value}\0".encode())
+    return digest.hexdigest()
+
+
+def sources_state(project: Project | None) -> tuple:
+    """The files of every source, with sizes and modification times (a stat per file)."""
+    if project is None:
+        return ()
+    state = []
+    for name, config in sorted(project.sources.items()):
+        if config.kind == "duckdb":
+            location = resolve_path(config.location, project.project_root)
+            files = [Path(location)] if "://" not in str(location) else []
+        else:
+            files = [Path(f) for f in source_files(config, project.project_root)]
+        state.append((name, tuple(_stat_entry(f, str(f)) for f in files)))
+    return tuple(state)
+
+
+def cached_definitions(
+    defs_root: Path,
+    build: Callable[[], dg.Definitions],
+    project_of: Callable[[], Project | None],
+) -> dg.Definitions:
+    """`build()`'s definitions, reused while the defs folder, the environment and the sources
+    are unchanged. `project_of()` names the project the last build validated."""
+    key = (os.getpid(), str(defs_root.resolve()))  # a forked child builds its own
+    inputs = folder_digest(defs_root)
+    with _lock:
+        built = _built.get(key)
+        if (
+            built is not None
+            and built.inputs == inputs
+            and built.sources == sources_state(built.project)
+        ):
+            return built.definitions
+        definitions = build()
+        project = project_of()
+        _built[key] = _Built(inputs, sources_state(project), project, definitions)
+        return definitions
+
+
+def forget_built() -> None:
+    """Drop every kept build (tests that rewrite a project within one second use this)."""
+    with _lock:
+        _built.clear()

@@ -1,0 +1,163 @@
+"""The code location is built once per process while its files, the environment and the
+sources are unchanged, and again as soon as one of them changes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from azexport_assets.components import loading
+from azexport_assets.components.load_cache import forget_built
+from azexport_assets.components.loading import definitions_from_folder
+from azexport_assets.resources import WAREHOUSE_KEY, WarehouseResource
+
+DEFS = """\
+type: azexport_assets.components.AzureExport
+attributes:
+  sources:
+    crm: {duckdb: crm.duckdb}
+  models:
+    people:
+      sql: SELECT id, name FROM crm.people
+      primary_key: id
+      description: "{{ env.AZEXPORT_TEST_DESCRIPTION }}"
+  destinations:
+    lake:
+      account_url: https://acct.blob.core.windows.net
+      container: exports
+      sas_token: {env: LAKE_SAS}
+  activations:
+    people_csv: {source: people, destination: lake, file_name: people}
+"""
+
+
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("AZEXPORT_TEST_DESCRIPTION", "first")
+    con = duckdb.connect(str(tmp_path / "crm.duckdb"))
+    con.execute("CREATE TABLE people AS SELECT 1 AS id, 'ada' AS name")
+    con.close()
+    (tmp_path / "defs" / "main").mkdir(parents=True)
+    (tmp_path / "defs" / "main" / "defs.yaml").write_text(DEFS)
+    forget_built()
+    return tmp_path
+
+
+@pytest.fixture
+def builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per validation of a project (what a build pays for)."""
+    calls: list[int] = []
+    real = loading.validate_components
+
+    def counted(components, project_root):
+        calls.append(1)
+        return real(components, project_root)
+
+    monkeypatch.setattr(loading, "validate_components", counted)
+    from azexport_assets.components import azure_export
+
+    monkeypatch.setattr(azure_export, "validate_components", counted)
+    return calls
+
+
+def people_spec(definitions: dg.Definitions) -> dg.AssetSpec:
+    complete = dg.Definitions.merge(
+        definitions, dg.Definitions(resources={WAREHOUSE_KEY: WarehouseResource()})
+    )
+    key = dg.AssetKey(["models", "people"])
+    return next(s for s in complete.resolve_all_asset_specs() if s.key == key)
+
+
+def description(definitions: dg.Definitions) -> str | None:
+    return (people_spec(definitions).description or "").split("\n")[0]
+
+
+def test_repeated_loads_build_once(root: Path, builds: list[int]) -> None:
+    first = definitions_from_folder(root / "defs", root)
+    for _ in range(4):
+        assert definitions_from_folder(root / "defs", root) is first
+    assert len(builds) == 1
+    assert description(first) == "first"
+
+
+def test_a_changed_file_is_built_again(root: Path, builds: list[int]) -> None:
+    first = definitions_from_folder(root / "defs", root)
+    path = root / "defs" / "main" / "defs.yaml"
+    path.write_text(DEFS.replace("SELECT id, name", "SELECT id, name, 7 AS score"))
+    second = definitions_from_folder(root / "defs", root)
+    assert second is not first and len(builds) == 2
+    assert "7 AS score" in (people_spec(second).description or "")
+
+
+def test_a_new_folder_is_built_again(root: Path, builds: list[int]) -> None:
+    definitions_from_folder(root / "defs", root)
+    (root / "defs" / "other").mkdir()
+    (root / "defs" / "other" / "defs.yaml").write_text(
+        textwrap.dedent("""\
+        type: azexport_assets.components.AzureExport
+        attributes:
+          activations:
+            people_json: {source: people, destination: lake, file_name: p, format: json}
+        """)
+    )
+    second = definitions_from_folder(root / "defs", root)
+    assert len(builds) == 2
+    jobs = dg.Definitions.merge(
+        second, dg.Definitions(resources={WAREHOUSE_KEY: WarehouseResource()})
+    )
+    assert jobs.resolve_job_def("activate_people_json").name == "activate_people_json"
+
+
+def test_a_changed_environment_is_built_again(
+    root: Path, builds: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    definitions_from_folder(root / "defs", root)
+    monkeypatch.setenv("AZEXPORT_TEST_DESCRIPTION", "second")
+    assert description(definitions_from_folder(root / "defs", root)) == "second"
+    assert len(builds) == 2
+
+
+def test_a_changed_source_is_checked_again(root: Path, builds: list[int]) -> None:
+    definitions_from_folder(root / "defs", root)
+    con = duckdb.connect(str(root / "crm.duckdb"))
+    con.execute("ALTER TABLE people RENAME COLUMN name TO full_name")
+    con.close()
+    # The model's SQL no longer binds: the new load says so instead of reusing the old build.
+    with pytest.raises(Exception, match="name"):
+        definitions_from_folder(root / "defs", root)
+    assert len(builds) == 2
+
+
+def test_the_code_location_builds_once_per_dagster_command(tmp_path: Path) -> None:
+    """Dagster calls `defs()` several times in one `dagster definitions validate`; the
+    project is validated once."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        textwrap.dedent("""\
+        import runpy, sys
+        from azexport_assets.components import loading, azure_export
+        real = loading.validate_components
+        calls = []
+        def counted(*args):
+            calls.append(1)
+            return real(*args)
+        loading.validate_components = azure_export.validate_components = counted
+        import atexit
+        atexit.register(lambda: print(f"VALIDATIONS={len(calls)}", file=sys.stderr))
+        sys.argv = ["dagster", "definitions", "validate", "-m", "azexport_assets.definitions"]
+        runpy.run_module("dagster", run_name="__main__", alter_sys=True)
+        """)
+    )
+    env = dict(os.environ, DAGSTER_HOME=str(tmp_path))
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    result = subprocess.run(
+        [sys.executable, str(probe)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert "VALIDATIONS=1" in result.stderr, result.stderr[-3000:]
