@@ -15,12 +15,20 @@ from pathlib import Path
 
 import dagster as dg
 
-# No telemetry (the demo must not phone home), and the concurrency the project documents: one
+# No telemetry (the demo must not phone home), a run queue read every second, and the concurrency the project documents: one
 # model or segment build at a time (pool azexport_warehouse) and one run per activation, so
 # waiting work shows as queued in the UI.
 DEFAULT_DAGSTER_YAML = """\
 telemetry:
   enabled: false
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    # A queued run starts within about a second (Dagster's default polls every 5 s).
+    dequeue_interval_seconds: 1
+    dequeue_use_threads: true
+    dequeue_num_workers: 4
 concurrency:
   pools:
     default_limit: 1
