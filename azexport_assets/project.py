@@ -92,6 +92,7 @@ def build_project(files: list[DeclaredFile], project_root: Path) -> Project:
     """Merge per-file configs, rejecting duplicate names and dangling references."""
     project = Project(project_root=project_root)
     for declared in files:
+        declared_path = declared.path.resolve()  # compared with other paths later
         for kind in ("sources", "models", "segments", "destinations", "activations"):
             target: dict[str, Any] = getattr(project, kind)
             for name, obj in getattr(declared.config, kind).items():
@@ -105,7 +106,7 @@ def build_project(files: list[DeclaredFile], project_root: Path) -> Project:
                         "defs.yaml files"
                     )
                 target[name] = obj
-                project.origin[(kind, name)] = declared.path
+                project.origin[(kind, name)] = declared_path
                 if declared.locate:
                     project.locate[(kind, name)] = declared.locate
     _check_name_clashes(project)

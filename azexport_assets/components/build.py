@@ -33,11 +33,14 @@ def build_definitions(
     """Assets, checks, jobs, schedules and destination resources of the objects declared in
     `only_file` (a component's own defs.yaml), or of the whole project."""
 
+    own_file = only_file.resolve() if only_file is not None else None
+
     def declared(kind: str) -> list[str]:
         names = list(getattr(project, kind))
-        if only_file is None:
+        if own_file is None:
             return names
-        return [n for n in names if project.file_of(kind, n).resolve() == only_file.resolve()]
+        # Declaring files are stored resolved (one resolve per object per load, not per pair).
+        return [n for n in names if project.file_of(kind, n) == own_file]
 
     models, segments, activations = (
         declared("models"),
