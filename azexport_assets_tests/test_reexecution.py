@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import textwrap
+import time
 
 import dagster as dg
 import duckdb
@@ -51,6 +52,10 @@ def rows(kit: ProjectKit, name: str) -> list[int]:
     return sorted(int(r["id"]) for r in csv.DictReader(io.StringIO(kit.download(name).decode())))
 
 
+def wait_for_the_next_second() -> None:
+    time.sleep(1.0 - time.time() % 1.0 + 0.01)
+
+
 def test_reexecute_from_failure_rewrites_the_same_names(
     tmp_path, project, azurite, container, monkeypatch
 ):
@@ -64,6 +69,9 @@ def test_reexecute_from_failure_rewrites_the_same_names(
     with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
         first = dg.execute_job(job, instance=instance)
         assert first.success
+        # The names have second resolution: a run in the same second as the first would
+        # reuse (and overwrite) the first run's names, which is not what this test is about.
+        wait_for_the_next_second()
 
         kit.source_sql("INSERT INTO people VALUES (10, 'new')", "DELETE FROM people WHERE id = 0")
         with FaultProxy(target_port=azurite.port) as proxy:
