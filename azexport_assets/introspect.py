@@ -133,11 +133,20 @@ def _source_available(project: Project, source: str) -> bool:
 
 
 def model_order(project: Project, deps: dict[str, ModelDeps]) -> list[str]:
+    """Models in build order (each after the models it reads); ConfigError on a cycle."""
     try:
         return list(TopologicalSorter({m: set(d.models) for m, d in deps.items()}).static_order())
     except CycleError as error:
-        cycle = " -> ".join(error.args[1])
-        raise ConfigError(f"models read each other in a cycle: {cycle}") from None
+        # graphlib lists each node before the one that reads it: reversed, it reads
+        # 'a -> b -> a' as "a reads b, which reads a".
+        cycle = list(reversed(error.args[1]))
+        first, second = cycle[0], cycle[1]
+        raise ConfigError(
+            f"{project.where('models', first, _sql_field(project, first))}: reads "
+            f"models.{second}, and the models read each other in a cycle: "
+            f"{' -> '.join(cycle)}; no model may read, even through others, a model that "
+            "reads it: break the cycle, e.g. by reading the sources directly in one of them"
+        ) from None
 
 
 def describe_project(project: Project) -> ProjectShape:
