@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
 
@@ -24,6 +25,7 @@ from azexport_assets.config import ConfigError
 from azexport_assets.project import Project
 from azexport_assets.sandbox import (
     UnsafeSQLError,
+    ascii_lower,
     check_segment_filter,
     check_select,
     filter_type_probe,
@@ -55,25 +57,35 @@ def table_references(sql: str) -> list[tuple[str, str, str]]:
 
 
 def model_dependencies(project: Project, name: str) -> ModelDeps:
+    """The declared sources (source, table) and models a model's SQL reads, under their
+    declared names; ConfigError naming the file, line, model and field for anything else.
+
+    Names are matched the way DuckDB resolves them: ASCII letters in any case (`HSRC.Customers`
+    is source `hsrc`'s table `customers`), every other character exactly (`ascii_lower`)."""
     field_ = _sql_field(project, name)
     try:
         refs = table_references(project.model_sql[name])
     except UnsafeSQLError as error:
         raise ConfigError(f"{project.where('models', name, field_)}: {error}") from None
+    duckdb_sources = _folded(s for s, c in project.sources.items() if c.kind == "duckdb")
+    file_sources = _folded(s for s, c in project.sources.items() if c.kind != "duckdb")
+    models_by_name = _folded(project.models)
     source_tables: list[tuple[str, str]] = []
     models: list[str] = []
     for catalog, schema, table in refs:
-        owner = catalog or schema
-        if owner in project.sources and project.sources[owner].kind == "duckdb":
-            source_tables.append((owner, table))
-        elif not catalog and schema == "models" and table in project.models:
-            models.append(table)
-        elif not owner and table in project.sources and project.sources[table].kind != "duckdb":
-            source_tables.append((table, table))
+        owner = ascii_lower(catalog or schema)
+        if owner in duckdb_sources:
+            # One table whatever its spelling, so one lineage asset: DuckDB's folded name.
+            source_tables.append((duckdb_sources[owner], ascii_lower(table)))
+        elif not catalog and owner == "models" and ascii_lower(table) in models_by_name:
+            models.append(models_by_name[ascii_lower(table)])
+        elif not owner and ascii_lower(table) in file_sources:
+            source = file_sources[ascii_lower(table)]
+            source_tables.append((source, source))
         else:
             known = ", ".join(
-                [f"{s}.<table>" for s, c in project.sources.items() if c.kind == "duckdb"]
-                + [s for s, c in project.sources.items() if c.kind != "duckdb"]
+                [f"{s}.<table>" for s in duckdb_sources.values()]
+                + list(file_sources.values())
                 + [f"models.{m}" for m in project.models]
             )
             shown = ".".join(p for p in (catalog, schema, table) if p)
@@ -82,6 +94,12 @@ def model_dependencies(project: Project, name: str) -> ModelDeps:
                 f"declared source or model; it can read: {known or 'nothing declared'}"
             )
     return ModelDeps(tuple(dict.fromkeys(source_tables)), tuple(dict.fromkeys(models)))
+
+
+def _folded(names: Iterable[str]) -> dict[str, str]:
+    """Declared names by their DuckDB-folded form (names differing only in ASCII case are
+    refused when the project is built, so the map is one-to-one)."""
+    return {ascii_lower(n): n for n in names}
 
 
 def _sql_field(project: Project, model: str) -> str:
@@ -100,7 +118,11 @@ def check_segment(project: Project, name: str) -> None:
     except UnsafeSQLError as error:
         raise ConfigError(f"{where}: {error}") from None
     for catalog, schema, table in refs.tables:
-        if not catalog and schema == "models" and table == segment.model:
+        if (
+            not catalog
+            and ascii_lower(schema) == "models"
+            and ascii_lower(table) == ascii_lower(segment.model)
+        ):
             continue
         shown = ".".join(p for p in (catalog, schema, table) if p)
         raise ConfigError(
