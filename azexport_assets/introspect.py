@@ -33,7 +33,13 @@ from azexport_assets.sandbox import (
     segment_query,
 )
 from azexport_assets.sql_text import quote_ident
-from azexport_assets.warehouse import attach_source, resolve_path, source_files
+from azexport_assets.warehouse import (
+    attach_source,
+    confine_sources,
+    resolve_path,
+    source_files,
+    violation,
+)
 
 
 @dataclass(frozen=True)
@@ -171,8 +177,23 @@ def model_order(project: Project, deps: dict[str, ModelDeps]) -> list[str]:
         ) from None
 
 
+def check_source_locations(project: Project) -> None:
+    """With AZEXPORT_CONFINE_SOURCES on, every source lives under the project root (its path,
+    a glob's fixed prefix and the files it matches now, '..' and symlinks resolved). Steps
+    check again when they attach the source (`warehouse.confinement`)."""
+    if not confine_sources():
+        return
+    for name, config in project.sources.items():
+        location = resolve_path(config.location, project.project_root)
+        files = source_files(config, project.project_root) if config.kind != "duckdb" else []
+        reason = violation(config, location, project.project_root, files)
+        if reason:
+            raise ConfigError(f"{project.where('sources', name, config.kind)}: {reason}")
+
+
 def describe_project(project: Project) -> ProjectShape:
     """Dependencies and columns of every model and segment; ConfigError on SQL errors."""
+    check_source_locations(project)
     shape = ProjectShape(deps={m: model_dependencies(project, m) for m in project.models})
     for segment in project.segments:
         check_segment(project, segment)
