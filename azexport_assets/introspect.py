@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -40,6 +41,9 @@ from azexport_assets.warehouse import (
     source_files,
     violation,
 )
+from azexport_assets.warehouse.csv_dialect import sniff_csv_sources
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -209,6 +213,7 @@ def describe_project(project: Project) -> ProjectShape:
         # Our schemas first: the configuration is locked from here on.
         con.execute("CREATE SCHEMA models; CREATE SCHEMA segments")
         lock_down(con, files=files)
+        _warn_about_skipped_lines(con, project, available)
         for model in model_order(project, shape.deps):
             deps = shape.deps[model]
             ready = all(s in available for s, _ in deps.source_tables) and all(
@@ -237,6 +242,18 @@ def describe_project(project: Project) -> ProjectShape:
             project, activation, shape.columns.get(project.activations[activation].source)
         )
     return shape
+
+
+def _warn_about_skipped_lines(
+    con: duckdb.DuckDBPyConnection, project: Project, available: set[str]
+) -> None:
+    """A line in the code location's log when DuckDB's sniffer skips lines of a CSV source
+    (the model step logs the whole dialect on every run)."""
+    attached = {s: project.sources[s] for s in sorted(available)}
+    for dialect in sniff_csv_sources(con, attached, project.project_root):
+        warning = dialect.warning()
+        if warning:
+            _log.warning("%s: %s", project.position("sources", dialect.source, "csv"), warning)
 
 
 def _create_view(
