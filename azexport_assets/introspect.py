@@ -37,9 +37,9 @@ from azexport_assets.sql_text import quote_ident
 from azexport_assets.warehouse import (
     attach_source,
     confine_sources,
+    confinement_violation,
     resolve_path,
     source_files,
-    violation,
 )
 from azexport_assets.warehouse.csv_dialect import sniff_csv_sources
 
@@ -190,7 +190,7 @@ def check_source_locations(project: Project) -> None:
     for name, config in project.sources.items():
         location = resolve_path(config.location, project.project_root)
         files = source_files(config, project.project_root) if config.kind != "duckdb" else []
-        reason = violation(config, location, project.project_root, files)
+        reason = confinement_violation(config, location, project.project_root, files)
         if reason:
             raise ConfigError(f"{project.where('sources', name, config.kind)}: {reason}")
 

@@ -28,7 +28,7 @@ from azexport_assets.warehouse.confinement import (
     CONFINE_ENV,
     SourceOutsideProjectError,
     confine_sources,
-    violation,
+    confinement_violation,
 )
 from azexport_assets.warehouse.conflicts import is_conflict, retry_on_conflict
 from azexport_assets.warehouse.file import (
@@ -87,12 +87,12 @@ __all__ = [
     "attach_source",
     "attach_sources",
     "confine_sources",
+    "confinement_violation",
     "exclusive_lock",
     "is_conflict",
     "open_warehouse",
     "resolve_path",
     "retry_on_conflict",
     "source_files",
-    "violation",
     "warehouse_path",
 ]

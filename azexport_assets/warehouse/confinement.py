@@ -72,7 +72,7 @@ def _outside(path: str, root: str) -> str | None:
     return None if Path(resolved).is_relative_to(root) else resolved
 
 
-def violation(
+def confinement_violation(
     source: SourceConfig, location: str, root: Path, files: Sequence[str] = ()
 ) -> str | None:
     """Why `source` (its resolved `location`, the files it matches) is not under `root`, or
@@ -100,6 +100,6 @@ def check_confined(
     """Raise SourceOutsideProjectError when confinement is on and `source` reaches outside."""
     if not confine_sources():
         return
-    reason = violation(source, location, root, files)
+    reason = confinement_violation(source, location, root, files)
     if reason:
         raise SourceOutsideProjectError(f"source '{name}' ({source.kind}): {reason}")
