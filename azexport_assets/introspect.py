@@ -14,7 +14,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
 
@@ -24,6 +26,7 @@ from azexport_assets.config import ConfigError
 from azexport_assets.project import Project
 from azexport_assets.sandbox import (
     UnsafeSQLError,
+    ascii_lower,
     check_segment_filter,
     check_select,
     filter_type_probe,
@@ -31,7 +34,16 @@ from azexport_assets.sandbox import (
     segment_query,
 )
 from azexport_assets.sql_text import quote_ident
-from azexport_assets.warehouse import attach_source, resolve_path, source_files
+from azexport_assets.warehouse import (
+    attach_source,
+    confine_sources,
+    confinement_violation,
+    resolve_path,
+    source_files,
+)
+from azexport_assets.warehouse.csv_dialect import sniff_csv_sources
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,25 +67,35 @@ def table_references(sql: str) -> list[tuple[str, str, str]]:
 
 
 def model_dependencies(project: Project, name: str) -> ModelDeps:
+    """The declared sources (source, table) and models a model's SQL reads, under their
+    declared names; ConfigError naming the file, line, model and field for anything else.
+
+    Names are matched the way DuckDB resolves them: ASCII letters in any case (`HSRC.Customers`
+    is source `hsrc`'s table `customers`), every other character exactly (`ascii_lower`)."""
     field_ = _sql_field(project, name)
     try:
         refs = table_references(project.model_sql[name])
     except UnsafeSQLError as error:
         raise ConfigError(f"{project.where('models', name, field_)}: {error}") from None
+    duckdb_sources = _folded(s for s, c in project.sources.items() if c.kind == "duckdb")
+    file_sources = _folded(s for s, c in project.sources.items() if c.kind != "duckdb")
+    models_by_name = _folded(project.models)
     source_tables: list[tuple[str, str]] = []
     models: list[str] = []
     for catalog, schema, table in refs:
-        owner = catalog or schema
-        if owner in project.sources and project.sources[owner].kind == "duckdb":
-            source_tables.append((owner, table))
-        elif not catalog and schema == "models" and table in project.models:
-            models.append(table)
-        elif not owner and table in project.sources and project.sources[table].kind != "duckdb":
-            source_tables.append((table, table))
+        owner = ascii_lower(catalog or schema)
+        if owner in duckdb_sources:
+            # One table whatever its spelling, so one lineage asset: DuckDB's folded name.
+            source_tables.append((duckdb_sources[owner], ascii_lower(table)))
+        elif not catalog and owner == "models" and ascii_lower(table) in models_by_name:
+            models.append(models_by_name[ascii_lower(table)])
+        elif not owner and ascii_lower(table) in file_sources:
+            source = file_sources[ascii_lower(table)]
+            source_tables.append((source, source))
         else:
             known = ", ".join(
-                [f"{s}.<table>" for s, c in project.sources.items() if c.kind == "duckdb"]
-                + [s for s, c in project.sources.items() if c.kind != "duckdb"]
+                [f"{s}.<table>" for s in duckdb_sources.values()]
+                + list(file_sources.values())
                 + [f"models.{m}" for m in project.models]
             )
             shown = ".".join(p for p in (catalog, schema, table) if p)
@@ -82,6 +104,12 @@ def model_dependencies(project: Project, name: str) -> ModelDeps:
                 f"declared source or model; it can read: {known or 'nothing declared'}"
             )
     return ModelDeps(tuple(dict.fromkeys(source_tables)), tuple(dict.fromkeys(models)))
+
+
+def _folded(names: Iterable[str]) -> dict[str, str]:
+    """Declared names by their DuckDB-folded form (names differing only in ASCII case are
+    refused when the project is built, so the map is one-to-one)."""
+    return {ascii_lower(n): n for n in names}
 
 
 def _sql_field(project: Project, model: str) -> str:
@@ -100,7 +128,11 @@ def check_segment(project: Project, name: str) -> None:
     except UnsafeSQLError as error:
         raise ConfigError(f"{where}: {error}") from None
     for catalog, schema, table in refs.tables:
-        if not catalog and schema == "models" and table == segment.model:
+        if (
+            not catalog
+            and ascii_lower(schema) == "models"
+            and ascii_lower(table) == ascii_lower(segment.model)
+        ):
             continue
         shown = ".".join(p for p in (catalog, schema, table) if p)
         raise ConfigError(
@@ -133,15 +165,39 @@ def _source_available(project: Project, source: str) -> bool:
 
 
 def model_order(project: Project, deps: dict[str, ModelDeps]) -> list[str]:
+    """Models in build order (each after the models it reads); ConfigError on a cycle."""
     try:
         return list(TopologicalSorter({m: set(d.models) for m, d in deps.items()}).static_order())
     except CycleError as error:
-        cycle = " -> ".join(error.args[1])
-        raise ConfigError(f"models read each other in a cycle: {cycle}") from None
+        # graphlib lists each node before the one that reads it: reversed, it reads
+        # 'a -> b -> a' as "a reads b, which reads a".
+        cycle = list(reversed(error.args[1]))
+        first, second = cycle[0], cycle[1]
+        raise ConfigError(
+            f"{project.where('models', first, _sql_field(project, first))}: reads "
+            f"models.{second}, and the models read each other in a cycle: "
+            f"{' -> '.join(cycle)}; no model may read, even through others, a model that "
+            "reads it: break the cycle, e.g. by reading the sources directly in one of them"
+        ) from None
+
+
+def check_source_locations(project: Project) -> None:
+    """With AZEXPORT_CONFINE_SOURCES on, every source lives under the project root (its path,
+    a glob's fixed prefix and the files it matches now, '..' and symlinks resolved). Steps
+    check again when they attach the source (`warehouse.confinement`)."""
+    if not confine_sources():
+        return
+    for name, config in project.sources.items():
+        location = resolve_path(config.location, project.project_root)
+        files = source_files(config, project.project_root) if config.kind != "duckdb" else []
+        reason = confinement_violation(config, location, project.project_root, files)
+        if reason:
+            raise ConfigError(f"{project.where('sources', name, config.kind)}: {reason}")
 
 
 def describe_project(project: Project) -> ProjectShape:
     """Dependencies and columns of every model and segment; ConfigError on SQL errors."""
+    check_source_locations(project)
     shape = ProjectShape(deps={m: model_dependencies(project, m) for m in project.models})
     for segment in project.segments:
         check_segment(project, segment)
@@ -157,6 +213,7 @@ def describe_project(project: Project) -> ProjectShape:
         # Our schemas first: the configuration is locked from here on.
         con.execute("CREATE SCHEMA models; CREATE SCHEMA segments")
         lock_down(con, files=files)
+        _warn_about_skipped_lines(con, project, available)
         for model in model_order(project, shape.deps):
             deps = shape.deps[model]
             ready = all(s in available for s, _ in deps.source_tables) and all(
@@ -185,6 +242,18 @@ def describe_project(project: Project) -> ProjectShape:
             project, activation, shape.columns.get(project.activations[activation].source)
         )
     return shape
+
+
+def _warn_about_skipped_lines(
+    con: duckdb.DuckDBPyConnection, project: Project, available: set[str]
+) -> None:
+    """A line in the code location's log when DuckDB's sniffer skips lines of a CSV source
+    (the model step logs the whole dialect on every run)."""
+    attached = {s: project.sources[s] for s in sorted(available)}
+    for dialect in sniff_csv_sources(con, attached, project.project_root):
+        warning = dialect.warning()
+        if warning:
+            _log.warning("%s: %s", project.position("sources", dialect.source, "csv"), warning)
 
 
 def _create_view(

@@ -27,6 +27,7 @@ from azexport_assets.config import (
     SourceConfig,
     file_position,
 )
+from azexport_assets.sandbox import ascii_lower
 
 # The longest suffix a part file can get after its rendered name: '_removed_part-00001'
 # plus the longest extension ('.parquet' / '.jsonl.zst'), and '_manifest.json'.
@@ -117,6 +118,18 @@ def build_project(files: list[DeclaredFile], project_root: Path) -> Project:
 
 
 def _check_name_clashes(project: Project) -> None:
+    # DuckDB matches names with ASCII letters in any case: 'People' and 'people' would be one
+    # table (models, segments) or one catalog (sources), and a query could not tell them apart.
+    for kind in ("sources", "models", "segments"):
+        seen: dict[str, str] = {}
+        for name in getattr(project, kind):
+            other = seen.setdefault(ascii_lower(name), name)
+            if other != name:
+                raise ConfigError(
+                    f"{project.position(kind, name)}: {kind[:-1]} '{name}' differs from "
+                    f"{kind[:-1]} '{other}' ({project.position(kind, other)}) only in letter "
+                    "case; DuckDB matches names in any case, so rename one of them"
+                )
     # Models and segments share the activation 'source' namespace.
     for name in project.segments:
         if name in project.models:

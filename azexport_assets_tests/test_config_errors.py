@@ -269,3 +269,40 @@ def test_missing_source_file_defers_column_checks(project_dir):
     )
     project = load(project_dir, text)  # no exception: the same check runs before data moves
     assert project.activations["people_csv"].mapping == {"agee": "A"}
+
+
+CYCLE = """
+type: azexport_assets.components.AzureExport
+attributes:
+  sources:
+    crm: {duckdb: crm.duckdb}
+  models:
+    people:
+      sql: SELECT id, name, age FROM crm.people
+      primary_key: id
+    a:
+      sql: SELECT id FROM models.b
+    b:
+      sql_file: b.sql
+"""
+
+
+def test_model_cycle_names_file_line_object_field_and_path(project_dir):
+    (project_dir / "defs" / "main" / "b.sql").write_text("SELECT id FROM models.a\n")
+    message = error_of(project_dir, CYCLE)
+    # Model 'a' (line 11, column 7: its 'sql') reads b, which reads a back.
+    assert message.startswith(
+        f"{FILE}:11:7: model 'a', field 'sql': reads models.b, and the models read each "
+        "other in a cycle: a -> b -> a;"
+    ), message
+
+
+def test_model_reading_itself_is_a_cycle_of_one(project_dir):
+    text = CYCLE.replace("SELECT id FROM models.b", "SELECT id FROM models.a").replace(
+        "    b:\n      sql_file: b.sql\n", ""
+    )
+    message = error_of(project_dir, text)
+    assert message.startswith(
+        f"{FILE}:11:7: model 'a', field 'sql': reads models.a, and the models read each "
+        "other in a cycle: a -> a;"
+    ), message

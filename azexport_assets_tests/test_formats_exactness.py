@@ -104,6 +104,11 @@ def test_an_integer_of_more_than_38_digits_is_refused_naming_the_column(
     assert f"column 'big value' ({type_name})" in message
     assert "more than 38 digits" in message and "DECIMAL(38,0)" in message
     assert "cast the column to VARCHAR" in message
+    # The cap is DuckDB's DECIMAL, not Parquet's: the message says so and offers the cast.
+    assert "DuckDB, which writes the file, has no wider exact type" in message
+    assert "its DECIMAL stops at 38 digits; Parquet's own decimals could be wider" in message
+    assert "or to DECIMAL(38,0) if its values should fit" in message
+    assert "Parquet's widest" not in message
     assert list(tmp_path.iterdir()) == []  # no partial file left behind
     assert con.execute("SELECT 42").fetchall() == [(42,)]  # the connection is usable again
 

@@ -14,6 +14,7 @@ PLAIN_MODULES = [
     "azexport_assets.formats",
     "azexport_assets.delta",
     "azexport_assets.warehouse",
+    "azexport_assets.warehouse.csv_dialect",
     "azexport_assets.naming",
 ]
 

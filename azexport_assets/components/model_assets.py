@@ -7,6 +7,7 @@ import duckdb
 
 from azexport_assets.asset_keys import model_key, segment_key, source_key
 from azexport_assets.components.activation_assets import WAREHOUSE_POOL
+from azexport_assets.components.csv_sources import log_csv_dialects
 from azexport_assets.components.lineage import is_view, sources_to_attach
 from azexport_assets.components.metadata import markdown_table, table_metadata
 from azexport_assets.config import ConfigError
@@ -59,6 +60,7 @@ def materialize_table(
         holder=f"run {context.run.run_id[:8]} {kind}/{name}",
         sources=sources,
     ) as con:
+        log_csv_dialects(context, con, sources, project.project_root)
         try:
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {kind}")
             # On DuckLake two runs may rebuild a shared model at once: the later commit

@@ -3,9 +3,11 @@
 DuckDB's Parquet writer would change two kinds of values silently; this projection prevents it:
 
 - HUGEINT / UHUGEINT (also inside LIST/STRUCT/MAP/ARRAY/UNION) are written as DOUBLE by
-  DuckDB, losing digits. They are cast to DECIMAL(38,0), Parquet's widest exact integer that
-  readers (pyarrow, Spark, pandas) accept. A value with more than 38 digits does not fit: the
-  export stops with `UnrepresentableValueError` naming the column (cast it in the model).
+  DuckDB, losing digits. They are cast to DECIMAL(38,0), the widest exact type DuckDB can
+  write (its DECIMAL stops at 38 digits, though Parquet's fixed-length decimals go further),
+  which readers (pyarrow, Spark, pandas) accept. A value with more than 38 digits does not
+  fit: the export stops with `UnrepresentableValueError` naming the column (cast it in the
+  model).
 - DATE and TIMESTAMP 'infinity' / '-infinity' have no Parquet form: DuckDB would write the
   largest/smallest number of the physical type, i.e. a real date millions of years away (or,
   after the UTC conversion below, NULL). The export stops instead, naming the column.
@@ -172,8 +174,11 @@ def _message(col: Column, reason: str) -> str:
             "VARCHAR, or export as CSV/JSON/XML, which write 'infinity'."
         )
     return (
-        f"Parquet cannot hold {where} exactly: a value has more than 38 digits, and azexport "
-        f"writes HUGEINT/UHUGEINT as {EXACT_INTEGER}, Parquet's widest exact integer. In the "
-        "model, cast the column to VARCHAR (exact text) or DOUBLE (approximate), or export as "
+        f"The Parquet export cannot hold {where} exactly: a value has more than 38 digits. "
+        f"azexport writes HUGEINT/UHUGEINT as {EXACT_INTEGER} because DuckDB, which writes "
+        "the file, has no wider exact type (its DECIMAL stops at 38 digits; Parquet's own "
+        "decimals could be wider). In the model, cast the column to VARCHAR (exact text), or "
+        f"to {EXACT_INTEGER} if its values should fit (the model step then fails on the "
+        "out-of-range rows, to be fixed upstream), or to DOUBLE (approximate); or export as "
         "CSV/JSON/XML, which write every digit."
     )

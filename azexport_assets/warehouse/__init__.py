@@ -24,6 +24,12 @@ from azexport_assets.warehouse.base import (
     WarehouseBusyError,
     WarehouseConfigError,
 )
+from azexport_assets.warehouse.confinement import (
+    CONFINE_ENV,
+    SourceOutsideProjectError,
+    confine_sources,
+    confinement_violation,
+)
 from azexport_assets.warehouse.conflicts import is_conflict, retry_on_conflict
 from azexport_assets.warehouse.file import (
     DEFAULT_WAREHOUSE,
@@ -64,6 +70,7 @@ def open_warehouse(
 
 
 __all__ = [
+    "CONFINE_ENV",
     "DEFAULT_LOCK_TIMEOUT",
     "DEFAULT_MEMORY_LIMIT",
     "DEFAULT_WAREHOUSE",
@@ -72,12 +79,15 @@ __all__ = [
     "ActivationBusyError",
     "ActivationLock",
     "LakeWarehouse",
+    "SourceOutsideProjectError",
     "Warehouse",
     "WarehouseBackend",
     "WarehouseBusyError",
     "WarehouseConfigError",
     "attach_source",
     "attach_sources",
+    "confine_sources",
+    "confinement_violation",
     "exclusive_lock",
     "is_conflict",
     "open_warehouse",

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from azexport_assets.sql_text import quote_ident, quote_literal
+from azexport_assets.warehouse.confinement import check_confined
 
 if TYPE_CHECKING:  # the configuration layer may depend on Dagster; the warehouse does not
     from azexport_assets.config import SourceConfig
@@ -38,11 +39,13 @@ def attach_source(
     over the files it matches now. Returns the files the sandbox must keep readable."""
     location = resolve_path(source.location, base)
     if source.kind == "duckdb":
+        check_confined(name, source, location, base)  # again at run time: files can change
         con.execute(f"ATTACH {quote_literal(location)} AS {quote_ident(name)} (READ_ONLY)")
         return [location]
     # The view lists the files rather than the glob: the sandbox grants exactly these files,
     # and a glob would need the whole folder. No match: keep the glob for DuckDB's own error.
     files = source_files(source, base)
+    check_confined(name, source, location, base, files)
     listed = f"[{', '.join(quote_literal(f) for f in files)}]" if files else quote_literal(location)
     reader = "read_parquet" if source.kind == "parquet" else "read_csv"
     con.execute(
