@@ -28,8 +28,8 @@ HASH_COLUMN = "h"
 # FROM (equal values, -0.0/0.0 and NaNs included, hash alike). Every other type is compared
 # value by value in the key join instead, because DuckDB's hash has structural collisions for
 # them: `[]`, `[NULL]` and a NULL list hash alike, so do `[[1], [2]]` and `[[1, 2]]`,
-# `{'a': NULL}` and a NULL struct, and 128-bit values whose two halves are swapped or equal
-# (HUGEINT, UHUGEINT, UUID, DECIMAL wider than 18 digits).
+# `{'a': NULL}` and a NULL struct, and a HUGEINT hashes as the XOR of its 64-bit halves
+# (swapped or equal halves collide; UHUGEINT, UUID and DECIMAL wider than 18 digits alike).
 HASHED_TYPES = frozenset(
     {
         "BOOLEAN", "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT",
