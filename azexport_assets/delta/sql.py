@@ -192,9 +192,9 @@ def baseline_hash_check(activation: str, lay: Layout, sample: int) -> str:
     hash this DuckDB computes: not 0 means the hash function changed, so the stored hashes must
     be recomputed (otherwise every row would be a candidate on every run)."""
     return (
-        f"SELECT count(*) FROM (SELECT {HASH_COLUMN}, {row_hash(lay.hashed)} AS now "
+        f"SELECT count(*) FROM (SELECT {HASH_COLUMN}, {row_hash(lay.hashed)} AS fresh "
         f"FROM {state_table('baseline', activation)} LIMIT {int(sample)}) "
-        f"WHERE {HASH_COLUMN} IS DISTINCT FROM now"
+        f"WHERE {HASH_COLUMN} IS DISTINCT FROM fresh"
     )
 
 
