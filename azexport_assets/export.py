@@ -536,4 +536,4 @@ def compute_changes(
             if log:
                 log(f"full resync: baseline of '{run.name}' reset")
         # Checks the key itself (cheaply, while it reads the rows) in delta modes.
-        return compute_change_set(con, spec, delta_id=delta_id)
+        return compute_change_set(con, spec, delta_id=delta_id, log=log)

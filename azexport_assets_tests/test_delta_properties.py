@@ -7,6 +7,9 @@ run, replaying the files in order must reproduce the source:
 - difference: added/updated/removed applied to an empty table == the mapped source, exactly;
 - upsert: upserting every file gives every surviving source row its current values;
 - insert: every current key has been exported at least once.
+
+Column `l` is a list whose values include `[]`, `[NULL]` and NULL, which DuckDB's hash cannot
+tell apart: its changes must be found all the same (such columns are compared directly).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from azexport_assets.delta import (
     export_kinds,
 )
 
-COLUMNS = (("a", "A key"), ("b", 'b "key"'), ("x", "x"), ("y", "why not"))
+COLUMNS = (("a", "A key"), ("b", 'b "key"'), ("x", "x"), ("y", "why not"), ("l", "l"))
 SPECS = {
     mode: DeltaSpec(
         activation=f"prop_{mode}",
@@ -42,9 +45,11 @@ keys = st.tuples(st.integers(0, 2), st.sampled_from(["k", "K", "k k"]))
 xs = st.none() | st.integers(-2, 2)
 ys = st.none() | st.sampled_from(["", "a", "a,b", 'q"', "é\n"])
 zs = st.integers(0, 3)
+ls = st.none() | st.lists(st.none() | st.integers(0, 1), max_size=2)
 mutations = st.one_of(
-    st.tuples(st.just("insert"), keys, xs, ys, zs),
+    st.tuples(st.just("insert"), keys, xs, ys, zs, ls),
     st.tuples(st.just("update_x"), st.integers(0, 99), xs),
+    st.tuples(st.just("update_l"), st.integers(0, 99), ls),
     st.tuples(st.just("update_y"), st.integers(0, 99), ys),
     st.tuples(st.just("update_hidden"), st.integers(0, 99), zs),
     st.tuples(st.just("delete"), st.integers(0, 99)),
@@ -57,13 +62,13 @@ rounds = st.lists(
     st.tuples(st.lists(mutations, max_size=4), st.lists(runs, min_size=1, max_size=3)),
     max_size=12,
 )
-initial_rows = st.lists(st.tuples(st.just("insert"), keys, xs, ys, zs), max_size=8)
+initial_rows = st.lists(st.tuples(st.just("insert"), keys, xs, ys, zs, ls), max_size=8)
 
 
 def source_rows(con: duckdb.DuckDBPyConnection) -> dict[tuple, tuple]:
     return {
-        (a, b): (a, b, x, y)
-        for a, b, x, y in con.execute("SELECT a, b, x, y FROM src.t").fetchall()
+        (a, b): (a, b, x, y, lst)
+        for a, b, x, y, lst in con.execute("SELECT a, b, x, y, l FROM src.t").fetchall()
     }
 
 
@@ -75,22 +80,22 @@ def pick_key(con: duckdb.DuckDBPyConnection, index: int) -> tuple | None:
 def mutate(con: duckdb.DuckDBPyConnection, op: tuple[Any, ...]) -> None:
     kind = op[0]
     if kind == "insert":
-        _, (a, b), x, y, z = op
+        _, (a, b), x, y, z, lst = op
         if (a, b) not in source_rows(con):
-            con.execute("INSERT INTO src.t VALUES (?, ?, ?, ?, ?)", [a, b, x, y, z])
+            con.execute("INSERT INTO src.t VALUES (?, ?, ?, ?, ?, ?)", [a, b, x, y, z, lst])
         return
     key = pick_key(con, op[1])
     if key is None:
         return
     where = "WHERE a = ? AND b = ?"
-    if kind in ("update_x", "update_y", "update_hidden"):
-        column = {"update_x": "x", "update_y": "y", "update_hidden": "z"}[kind]
+    if kind in ("update_x", "update_y", "update_hidden", "update_l"):
+        column = {"update_x": "x", "update_y": "y", "update_hidden": "z", "update_l": "l"}[kind]
         con.execute(f"UPDATE src.t SET {column} = ? {where}", [op[2], *key])
     elif kind == "delete":
         con.execute(f"DELETE FROM src.t {where}", list(key))
     elif kind == "reinsert":  # delete the key and insert it again, with the same or new values
         con.execute(f"DELETE FROM src.t {where}", list(key))
-        con.execute("INSERT INTO src.t VALUES (?, ?, ?, ?, 0)", [*key, op[2], op[3]])
+        con.execute("INSERT INTO src.t VALUES (?, ?, ?, ?, 0, NULL)", [*key, op[2], op[3]])
 
 
 def exported(con, spec: DeltaSpec, kinds: tuple[str, ...]) -> list[tuple]:
@@ -102,7 +107,9 @@ def exported(con, spec: DeltaSpec, kinds: tuple[str, ...]) -> list[tuple]:
 def test_replaying_committed_exports_reproduces_the_source(initial, steps):
     con = duckdb.connect()  # in memory: the engine does not care, and examples stay fast
     con.execute("CREATE SCHEMA src")
-    con.execute("CREATE TABLE src.t (a INTEGER, b VARCHAR, x INTEGER, y VARCHAR, z INTEGER)")
+    con.execute(
+        "CREATE TABLE src.t (a INTEGER, b VARCHAR, x INTEGER, y VARCHAR, z INTEGER, l INTEGER[])"
+    )
     replicas: dict[str, dict[tuple, tuple]] = {mode: {} for mode in SPECS}
     run_number = 0
     ops = [*initial, *(op for batch, batch_runs in steps for op in (*batch, *batch_runs))]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timezone
 from typing import Any
 
@@ -26,6 +26,7 @@ import duckdb
 
 from azexport_assets.delta import sql, state
 from azexport_assets.delta.spec import (
+    STATE_SCHEMA,
     ChangeSet,
     DeltaSpec,
     KeyViolationError,
@@ -43,6 +44,9 @@ FINGERPRINT_VERSION = 1
 # partly deleted row groups. Rewrite the baseline once deletions reach this share of its rows
 # (about every 25 runs at 1% churn), so that scans do not slow down run after run.
 COMPACT_AFTER_DEAD_RATIO = 0.25
+
+# Baseline rows whose stored row hash is checked against this DuckDB's hash on every delta.
+HASH_CHECK_SAMPLE = 2048
 
 
 def _count(con: duckdb.DuckDBPyConnection, relation: str) -> int:
@@ -126,7 +130,18 @@ def _key_is_clean(con: duckdb.DuckDBPyConnection, relation: str, keys: Sequence[
     return nulls == 0 and total == distinct
 
 
-def _compute_full(con: duckdb.DuckDBPyConnection, spec: DeltaSpec) -> dict[str, int]:
+def _column_types(fp_detail: str) -> dict[str, str]:
+    """Source column -> DuckDB type, from a fingerprint's JSON."""
+    detail = json.loads(fp_detail)
+    return {
+        **{key: kind for key, kind in detail["primary_key"]},
+        **{src: kind for src, _, kind in detail["columns"]},
+    }
+
+
+def _compute_full(
+    con: duckdb.DuckDBPyConnection, spec: DeltaSpec, lay: sql.Layout
+) -> dict[str, int]:
     if not spec.is_delta:
         # full_only keeps no baseline, so nothing needs a copy: the change set is a view over
         # the source table, read once by the export.
@@ -134,7 +149,11 @@ def _compute_full(con: duckdb.DuckDBPyConnection, spec: DeltaSpec) -> dict[str, 
         rows = _count(con, quote_table(spec.source_table))
         return {"added": rows, "updated": 0, "removed": 0, "current_rows": rows}
     pending = state_table("pending", spec.activation)
-    rows = int(con.execute(f"CREATE TABLE {pending} AS {sql.snapshot_select(spec)}").fetchone()[0])
+    rows = int(
+        con.execute(
+            f"CREATE TABLE {pending} AS {sql.hashed_snapshot_select(spec, lay)}"
+        ).fetchone()[0]
+    )
     if spec.is_delta:
         # The snapshot becomes the baseline; its keys must be unique for later joins.
         bad = _violations(con, pending, sql.layout(spec).keys, 10)
@@ -144,11 +163,45 @@ def _compute_full(con: duckdb.DuckDBPyConnection, spec: DeltaSpec) -> dict[str, 
     return {"added": rows, "updated": 0, "removed": 0, "current_rows": rows}
 
 
+def _baseline_hashes_current(
+    con: duckdb.DuckDBPyConnection, activation: str, lay: sql.Layout
+) -> str | None:
+    """None when the baseline's stored row hashes can be compared with the current rows',
+    else why not (a baseline written before rows were hashed, or by another hash function)."""
+    columns = con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_catalog = "
+        "current_database() AND table_schema = ? AND table_name = ?",
+        [STATE_SCHEMA, state_name("baseline", activation)],
+    ).fetchall()
+    if sql.HASH_COLUMN not in {name for (name,) in columns}:
+        return "it was written before baselines stored row hashes"
+    differing = con.execute(sql.baseline_hash_check(activation, lay, HASH_CHECK_SAMPLE)).fetchone()[
+        0
+    ]
+    if differing:
+        return "its stored row hashes differ from this DuckDB version's hash function"
+    return None
+
+
 def _compute_delta(
-    con: duckdb.DuckDBPyConnection, spec: DeltaSpec, baseline_rows: int
+    con: duckdb.DuckDBPyConnection,
+    spec: DeltaSpec,
+    lay: sql.Layout,
+    baseline_rows: int,
+    log: Callable[[str], None] | None,
 ) -> dict[str, int]:
     changes = state_table("changes", spec.activation)
-    con.execute(sql.delta_changes_table(spec))
+    stale = _baseline_hashes_current(con, spec.activation, lay)
+    if stale:
+        # Once: the baseline is rewritten with row hashes (about the cost of copying it).
+        for statement in sql.rehash_baseline(spec.activation, lay):
+            con.execute(statement)
+        if log:
+            log(
+                f"baseline of '{spec.activation}': row hashes recomputed ({stale}); "
+                "this delta is still compared with it"
+            )
+    con.execute(sql.delta_changes_table(spec, lay))
     counts = dict(con.execute(f"SELECT kind, count(*) FROM {changes} GROUP BY kind").fetchall())
     added, updated, removed = (int(counts.get(k, 0)) for k in ("added", "updated", "removed"))
     current_rows = _count(con, quote_table(spec.source_table))
@@ -156,25 +209,38 @@ def _compute_delta(
     # unique current keys every current row that is not 'added' matches exactly one
     # surviving baseline row. Duplicates among matched keys break that count; NULL or
     # duplicated new keys show up among the (few) 'added' rows.
-    keys = sql.layout(spec).keys
+    keys = lay.keys
     bad_new = _violations(con, f"(SELECT * FROM {changes} WHERE kind = 'added')", keys, 1)
     if bad_new or current_rows - added != baseline_rows - removed:
         violations = key_violations(con, spec.source_table, spec.primary_key)
         raise KeyViolationError(spec.source_table, violations)
-    return {"added": added, "updated": updated, "removed": removed, "current_rows": current_rows}
+    return {
+        "added": added,
+        "updated": updated,
+        "removed": removed,
+        "current_rows": current_rows,
+        "rehashed": bool(stale),
+    }
 
 
 @state.retrying
-def compute_change_set(con: duckdb.DuckDBPyConnection, spec: DeltaSpec, delta_id: str) -> ChangeSet:
+def compute_change_set(
+    con: duckdb.DuckDBPyConnection,
+    spec: DeltaSpec,
+    delta_id: str,
+    log: Callable[[str], None] | None = None,
+) -> ChangeSet:
     """Snapshot the source's mapped rows, compare them with the baseline, store the change set.
 
     Replaces any earlier change set of the activation that was not committed. A full change
     set (every current row 'added') is produced for full_only, on the first run, after a reset
     and when the fingerprint (key, mapping, types, modes) differs from the baseline's.
     Otherwise rows are compared by key: new keys are 'added', vanished keys 'removed' (with the
-    baseline's last exported values), and keys whose exported values differ (exact,
-    NULL-safe) 'updated'. Raises KeyViolationError for NULL or duplicated keys in delta modes;
-    the previous state is then untouched.
+    baseline's last exported values), and keys whose exported values differ (NULL-safe)
+    'updated': found by a stored row hash, confirmed with IS DISTINCT FROM (see
+    `sql.delta_changes_table`). Raises KeyViolationError for NULL or duplicated keys in delta
+    modes; the previous state is then untouched. `log` receives a line when the baseline's
+    row hashes had to be recomputed (once after an upgrade).
     """
     activation = spec.activation
     with state.transaction(con):
@@ -196,11 +262,11 @@ def compute_change_set(con: duckdb.DuckDBPyConnection, spec: DeltaSpec, delta_id
         state.drop_relation(con, state_name("changes", activation))
         state.drop_relation(con, state_name("pending", activation))
         baseline_rows = _count(con, state_table("baseline", activation)) if has_baseline else 0
+        lay = sql.layout(spec, _column_types(fp_detail))
         if reason == "delta":
-            counts = _compute_delta(con, spec, baseline_rows)
+            counts = _compute_delta(con, spec, lay, baseline_rows, log)
         else:
-            counts = _compute_full(con, spec)
-        lay = sql.layout(spec)
+            counts = _compute_full(con, spec, lay)
         change = ChangeSet(
             activation=activation,
             delta_id=delta_id,
@@ -222,7 +288,11 @@ def compute_change_set(con: duckdb.DuckDBPyConnection, spec: DeltaSpec, delta_id
                 "pending_fingerprint": fp,
                 "pending_columns": fp_detail,
                 "pending_layout": json.dumps(
-                    {"keys": list(lay.keys), "stored": [name for name, _ in lay.stored]}
+                    {
+                        "keys": list(lay.keys),
+                        "stored": [name for name, _ in lay.stored],
+                        "hash": True,
+                    }
                 ),
                 "compared_delta_id": row.get("baseline_delta_id") if has_baseline else None,
                 "computed_at": state.utc_now(),
@@ -235,6 +305,7 @@ def compute_change_set(con: duckdb.DuckDBPyConnection, spec: DeltaSpec, delta_id
                 "current_rows": change.current_rows,
                 "compared_rows": baseline_rows,
                 "committed": False,
+                **({"dead_rows": 0} if counts.get("rehashed") else {}),
             },
         )
     return change
@@ -347,7 +418,10 @@ def commit_baseline(con: duckdb.DuckDBPyConnection, activation: str, delta_id: s
             if row.get("compared_delta_id") != row.get("baseline_delta_id"):
                 return False
             layout = json.loads(row["pending_layout"])
-            for statement in sql.apply_changes(activation, layout["keys"], layout["stored"]):
+            hashed = bool(layout.get("hash"))
+            for statement in sql.apply_changes(
+                activation, layout["keys"], layout["stored"], hashed
+            ):
                 con.execute(statement)
             # Cheap invariant check: a wrong count means the change set did not fit this
             # baseline; rolling back keeps the old baseline, so nothing is lost.

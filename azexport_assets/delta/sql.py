@@ -3,12 +3,14 @@
 State tables use internal column names so that destination names (which may hold spaces,
 quotes or differ only in case from other names) never have to be stored as identifiers:
 exported column i is `c<i>`, key part j that is not exported is `k<j>`, and change sets add a
-`kind` column ('added' | 'updated' | 'removed').
+`kind` column ('added' | 'updated' | 'removed'). Baselines, pending snapshots and delta change
+sets also keep `h`, the row hash of the compared columns (see `row_hash`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from azexport_assets.delta.spec import (
@@ -20,6 +22,31 @@ from azexport_assets.delta.spec import (
 )
 from azexport_assets.sql_text import quote_ident, quote_literal
 
+HASH_COLUMN = "h"
+
+# Types whose DuckDB `hash` mixes the whole value into 64 bits, agreeing with IS NOT DISTINCT
+# FROM (equal values, -0.0/0.0 and NaNs included, hash alike). Every other type is compared
+# value by value in the key join instead, because DuckDB's hash has structural collisions for
+# them: `[]`, `[NULL]` and a NULL list hash alike, so do `[[1], [2]]` and `[[1, 2]]`,
+# `{'a': NULL}` and a NULL struct, and a HUGEINT hashes as the XOR of its 64-bit halves
+# (swapped or equal halves collide; UHUGEINT, UUID and DECIMAL wider than 18 digits alike).
+HASHED_TYPES = frozenset(
+    {
+        "BOOLEAN", "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT",
+        "UINTEGER", "UBIGINT", "FLOAT", "DOUBLE", "DATE", "TIME", "TIMESTAMP", "TIMESTAMP_S",
+        "TIMESTAMP_MS", "TIMESTAMP_NS", "TIMESTAMP WITH TIME ZONE", "VARCHAR", "BLOB", "JSON",
+    }
+)  # fmt: skip
+_DECIMAL = re.compile(r"^DECIMAL\((\d+),\s*\d+\)$")
+
+
+def hashed_type(duckdb_type: str) -> bool:
+    """True when a column of this type (as DESCRIBE spells it) goes into the row hash."""
+    decimal = _DECIMAL.match(duckdb_type)
+    if decimal:
+        return int(decimal.group(1)) <= 18  # stored as a 64-bit integer or narrower
+    return duckdb_type in HASHED_TYPES
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -29,9 +56,14 @@ class Layout:
     exported: tuple[tuple[str, str], ...]  # (internal name, destination name), export order
     keys: tuple[str, ...]  # internal names of the key parts, in key order
     compared: tuple[str, ...]  # exported internal names that can change (not key parts)
+    hashed: tuple[str, ...] = ()  # compared names that go into the row hash
+    direct: tuple[str, ...] = ()  # compared names compared value by value in the key join
 
 
-def layout(spec: DeltaSpec) -> Layout:
+def layout(spec: DeltaSpec, types: Mapping[str, str] | None = None) -> Layout:
+    """The state-table layout of `spec`. With `types` (DuckDB type of each source column),
+    compared columns are split into hashed and directly compared ones (see `hashed_type`);
+    without, every compared column counts as hashed."""
     exported_index = {src: f"c{i}" for i, (src, _) in enumerate(spec.columns)}
     stored = [(f"c{i}", src) for i, (src, _) in enumerate(spec.columns)]
     keys = []
@@ -41,19 +73,42 @@ def layout(spec: DeltaSpec) -> Layout:
         else:
             stored.append((f"k{j}", src))
             keys.append(f"k{j}")
+    # Key parts are equal by the join condition; comparing them again is wasted work.
+    compared = tuple(name for name, _ in stored if name.startswith("c") and name not in keys)
+    source_of = dict(stored)
+    hashed = tuple(
+        name for name in compared if types is None or hashed_type(types[source_of[name]])
+    )
     return Layout(
         stored=tuple(stored),
         exported=tuple((f"c{i}", dest) for i, (_, dest) in enumerate(spec.columns)),
         keys=tuple(keys),
-        # Key parts are equal by the join condition; comparing them again is wasted work.
-        compared=tuple(name for name, _ in stored if name.startswith("c") and name not in keys),
+        compared=compared,
+        hashed=hashed,
+        direct=tuple(name for name in compared if name not in hashed),
     )
+
+
+def row_hash(names: Sequence[str]) -> str:
+    """SQL for the 64-bit hash of the given columns of a row (`h` in state tables).
+
+    It only nominates candidates: rows whose hash differs are compared exactly. DuckDB's `hash`
+    is not guaranteed stable across versions; `baseline_hash_check` notices when it changed.
+    """
+    if not names:
+        return "0::UBIGINT"
+    return f"hash({', '.join(names)})"
 
 
 def snapshot_select(spec: DeltaSpec) -> str:
     """The source's current rows in state-table layout."""
     items = ", ".join(f"{quote_ident(src)} AS {name}" for name, src in layout(spec).stored)
     return f"SELECT {items} FROM {quote_table(spec.source_table)}"
+
+
+def hashed_snapshot_select(spec: DeltaSpec, lay: Layout) -> str:
+    """The current rows in state-table layout plus their row hash: what a baseline holds."""
+    return f"SELECT *, {row_hash(lay.hashed)} AS {HASH_COLUMN} FROM ({snapshot_select(spec)})"
 
 
 def source_columns_select(spec: DeltaSpec) -> str:
@@ -71,48 +126,106 @@ def full_changes_view(activation: str, snapshot_table: str) -> str:
     )
 
 
-def delta_changes_table(spec: DeltaSpec) -> str:
-    """One FULL OUTER JOIN of the current rows and the baseline on the key.
+def delta_changes_table(spec: DeltaSpec, lay: Layout) -> str:
+    """The change set, found on a narrow join first and confirmed on full rows.
 
-    A row is kept when its key is new ('added'), gone ('removed', with the baseline's values:
-    what was last exported) or any exported column differs, compared exactly and NULL-safely
-    with IS DISTINCT FROM ('updated'). Baseline keys are never NULL, so a NULL baseline key
-    means "no match"; current rows with NULL keys come out as 'added' and are caught by the
-    key check afterwards.
+    1. Candidates: the current rows (with their row hash, computed while scanning) FULL OUTER
+       JOIN the baseline's keys and stored hashes (plus its directly compared columns) on the
+       key. A key only in the current rows is 'added', only in the baseline 'removed', and a
+       key in both is a candidate update when the hashes or a directly compared column differ.
+       The join's hash table holds the narrow baseline side only, so it stays in memory where
+       a join of full rows would spill.
+    2. The candidates (few) are joined with the full baseline rows: removed rows take the
+       baseline's values (what was last exported) and a candidate update is kept only if an
+       exported column IS DISTINCT FROM its baseline value (exact, NULL-safe).
+
+    So nothing is reported as updated that did not change. A change is missed only when all
+    its differences are in hashed columns and the row hash is the same before and after (a
+    64-bit collision; docs/delta.md quantifies it). Baseline keys are never NULL, so a NULL
+    baseline key means "no match"; current rows with NULL keys come out as 'added' and are
+    caught by the key check afterwards.
     """
-    lay = layout(spec)
     k0 = lay.keys[0]
+    h = HASH_COLUMN
     on = " AND ".join(f"c.{k} = b.{k}" for k in lay.keys)
-    removed = f"b.{k0} IS NOT NULL AND c.{k0} IS NULL"
-    values = ", ".join(
-        f"CASE WHEN {removed} THEN b.{name} ELSE c.{name} END AS {name}" for name, _ in lay.stored
-    )
+    narrow = ", ".join([*lay.keys, h, *lay.direct])
     kind = (
         f"CASE WHEN b.{k0} IS NULL THEN 'added' WHEN c.{k0} IS NULL THEN 'removed' "
         "ELSE 'updated' END AS kind"
     )
-    changed = [f"b.{k0} IS NULL", f"c.{k0} IS NULL"]
-    changed += [f"c.{name} IS DISTINCT FROM b.{name}" for name in lay.compared]
+    candidate_items = [kind]
+    candidate_items += [f"coalesce(c.{k}, b.{k}) AS {k}" for k in lay.keys]
+    candidate_items += [f"c.{name}" for name in lay.compared] + [f"c.{h} AS {h}"]
+    candidate = [f"b.{k0} IS NULL", f"c.{k0} IS NULL", f"c.{h} IS DISTINCT FROM b.{h}"]
+    candidate += [f"c.{name} IS DISTINCT FROM b.{name}" for name in lay.direct]
+    removed = "d.kind = 'removed'"
+    values = [
+        f"d.{name}" if name in lay.keys else f"CASE WHEN {removed} THEN b.{name} ELSE d.{name} END"
+        for name, _ in lay.stored
+    ]
+    items = ", ".join(
+        [
+            "d.kind",
+            *(f"{value} AS {name}" for value, (name, _) in zip(values, lay.stored, strict=True)),
+            f"CASE WHEN {removed} THEN b.{h} ELSE d.{h} END AS {h}",
+        ]
+    )
+    changed = " OR ".join(
+        ["d.kind <> 'updated'", *(f"d.{name} IS DISTINCT FROM b.{name}" for name in lay.compared)]
+    )
+    baseline = state_table("baseline", spec.activation)
     return (
         f"CREATE TABLE {state_table('changes', spec.activation)} AS "
-        f"SELECT {kind}, {values} "
-        f"FROM ({snapshot_select(spec)}) AS c "
-        f"FULL OUTER JOIN {state_table('baseline', spec.activation)} AS b ON {on} "
-        f"WHERE {' OR '.join(changed)}"
+        "WITH d AS MATERIALIZED ("
+        f"SELECT {', '.join(candidate_items)} "
+        f"FROM ({hashed_snapshot_select(spec, lay)}) AS c "
+        f"FULL OUTER JOIN (SELECT {narrow} FROM {baseline}) AS b ON {on} "
+        f"WHERE {' OR '.join(candidate)}) "
+        f"SELECT {items} FROM d LEFT JOIN {baseline} AS b "
+        f"ON {' AND '.join(f'd.{k} = b.{k}' for k in lay.keys)} "
+        f"WHERE {changed}"
     )
 
 
-def apply_changes(activation: str, keys: Sequence[str], stored: Sequence[str]) -> list[str]:
+def baseline_hash_check(activation: str, lay: Layout, sample: int) -> str:
+    """How many of the first `sample` baseline rows have a stored hash that differs from the
+    hash this DuckDB computes: not 0 means the hash function changed, so the stored hashes must
+    be recomputed (otherwise every row would be a candidate on every run)."""
+    return (
+        f"SELECT count(*) FROM (SELECT {HASH_COLUMN}, {row_hash(lay.hashed)} AS fresh "
+        f"FROM {state_table('baseline', activation)} LIMIT {int(sample)}) "
+        f"WHERE {HASH_COLUMN} IS DISTINCT FROM fresh"
+    )
+
+
+def rehash_baseline(activation: str, lay: Layout) -> list[str]:
+    """Rewrite the baseline with freshly computed row hashes (a baseline written before rows
+    were hashed, or by a DuckDB whose hash differs); the rewrite also compacts it."""
+    baseline = state_table("baseline", activation)
+    compacted = state_table("compacted", activation)
+    stored = ", ".join(name for name, _ in lay.stored)
+    return [
+        f"CREATE TABLE {compacted} AS "
+        f"SELECT {stored}, {row_hash(lay.hashed)} AS {HASH_COLUMN} FROM {baseline}",
+        f"DROP TABLE {baseline}",
+        f"ALTER TABLE {compacted} RENAME TO {quote_ident(baseline_name(activation))}",
+    ]
+
+
+def apply_changes(
+    activation: str, keys: Sequence[str], stored: Sequence[str], hashed: bool = True
+) -> list[str]:
     """Statements that turn the baseline into the snapshot a delta change set came from.
 
     `keys` and `stored` are the internal names of a `Layout` (kept in the state row, since
     committing only knows the activation). Unchanged rows keep the baseline's values, which
-    are not distinct from the snapshot's: the result is the snapshot.
+    are not distinct from the snapshot's: the result is the snapshot. `hashed`: the change set
+    and the baseline carry row hashes (change sets computed before rows were hashed do not).
     """
     baseline = state_table("baseline", activation)
     changes = state_table("changes", activation)
     match = " AND ".join(f"b.{quote_ident(k)} = ch.{quote_ident(k)}" for k in keys)
-    names = ", ".join(quote_ident(name) for name in stored)
+    names = ", ".join(quote_ident(name) for name in [*stored, *([HASH_COLUMN] if hashed else [])])
     return [
         f"DELETE FROM {baseline} AS b USING {changes} AS ch "
         f"WHERE ch.kind IN ('updated', 'removed') AND {match}",
