@@ -6,6 +6,7 @@ same run on the same machine:
 - formats: our writers vs DuckDB COPY to a local file (and peak RSS per format);
 - delta:   compute_change_set vs a bare FULL OUTER JOIN on key + hash;
 - upload:  upload_file vs a bare upload_blob(max_concurrency=4);
+- model_step: the model step rebuilt vs unchanged (kept, with its stored counts);
 - run:     the whole `dagster job execute` a user waits for vs COPY + upload, dlt, the
            code location's import time and a bare delta join (docs/benchmarks.md).
 
@@ -19,7 +20,7 @@ import argparse
 import subprocess
 import sys
 
-SUITES = ("export", "formats", "delta", "upload", "run")
+SUITES = ("export", "formats", "delta", "upload", "model_step", "run")
 
 
 def main() -> int:

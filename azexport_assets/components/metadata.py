@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Any
 
 import dagster as dg
-import duckdb
 
 from azexport_assets.delta import ChangeSet
 from azexport_assets.export import ExportOutcome
@@ -33,15 +32,14 @@ def markdown_table(header: list[str], rows: list[tuple[Any, ...]]) -> str:
     return "\n".join(lines)
 
 
-def table_metadata(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, Any]:
-    """Row count, column schema and a Markdown preview of a warehouse table."""
-    rows = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
-    columns = [(r[0], r[1]) for r in con.execute(f"DESCRIBE {table}").fetchall()]
-    preview = con.execute(f"SELECT * FROM {table} LIMIT {PREVIEW_ROWS}").fetchall()
+def build_metadata(
+    table: str, columns: list[tuple[str, str]], rows: int, preview: str
+) -> dict[str, Any]:
+    """Row count, column schema and a Markdown preview of a model or segment."""
     return {
         "dagster/row_count": dg.MetadataValue.int(rows),
         "dagster/column_schema": table_schema(columns),
-        "preview": dg.MetadataValue.md(markdown_table([c for c, _ in columns], preview)),
+        "preview": dg.MetadataValue.md(preview),
         "table": dg.MetadataValue.text(table),
     }
 

@@ -1,25 +1,40 @@
-"""Asset factories for source tables (external), models and segments."""
+"""Asset factories for source tables (external), models and segments.
 
-import contextlib
+A model or segment is rebuilt only when what it reads changed (`builds`): its step compares the
+fingerprint of its inputs (`fingerprints.input_fingerprint`) with the one its relation carries
+in the warehouse (`BuildRecord`, the relation's COMMENT, written in the transaction that created
+it and only after its key check passed). Unchanged, the step keeps the relation and the result
+of its key check and reports the stored counts; the fingerprint is the asset's data version.
+"""
 
 import dagster as dg
 import duckdb
+from pydantic import Field
 
 from azexport_assets.asset_keys import model_key, segment_key, source_key
 from azexport_assets.components.activation_assets import WAREHOUSE_POOL
+from azexport_assets.components.builds import BuildRecord, build_unless_unchanged
 from azexport_assets.components.csv_sources import log_csv_dialects
+from azexport_assets.components.fingerprints import (
+    reachable_sources,
+    recipe_version,
+    source_fingerprint,
+)
 from azexport_assets.components.lineage import is_view, sources_to_attach
-from azexport_assets.components.metadata import markdown_table, table_metadata
+from azexport_assets.components.metadata import build_metadata, markdown_table
 from azexport_assets.config import ConfigError
 from azexport_assets.delta import key_violations
-from azexport_assets.delta.state import drop_relation
 from azexport_assets.introspect import ProjectShape, check_segment, model_sql, segment_sql
 from azexport_assets.project import Project
 from azexport_assets.resources import WarehouseResource
+from azexport_assets.sandbox import segment_query
 from azexport_assets.sql_text import quote_ident
 from azexport_assets.warehouse import retry_on_conflict
 
 PRIMARY_KEY_CHECK = "primary_key_unique_not_null"
+# A run tag that makes every model and segment of the run rebuild (see ModelRunConfig).
+FORCE_REBUILD_TAG = "azexport/force_rebuild"
+REBUILT_METADATA = "azexport/rebuilt"
 
 
 def source_table_specs(project: Project, shape: ProjectShape, sources: list[str]) -> list:
@@ -41,61 +56,84 @@ def source_table_specs(project: Project, shape: ProjectShape, sources: list[str]
     return list(specs.values())
 
 
+class ModelRunConfig(dg.Config):
+    force_rebuild: bool = Field(
+        False,
+        description=(
+            "Rebuild and check the key even if nothing it reads changed since its last build "
+            f"(the run tag `{FORCE_REBUILD_TAG}: true` does it for every model and segment)."
+        ),
+    )
+
+
 def materialize_table(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
     project: Project,
+    shape: ProjectShape,
     kind: str,
     name: str,
     sql: str,
     field: str,
     primary_key: list[str],
     sources: dict,
+    force: bool,
 ) -> dg.MaterializeResult:
-    """CREATE OR REPLACE the table, then describe it and check its key, in one warehouse hold.
-    SQL errors name the file, the object and the field."""
+    """Rebuild the table (or view) unless the fingerprint of its inputs equals the one stored
+    with it; count its rows and check its key in one pass over the new rows; all in one
+    warehouse hold. SQL errors name the file, the object and the field."""
     table = f"{kind}.{quote_ident(name)}"
     as_view = is_view(project, project.model_of(name))  # a segment follows its model
+    force = force or context.run.tags.get(FORCE_REBUILD_TAG, "").lower() == "true"
+    # Taken before any data are read: a source written meanwhile only causes one more rebuild.
+    watched = {s: source_fingerprint(project, s) for s in reachable_sources(project, shape, name)}
+    run_id = context.run.run_id
     with warehouse.open(project.project_root).connect(
-        holder=f"run {context.run.run_id[:8]} {kind}/{name}",
+        holder=f"run {run_id[:8]} {kind}/{name}",
         sources=sources,
     ) as con:
         log_csv_dialects(context, con, sources, project.project_root)
         try:
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {kind}")
             # On DuckLake two runs may rebuild a shared model at once: the later commit
-            # conflicts and the whole replacement is simply run again.
-            retry_on_conflict(
-                lambda: _replace(
-                    con, kind, name, f"CREATE {'VIEW' if as_view else 'TABLE'} {table} AS {sql}"
+            # conflicts and the whole transaction (fingerprint included) is run again.
+            build = retry_on_conflict(
+                lambda: build_unless_unchanged(
+                    con,
+                    project,
+                    shape,
+                    kind,
+                    name,
+                    sql,
+                    as_view,
+                    primary_key,
+                    watched,
+                    force,
+                    run_id,
                 )
             )
         except duckdb.Error as error:
             raise dg.Failure(
                 description=f"{project.where(kind, name, field)}: {error}", allow_retries=False
             ) from None
-        metadata = table_metadata(con, table)
-        # key_violations quotes 'schema.name' itself.
-        problems = key_violations(con, f"{kind}.{name}", primary_key) if primary_key else []
-    checks = [_key_check(context.assets_def.key, primary_key, problems)] if primary_key else []
-    return dg.MaterializeResult(metadata=metadata, check_results=checks)
-
-
-def _replace(con: duckdb.DuckDBPyConnection, kind: str, name: str, create: str) -> None:
-    """Drop and re-create the relation in one transaction: readers see the old or the new."""
-    con.execute("BEGIN TRANSACTION")
-    try:
-        drop_relation(con, name, schema=kind)  # table <-> view
-        con.execute(create)
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    try:
-        con.execute("COMMIT")
-    except duckdb.Error:
-        with contextlib.suppress(duckdb.Error):  # a failed COMMIT ended the transaction
-            con.execute("ROLLBACK")
-        raise
+        columns = [(r[0], r[1]) for r in con.execute(f"DESCRIBE {table}").fetchall()]
+        # key_violations quotes 'schema.name' itself; it lists offenders of a failed check.
+        problems = [] if build.key_clean else key_violations(con, f"{kind}.{name}", primary_key)
+    context.log.info(f"{kind}/{name}: {build.reason}")
+    metadata = build_metadata(table, columns, build.rows, build.preview)
+    metadata[REBUILT_METADATA] = build.rebuilt
+    metadata["azexport/inputs_fingerprint"] = build.inputs.fingerprint or "none"
+    version = build.inputs.fingerprint or f"run-{run_id}"
+    checks = []
+    if primary_key:
+        checks = [
+            _key_check(context.assets_def.key, primary_key, problems)
+            if build.rebuilt
+            else _unchanged_key_check(context.assets_def.key, build.record)
+        ]
+    return dg.MaterializeResult(
+        metadata=metadata, check_results=checks, data_version=dg.DataVersion(version)
+    )
 
 
 def _key_check(asset_key: dg.AssetKey, key: list[str], problems: list[dict]) -> dg.AssetCheckResult:
@@ -115,6 +153,27 @@ def _key_check(asset_key: dg.AssetKey, key: list[str], problems: list[dict]) -> 
             "offending_count_shown": len(rows),
         },
     )
+
+
+def _unchanged_key_check(asset_key: dg.AssetKey, record: BuildRecord) -> dg.AssetCheckResult:
+    """The relation holds the rows whose key passed the check in the build that stored it."""
+    return dg.AssetCheckResult(
+        asset_key=asset_key,
+        check_name=PRIMARY_KEY_CHECK,
+        passed=True,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=f"unchanged since run {record.run_id[:8]}, where the key check passed",
+        metadata={
+            "offending_keys": dg.MetadataValue.md("none"),
+            "offending_count_shown": 0,
+            "checked_in_run": record.run_id,
+        },
+    )
+
+
+def code_version(project: Project, name: str, sql: str) -> str:
+    """The asset's code version: its SQL as run, its key and its materialization."""
+    return recipe_version(project, name, sql)
 
 
 def _checked(check, project: Project, name: str) -> str:
@@ -164,14 +223,25 @@ def model_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDe
         owners=list(model.owners),
         pool=WAREHOUSE_POOL,
         tags={"azexport/model": name},
+        code_version=code_version(project, name, sql),
     )
     def _model(
-        context: dg.AssetExecutionContext, warehouse: WarehouseResource
+        context: dg.AssetExecutionContext, config: ModelRunConfig, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
         field = "sql" if model.sql else "sql_file"
         checked = _checked(model_sql, project, name)  # the load-time checks, again at run time
         return materialize_table(
-            context, warehouse, project, "models", name, checked, field, model.primary_key, sources
+            context,
+            warehouse,
+            project,
+            shape,
+            "models",
+            name,
+            checked,
+            field,
+            model.primary_key,
+            sources,
+            force=config.force_rebuild,
         )
 
     return _model
@@ -208,21 +278,24 @@ def segment_asset(project: Project, shape: ProjectShape, name: str) -> dg.Assets
         owners=list(segment.owners),
         pool=WAREHOUSE_POOL,
         tags={"azexport/segment": name},
+        code_version=code_version(project, name, segment_query(segment.model, segment.filter)),
     )
     def _segment(
-        context: dg.AssetExecutionContext, warehouse: WarehouseResource
+        context: dg.AssetExecutionContext, config: ModelRunConfig, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
         query = _checked(segment_sql, project, name)
         return materialize_table(
             context,
             warehouse,
             project,
+            shape,
             "segments",
             name,
             query,
             "filter",
             model.primary_key,
             sources,
+            force=config.force_rebuild,
         )
 
     return _segment

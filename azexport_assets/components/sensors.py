@@ -1,15 +1,16 @@
 """Source-change sensors: activations with `trigger: on_change` run when their sources change.
 
 A source's fingerprint is the name, size and modification time of its file(s): the DuckDB
-file, or every file matched by a Parquet/CSV glob. The sensor's cursor holds the fingerprints
-it last saw; a change starts the activation's job (model, segment, delta, export), keyed by
-the new fingerprint so the same change never starts two runs. The first evaluation only
-records the current state: deploying a sensor does not trigger an export by itself.
+file (with its write-ahead log and checkpoint headers), or every file matched by a Parquet/CSV
+glob (`fingerprints.source_fingerprint`, which also tells whether a model must be rebuilt).
+The sensor's cursor holds the fingerprints it last saw; a change starts the activation's job
+(model, segment, delta, export), keyed by the new fingerprint so the same change never starts
+two runs. The first evaluation only records the current state: deploying a sensor does not
+trigger an export by itself.
 """
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
@@ -19,28 +20,14 @@ import urllib.request
 import dagster as dg
 
 from azexport_assets.asset_keys import export_key
+from azexport_assets.components.fingerprints import source_fingerprint
 from azexport_assets.components.lineage import upstream_models
 from azexport_assets.introspect import ProjectShape
 from azexport_assets.project import Project
-from azexport_assets.warehouse import resolve_path
 
 MINIMUM_INTERVAL_SECONDS = 60
-
-
-def source_fingerprint(project: Project, source: str) -> str:
-    """Changes whenever a file of the source is added, removed, resized or rewritten."""
-    config = project.sources[source]
-    location = resolve_path(config.location, project.project_root)
-    paths = [location] if config.kind == "duckdb" else sorted(glob.glob(location))
-    digest = hashlib.sha256()
-    for path in paths:
-        try:
-            stat = os.stat(path)
-        except FileNotFoundError:
-            digest.update(f"{path}:missing;".encode())
-            continue
-        digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns};".encode())
-    return digest.hexdigest()[:16]
+# Bumped whenever `source_fingerprint` computes its values differently.
+CURSOR_FORMAT = 2
 
 
 def activation_sources(project: Project, shape: ProjectShape, activation: str) -> list[str]:
@@ -71,7 +58,7 @@ def source_change_sensor(
     )
     def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         current = {s: source_fingerprint(project, s) for s in sources}
-        previous = json.loads(context.cursor) if context.cursor else None
+        previous = _previous_fingerprints(context.cursor)
         changed = sorted(
             s for s in sources if previous is not None and previous.get(s) != current[s]
         )
@@ -81,9 +68,19 @@ def source_change_sensor(
             requests.append(
                 dg.RunRequest(run_key=run_key, tags={"azexport/changed_sources": ",".join(changed)})
             )
-        return dg.SensorResult(run_requests=requests, cursor=json.dumps(current, sort_keys=True))
+        cursor = {"format": CURSOR_FORMAT, "sources": current}
+        return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))
 
     return _sensor
+
+
+def _previous_fingerprints(cursor: str | None) -> dict | None:
+    """The fingerprints of the last evaluation; None (record only) for a first evaluation or
+    a cursor written with another way of fingerprinting, which would differ for every source."""
+    saved = json.loads(cursor) if cursor else None
+    if not isinstance(saved, dict) or saved.get("format") != CURSOR_FORMAT:
+        return None
+    return saved["sources"]
 
 
 def warning_webhook_sensor(
