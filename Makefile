@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test ui lint format bench setup clean test-lake bench-lake
+.PHONY: demo test ui lint check format bench setup browser clean test-lake bench-lake
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -34,8 +34,13 @@ node_modules/.installed: package.json package-lock.json
 demo: setup
 	$(PY) -m azexport_assets.demo
 
-test: setup
+test: setup browser
 	$(PY) -m pytest
+
+# Chromium and its driver for the browser test (apt-get as root or with passwordless sudo);
+# without them the test is skipped with a line saying what to install.
+browser:
+	@.ci/install-browser
 
 test-lake: $(LAKE_VENV)/.installed node_modules/.installed
 	$(LAKE_PY) -m pytest -m lake
@@ -47,13 +52,15 @@ ui: setup
 
 # dg runs with the project's venv as the active one and a Dagster home without telemetry.
 DG_HOME := .azexport/dagster_home
-DG := VIRTUAL_ENV=$(CURDIR)/$(VENV) DAGSTER_HOME=$(CURDIR)/$(DG_HOME) $(VENV)/bin/dg
 
-lint: setup $(DG_HOME)/dagster.yaml
+lint: check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(DG) check yaml
-	$(DG) check defs --no-check-yaml
+
+# Every defs.yaml folder with `dg check yaml <folder>` (the whole-project `dg check yaml`
+# validates one file per component type), then `dg check defs` (SQL, names, references).
+check: setup $(DG_HOME)/dagster.yaml
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) DAGSTER_HOME=$(CURDIR)/$(DG_HOME) $(PY) -m azexport_assets.dg_check
 
 $(DG_HOME)/dagster.yaml:
 	mkdir -p $(@D)

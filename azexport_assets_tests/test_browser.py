@@ -9,6 +9,7 @@ run from the UI and waits for its success. Screenshots go to the test's tmp dir.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,8 +28,10 @@ from azexport_assets.demo.server import DagsterServer
 from azexport_assets_tests.project_kit import ProjectKit
 from azexport_assets_tests.served_kit import serve_project
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
+# Debian's paths; `.ci/install-browser` (run by `make test`) reads the same variables.
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
+INSTALL_HINT = "sudo apt-get install -y chromium chromium-driver"
 # Without the networking flags Chromium waits on connections this machine cannot make.
 CHROMIUM_FLAGS = [
     "--headless",
@@ -83,8 +86,21 @@ def served(project, tmp_path, monkeypatch) -> Iterator[tuple[ProjectKit, Dagster
         yield kit, server
 
 
+def missing_browser() -> str | None:
+    """One line saying what to install, or None when Chromium and its driver are there."""
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
+    if not missing:
+        return None
+    return f"{' and '.join(missing)} missing; install them with: {INSTALL_HINT}"
+
+
 @pytest.fixture
 def browser(tmp_path) -> Iterator[webdriver.Chrome]:
+    # `make test` installs them where it can (root or passwordless sudo); elsewhere this
+    # test is skipped, saying what to install, rather than failing at set-up.
+    reason = missing_browser()
+    if reason:
+        pytest.skip(reason)
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"]:
@@ -160,7 +176,7 @@ def asset_path(key: dg.AssetKey, view: str = "") -> str:
     return "/assets/" + "/".join(key.path) + (f"?view={view}" if view else "")
 
 
-def test_lineage_asset_page_and_launch_from_the_ui(served, browser, azurite, tmp_path):
+def test_lineage_asset_page_and_launch_from_the_ui(browser, served, azurite, tmp_path):
     kit, server = served
     page = Page(browser, server.url, tmp_path / "screenshots")
     instance = dg.DagsterInstance.get()

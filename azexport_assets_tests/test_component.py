@@ -56,6 +56,19 @@ def defs() -> dg.Definitions:
         return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
 """
 
+# azexport_assets/definitions.py: the defs folder plus the warehouse resource.
+WITH_WAREHOUSE = DEFINITIONS.replace(
+    "from azexport_assets.components.loading import config_errors_first",
+    "from azexport_assets.components.loading import config_errors_first\n"
+    "from azexport_assets.resources import WAREHOUSE_KEY, WarehouseResource",
+).replace(
+    "        return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)",
+    "        loaded = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)\n"
+    "    return dg.Definitions.merge(\n"
+    "        loaded, dg.Definitions(resources={WAREHOUSE_KEY: WarehouseResource()})\n"
+    "    )",
+)
+
 
 @pytest.fixture
 def dg_project(tmp_path: Path) -> Path:
@@ -130,6 +143,55 @@ def test_dg_check_yaml_reports_a_typo_with_line_and_column(dg_project):
     # The snippet puts a caret under the offending key: its column.
     caret = next(ln for ln in output.splitlines() if ln.strip().startswith("|") and "^" in ln)
     assert caret.index("^") - caret.index("|") - 1 == column, caret
+
+
+def test_make_check_validates_every_folder_and_names_the_file_with_the_typo(dg_project):
+    # Two folders of the same component type: dg's whole-project check keeps one of them.
+    scaffold(dg_project, "crm_exports")
+    second = scaffold(dg_project, "web_exports")
+    good = second.read_text()
+    lines = good.splitlines()
+    index = next(i for i, line in enumerate(lines) if line.strip() == "format: csv")
+    lines[index] = lines[index].replace("format: csv", "fromat: json")
+    second.write_text("\n".join(lines) + "\n")
+
+    checked = run_module(dg_project, "azexport_assets.dg_check")
+    output = checked.stdout + checked.stderr
+    assert checked.returncode == 1, output
+    assert f"{second}:{index + 1} - {TYPE} attributes.activations.web_exports" in output
+    assert "'fromat' was unexpected" in output
+    assert "crm_exports/defs.yaml" not in output
+    assert "validated successfully" not in output
+    assert "loading the definitions" not in output  # stops at the YAML errors
+
+    second.write_text(good)
+    # The definitions load as the project's own do: with the warehouse resource.
+    (dg_project / "userexports" / "definitions.py").write_text(WITH_WAREHOUSE)
+    checked = run_module(dg_project, "azexport_assets.dg_check")
+    output = checked.stdout + checked.stderr
+    assert checked.returncode == 0, output
+    assert "YAML of 2 folder(s) valid" in output
+    assert "All definitions loaded successfully." in output
+    # dg check defs runs without its own whole-project YAML pass and its false success line.
+    assert "All component YAML validated successfully." not in output
+
+
+def run_module(project: Path, module: str) -> subprocess.CompletedProcess[str]:
+    """`python -m module` in the project, with the environment `run_dg` gives dg."""
+    env = {
+        **os.environ,
+        "VIRTUAL_ENV": sys.prefix,
+        "DAGSTER_HOME": str(project.parent / "dagster_home"),
+        "NO_COLOR": "1",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", module],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_inspect_component_knows_the_documented_type_name(dg_project):
