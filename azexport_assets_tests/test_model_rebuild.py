@@ -124,9 +124,7 @@ def test_an_unchanged_model_is_not_rebuilt_and_still_exports_its_rows(people):
     ), lines
     # The key check keeps the verdict of the build that checked these very rows.
     (check,) = [
-        e
-        for e in second.get_asset_check_evaluations()
-        if e.asset_key == model_key("people")
+        e for e in second.get_asset_check_evaluations() if e.asset_key == model_key("people")
     ]
     assert check.passed and check.metadata["checked_in_run"].value == first.run_id
     assert table_rows(kit, "models.people") == stored
@@ -217,9 +215,7 @@ def test_a_failed_key_check_is_never_kept_as_a_good_build(people):
     failed = kit.run("people_csv", raise_on_error=False)
     assert not failed.success
     (check,) = [
-        e
-        for e in failed.get_asset_check_evaluations()
-        if e.asset_key == model_key("people")
+        e for e in failed.get_asset_check_evaluations() if e.asset_key == model_key("people")
     ]
     assert not check.passed and check.check_name == PRIMARY_KEY_CHECK
     assert "| {'id': 1} | duplicate | 2 |" in check.metadata["offending_keys"].value
