@@ -2,7 +2,7 @@
 
 Data: the shared generator `make_data.py` (table `customers`, 12 columns of mixed types),
 called by path: `--make-data PATH`, else `$AZEXPORT_BENCH_MAKE_DATA`, else
-`/work/shared/bench/make_data.py`. Its table is copied into a temporary warehouse as
+`benchmarks/make_data.py`. Its table is copied into a temporary warehouse as
 `src.customers` and exported through two models: `models.customers_table` (a table, the
 default materialization) and `models.customers_view` (a view over the source). Every column
 is exported, key `id`, sync mode `difference`.
@@ -28,11 +28,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,34 +38,15 @@ import duckdb
 
 from azexport_assets.delta import DeltaSpec, commit_baseline, compute_change_set
 from azexport_assets.warehouse import DEFAULT_MEMORY_LIMIT
+from benchmarks.data import make_data_script, run_make_data
 
-DEFAULT_MAKE_DATA = "/work/shared/bench/make_data.py"
 MODELS = ("table", "view")
 SIDES = ("delta_table", "join_table", "delta_view", "join_view", "exact_table")
 TARGET = 2.0
 
 
-def make_data_script(explicit: str | None) -> Path:
-    """The shared generator, or a clear error saying where it was looked for."""
-    candidate = explicit or os.environ.get("AZEXPORT_BENCH_MAKE_DATA") or DEFAULT_MAKE_DATA
-    path = Path(candidate)
-    if not path.is_file():
-        raise SystemExit(
-            f"benchmarks.delta: the data generator {path} does not exist. Pass its path with "
-            "--make-data PATH or $AZEXPORT_BENCH_MAKE_DATA (the shared make_data.py, which "
-            "writes table `customers` into OUT.duckdb: `python make_data.py OUT.duckdb N`)."
-        )
-    return path
-
-
 def generate(script: Path, out: Path, rows: int) -> None:
-    result = subprocess.run(
-        [sys.executable, str(script), str(out), str(rows)], capture_output=True, text=True
-    )
-    if result.returncode != 0 or not out.exists():
-        raise SystemExit(
-            f"benchmarks.delta: {script} failed ({result.returncode}): {result.stderr.strip()}"
-        )
+    run_make_data(out, rows, script)
 
 
 def shape(con: duckdb.DuckDBPyConnection, table: str) -> dict:
@@ -250,7 +228,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3, help="at least 3 (medians)")
     parser.add_argument("--memory-limit", default=DEFAULT_MEMORY_LIMIT)
-    parser.add_argument("--make-data", default=None, help=f"default {DEFAULT_MAKE_DATA}")
+    parser.add_argument(
+        "--make-data",
+        default=None,
+        help="default: $AZEXPORT_BENCH_MAKE_DATA, else benchmarks/make_data.py",
+    )
     parser.add_argument("--workdir", default=None, help="where the temp warehouse goes")
     parser.add_argument("--json", default=None, help="also write the raw results here")
     args = parser.parse_args()

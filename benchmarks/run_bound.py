@@ -24,7 +24,7 @@ from pathlib import Path
 import duckdb
 from azure.storage.blob import BlobClient
 
-from benchmarks.run_project import COLUMNS, CONTAINER
+from benchmarks.run_project import CONTAINER
 
 COPY_OPTIONS = {
     "csv": "FORMAT csv, HEADER true",
@@ -57,10 +57,11 @@ def copy(db: str, fmt: str, workdir: str, account_url: str, sas: str, blob: str)
 
 def delta(db: str, baseline: str, workdir: str, account_url: str, sas: str, blob: str) -> dict:
     started = time.perf_counter()
-    others = ", ".join(c for c in COLUMNS if c != "id")
     con = duckdb.connect()
     con.execute(f"ATTACH '{db}' AS cur (READ_ONLY)")
     con.execute(f"ATTACH '{baseline}' AS base (READ_ONLY)")
+    columns = [row[0] for row in con.execute("DESCRIBE cur.bench").fetchall()]
+    others = ", ".join(f'"{c}"' for c in columns if c != "id")
     con.execute(
         f"""
         CREATE TEMP TABLE changed AS

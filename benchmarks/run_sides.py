@@ -8,6 +8,7 @@ Every function returns a dict with at least `seconds` (wall time the user waits)
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
 import os
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from benchmarks.proctree import TreeMonitor, tree_pids
@@ -56,7 +57,12 @@ class Context:
 
     def log_path(self, name: str) -> Path:
         self._count += 1
-        return self.logs / f"{self._count:04d}-{name}.log"
+        return self.logs / f"{self._count:04d}-{self.project.name}-{name}.log"
+
+    def elsewhere(self, project: Path) -> Context:
+        """The same storage and instance for another project folder (its own warehouse)."""
+        env = self.env | {"AZEXPORT_WAREHOUSE": str(project / "warehouse.duckdb")}
+        return replace(self, project=project, env=env)
 
     def clear_containers(self) -> None:
         """Every side starts on empty containers (and Azurite's disk use stays bounded)."""
@@ -146,15 +152,16 @@ def run_breakdown(ctx: Context, run_id: str, began: float, ended: float) -> dict
 
 
 def count_rows(data: bytes, fmt: str) -> int:
-    """Rows in one downloaded file (the benchmark's data has no line breaks in values)."""
+    """Rows in one downloaded file (CSV parsed: values may hold line breaks)."""
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
         return pq.read_metadata(io.BytesIO(data)).num_rows
     if fmt == "xml":
         return data.count(b"<row>") + data.count(b"<row ")
-    lines = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
-    return lines - 1 if fmt == "csv" else lines
+    if fmt == "csv":
+        return max(sum(1 for _ in csv.reader(io.StringIO(data.decode()))) - 1, 0)
+    return data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
 
 
 def check_our_blobs(ctx: Context, metadata: dict, fmt: str, expected_rows: int) -> dict:
@@ -286,6 +293,16 @@ def dlt_load(ctx: Context, db: Path, fmt: str, expected_rows: int) -> dict:
         "checked": checked,
         "inner": inner,
     }
+
+
+def validate_definitions(ctx: Context) -> dict:
+    """`dagster definitions validate -f entry.py`: what a deploy check or CI step waits for."""
+    cmd = [DAGSTER, "definitions", "validate", "-f", "entry.py"]
+    log = ctx.log_path("validate")
+    result = timed_process(cmd, ctx.project, ctx.env, log)
+    if "Validation successful" not in log.read_text(errors="replace"):
+        raise SideFailed(f"no 'Validation successful' in {log}")
+    return result
 
 
 def python_import(ctx: Context, code: str, label: str) -> dict:
