@@ -119,6 +119,7 @@ class Progress:
         self.bytes_written = 0  # bytes of closed files
         self.open_bytes = 0  # bytes of the file being written
         self._last = self.started
+        self._summaries = 0  # progress summaries written so far
         self._queued: list[str] = []
         self._lock = threading.Lock()
 
@@ -140,6 +141,7 @@ class Progress:
         if not force and now - self._last < PROGRESS_EVERY_SECONDS:
             return
         self._last = now
+        self._summaries += 1
         written = self.bytes_written + self.open_bytes
         uploaded = self.pool.uploaded_bytes if self.pool else 0
         self._say(
@@ -147,6 +149,12 @@ class Progress:
             f"files, {written:,} bytes written ({self._rate(written)}), {uploaded:,} bytes "
             f"uploaded ({self._rate(uploaded)})"
         )
+
+    def finish(self) -> None:
+        """Queued lines, and a last summary when the export was long enough to have had one
+        (a short export's own summary line says everything; every log line is one write to
+        Dagster's run storage)."""
+        self.tick(force=self._summaries > 0)
 
     def grew(self, size: int) -> None:
         self.open_bytes = size
@@ -388,7 +396,7 @@ def run_export(
                 )
             written = time.monotonic()
             finish_uploads(report, pending)
-            progress.tick(force=True)
+            progress.finish()
         finally:
             pool.close()
         uploaded = time.monotonic()

@@ -156,9 +156,11 @@ def test_lost_commit_response_is_retried_idempotently(proxy, container, sas_toke
 
 def test_read_timeout_is_retried(proxy, container, sas_token, data_file):
     path, data = data_file
-    proxy.delay(seconds=2.0, method="PUT", comp="block", times=1, before="response")
+    # A timeout well above what a 4 MiB block takes on a busy machine, so that only the
+    # delayed block times out.
+    proxy.delay(seconds=6.0, method="PUT", comp="block", times=1, before="response")
     upload_via(
-        proxy, sas_token, container.container_name, "slow.bin", path, read_timeout_seconds=0.5
+        proxy, sas_token, container.container_name, "slow.bin", path, read_timeout_seconds=3.0
     )
     assert content(container, "slow.bin") == data
     assert proxy.count(method="PUT", comp="block") == BLOCKS + 1

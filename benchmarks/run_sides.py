@@ -187,12 +187,19 @@ def check_our_blobs(ctx: Context, metadata: dict, fmt: str, expected_rows: int) 
 
 
 def ours_cli(
-    ctx: Context, activation: str, fmt: str, expected_rows: int, config: Path | None = None
+    ctx: Context,
+    activation: str,
+    fmt: str,
+    expected_rows: int,
+    config: Path | None = None,
+    tags: dict[str, str] | None = None,
 ) -> dict:
     """`dagster job execute -f entry.py -j activate_<a>`: the whole process, as a user runs it."""
     cmd = [DAGSTER, "job", "execute", "-f", "entry.py", "-j", f"activate_{activation}"]
     if config:
         cmd += ["-c", str(config)]
+    if tags:
+        cmd += ["--tags", json.dumps(tags)]
     since = time.time()
     log = ctx.log_path(f"ours-{activation}")
     result = timed_process(cmd, ctx.project, ctx.env, log)

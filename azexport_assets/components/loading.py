@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import sys
 import types
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 import pydantic
 import yaml
+from dagster._utils.warnings import BetaWarning, PreviewWarning
 
 from azexport_assets.config import OBJECT_KINDS, ConfigError
 from azexport_assets.introspect import ProjectShape, describe_project
@@ -154,9 +156,16 @@ def as_config_error(error: BaseException, project_root: Path | None = None) -> C
 @contextlib.contextmanager
 def config_errors_first(project_root: Path | None = None) -> Iterator[None]:
     """Re-raise a configuration error on its own, so its one line (file:line, object, field)
-    is the first thing users read instead of the last line under Dagster's load tracebacks."""
+    is the first thing users read instead of the last line under Dagster's load tracebacks.
+
+    While loading, Dagster's notices about its own beta and preview APIs, which its component
+    loader uses for every defs.yaml, are not shown: they name Dagster internals users cannot
+    act on, and repeat in every run's output (dozens of lines). Other warnings pass."""
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=BetaWarning, module=r"dagster(\.|$)")
+            warnings.filterwarnings("ignore", category=PreviewWarning, module=r"dagster(\.|$)")
+            yield
     except ConfigError:
         raise
     except Exception as error:
