@@ -153,6 +153,50 @@ class BlobStorage:
 
         return DefaultAzureCredential()
 
+    def object_store_options(self) -> dict[str, str]:
+        """The same account and credential as delta-rs storage options (its `object_store`
+        Azure settings): the account URL as the endpoint (so Azurite and custom hosts work
+        without process-wide settings), and the SAS token, the account key, or for
+        DefaultAzureCredential a bearer token from that same credential chain (managed
+        identity, workload identity, environment, Azure CLI…). The values are secrets: never
+        log them."""
+        parsed = urlparse(self.account_url)
+        name = account_name_from_url(self.account_url)
+        if not name or parsed.scheme not in ("http", "https"):
+            raise StorageError(
+                f"cannot tell the storage account name from {strip_query(self.account_url)}: "
+                "use https://<account>.blob.core.windows.net or http://<host>/<account>"
+            )
+        options = {
+            "account_name": name,
+            "endpoint": self.account_url.rstrip("/"),
+            "max_retries": str(self.max_retries),
+            "timeout": f"{int(self.read_timeout_seconds)}s",
+            "connect_timeout": f"{int(self.connection_timeout_seconds)}s",
+        }
+        if parsed.scheme == "http":
+            options["allow_http"] = "true"
+        credential = self._sdk_credential()
+        if self.credential_type == "sas":
+            options["sas_token"] = credential
+        elif self.credential_type == "key":
+            options["account_key"] = credential["account_key"]
+        else:
+            try:
+                token = credential.get_token("https://storage.azure.com/.default").token
+            except Exception as error:  # azure-identity raises its own ClientAuthenticationError
+                raise StorageError(
+                    "DefaultAzureCredential found no identity for the storage account "
+                    f"({short_reason(error)}): give the process a managed identity, or set "
+                    "AZURE_CLIENT_ID / AZURE_TENANT_ID / AZURE_CLIENT_SECRET, or sign in "
+                    "with the Azure CLI"
+                ) from None
+            finally:
+                credential.close()
+            remember_secret(token)
+            options["bearer_token"] = token
+        return options
+
     @contextmanager
     def container(self, name: str) -> Iterator[ExportContainerClient]:
         """A client for container `name` with our retry policy; closed when the block exits."""
