@@ -28,10 +28,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
 from azexport_assets.delta import ChangeSet, DeltaSpec, change_rows_query
+from azexport_assets.formats.columns import Column
 from azexport_assets.lakehouse.types import (
     DeltaTypeError,
     table_columns,
@@ -265,9 +267,11 @@ def apply_change_set(
     return report
 
 
-def _reader(con: duckdb.DuckDBPyConnection, query: str, passthrough: int = 0):
-    columns = table_columns(con, query)
-    return columns, con.sql(table_select(query, columns, passthrough)).to_arrow_reader(BATCH_ROWS)
+def _reader(
+    con: duckdb.DuckDBPyConnection, columns: list[Column], query: str, passthrough: int = 0
+) -> pa.RecordBatchReader:
+    """The rows as Arrow record batches, streamed from DuckDB as delta-rs consumes them."""
+    return con.sql(table_select(query, columns, passthrough)).to_arrow_reader(BATCH_ROWS)
 
 
 def _ensure_cdf(table: DeltaTable, care: TableCare, target: DeltaTarget) -> None:
@@ -294,9 +298,13 @@ def _overwrite(
         _ensure_cdf(table, care, target)
     query = change_rows_query(spec, ("added",))
     cursor = con.cursor()
-    columns: list = []
     try:
-        columns, reader = _reader(cursor, query)
+        columns = table_columns(cursor, query)
+    except BaseException:
+        cursor.close()
+        raise
+    try:
+        reader = _reader(cursor, columns, query)
         write_deltalake(
             target.uri,
             reader,
@@ -340,9 +348,13 @@ def _merge(
     query = change_rows_query(spec, kinds, kind_column=KIND_COLUMN)
     kind = f"source.{_quote(KIND_COLUMN)}"
     cursor = con.cursor()
-    columns: list = []
     try:
-        columns, reader = _reader(cursor, query, passthrough=1)
+        columns = table_columns(cursor, query)
+    except BaseException:
+        cursor.close()
+        raise
+    try:
+        reader = _reader(cursor, columns, query, passthrough=1)
         merger = table.merge(
             source=reader,
             predicate=predicate,
