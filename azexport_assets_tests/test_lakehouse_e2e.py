@@ -373,3 +373,47 @@ def test_reexecuted_export_does_not_apply_twice(project: ProjectKit, azurite) ->
     assert table.version() == 1  # nothing applied twice
     expected = expected_after_mutation("upsert")
     assert {k: normalise(v) for k, v in rows_by_key(table).items()} == expected
+
+
+def test_table_care_partitions_compacts_and_vacuums(project: ProjectKit, azurite) -> None:
+    """partition_by lays the table out by a column; optimize_every compacts after N commits;
+    vacuum removes only files no version within the retention reads (0 hours: all of them,
+    so the latest version stays readable and older ones are gone)."""
+    project.source_sql(SOURCE)
+    extra = "    delta: {partition_by: [Name], optimize_every: 3, vacuum_retain_hours: 0}\n"
+    project.write_defs(activation("upsert", extra=extra))
+    assert project.run("people_lake").success
+    table = open_table(project, azurite)
+    assert table.metadata().partition_columns == ["Name"]
+    names = {b for b in project.blob_names("lake/people/") if b.endswith(".parquet")}
+    assert any("/Name=Ann/" in b for b in names)
+    for n in range(3):
+        # A new row in Zed's partition each time: a new small file there.
+        project.source_sql(
+            f"INSERT INTO people VALUES ({10 + n}, 'Zed', NULL, NULL, NULL, NULL, NULL, NULL, "
+            "NULL, 'x')",
+            f"UPDATE people SET email = 'v{n}@x.io' WHERE id = 1",
+        )
+        result = project.run("people_lake")
+        assert result.success
+        if n == 1:  # the third commit that wrote rows
+            upkeep = export_metadata(result, "people_lake")["table_upkeep"]
+            assert any(line.startswith("optimize: ") for line in upkeep), upkeep
+    meta = export_metadata(result, "people_lake")
+    history = [h["operation"] for h in open_table(project, azurite).history()]
+    assert history.count("OPTIMIZE") == 1
+    assert any(line.startswith("vacuum:") for line in meta["table_upkeep"])
+    table = open_table(project, azurite)
+    expected = {k: dict(v) for k, v in EXPECTED_FIRST.items()}
+    expected[1]["E-mail"] = "v2@x.io"
+    for n in range(3):
+        expected[10 + n] = {
+            **{k: None for k in EXPECTED_FIRST[1]},
+            "Customer ID": 10 + n,
+            "Name": "Zed",
+        }
+    assert {k: normalise(v) for k, v in rows_by_key(table).items()} == expected
+    # Only the files the current version reads are left.
+    left = {b for b in project.blob_names("lake/people/") if b.endswith(".parquet")}
+    current = {u.split("/lake/people/", 1)[1] for u in table.file_uris()}
+    assert {b.split("lake/people/", 1)[1] for b in left} == current

@@ -391,6 +391,21 @@ def _merge(
     report.rows_deleted = int(metrics.get("num_target_rows_deleted", 0))
 
 
+_NOT_WRITES = ("OPTIMIZE", "VACUUM START", "VACUUM END", "SET TBLPROPERTIES")
+
+
+def _writes_since_optimize(table: DeltaTable, limit: int) -> int:
+    """Commits that wrote rows since the last OPTIMIZE (counting stops at `limit`)."""
+    writes = 0
+    for commit in table.history(4 * limit + 8):  # newest first; upkeep commits interleave
+        operation = str(commit.get("operation", "")).upper()
+        if operation == "OPTIMIZE" or writes >= limit:
+            break
+        if operation not in _NOT_WRITES:
+            writes += 1
+    return writes
+
+
 def care_for_table(
     target: DeltaTarget, care: TableCare, log: Callable[[str], None] | None = None
 ) -> list[str]:
@@ -404,27 +419,32 @@ def care_for_table(
     table = open_table(target)
     if table is None:
         return done
-    if care.optimize_every is not None:
-        recent = table.history(care.optimize_every)
-        optimized = any(str(c.get("operation", "")).upper() == "OPTIMIZE" for c in recent)
-        if len(recent) >= care.optimize_every and not optimized:
-            try:
-                metrics = table.optimize.compact()
-            except Exception as error:
-                raise table_error(error, target, "compacting the table") from None
-            line = (
-                f"optimize: {metrics.get('numFilesRemoved', 0)} files compacted into "
-                f"{metrics.get('numFilesAdded', 0)}"
-            )
-            done.append(line)
-            say(line)
+    every = care.optimize_every
+    if every is not None and _writes_since_optimize(table, every) >= every:
+        try:
+            metrics = table.optimize.compact()
+        except Exception as error:
+            raise table_error(error, target, "compacting the table") from None
+        line = (
+            f"optimize: {metrics.get('numFilesRemoved', 0)} files compacted into "
+            f"{metrics.get('numFilesAdded', 0)}"
+        )
+        done.append(line)
+        say(line)
     if care.vacuum_retain_hours is not None:
         hours = care.vacuum_retain_hours
+        enforce = hours >= DEFAULT_RETENTION_HOURS
         try:
-            removed = table.vacuum(
-                retention_hours=hours,
-                dry_run=False,
-                enforce_retention_duration=hours >= DEFAULT_RETENTION_HOURS,
+            # A dry run first: a vacuum commits two log entries even when nothing is removed.
+            removable = table.vacuum(
+                retention_hours=hours, dry_run=True, enforce_retention_duration=enforce
+            )
+            removed = (
+                table.vacuum(
+                    retention_hours=hours, dry_run=False, enforce_retention_duration=enforce
+                )
+                if removable
+                else []
             )
         except Exception as error:
             raise table_error(error, target, "vacuuming the table") from None

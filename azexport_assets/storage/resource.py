@@ -6,6 +6,7 @@ its configuration, and scripts or benchmarks build one directly.
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,9 @@ from azexport_assets.storage.errors import StorageError, permanent_failure, shor
 from azexport_assets.storage.secrets import remember_secret, secure_sdk_logging, strip_query
 
 MiB = 1024 * 1024
+
+# Where delta-rs (object_store) finds the storage emulator in its emulator mode.
+EMULATOR_URL_VARIABLE = "AZURITE_BLOB_STORAGE_URL"
 
 
 @dataclass(frozen=True)
@@ -169,11 +173,17 @@ class BlobStorage:
             )
         options = {
             "account_name": name,
-            "endpoint": self.account_url.rstrip("/"),
-            "max_retries": str(self.max_retries),
             "timeout": f"{int(self.read_timeout_seconds)}s",
             "connect_timeout": f"{int(self.connection_timeout_seconds)}s",
         }
+        if parsed.scheme == "http" and ".blob." not in (parsed.hostname or ""):
+            # A path-style http URL is the storage emulator (Azurite). delta-rs reads such
+            # tables correctly only in its emulator mode, which takes the host from this
+            # variable (with a path-style `endpoint` it fails to read some log versions).
+            os.environ[EMULATOR_URL_VARIABLE] = f"{parsed.scheme}://{parsed.netloc}"
+            options["azure_storage_use_emulator"] = "true"
+        elif ".blob." not in (parsed.hostname or ""):
+            options["endpoint"] = self.account_url.rstrip("/")  # a custom host
         if parsed.scheme == "http":
             options["allow_http"] = "true"
         credential = self._sdk_credential()
