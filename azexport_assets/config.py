@@ -23,7 +23,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 RunType = Literal["full_only", "full_then_delta"]
 SyncMode = Literal["snapshot", "upsert", "insert", "difference"]
-FileFormat = Literal["csv", "json", "xml", "parquet"]
+FileFormat = Literal["csv", "json", "xml", "parquet", "delta"]
 TextCompression = Literal["none", "gzip", "zstd"]
 
 VALID_COMBINATIONS: dict[str, tuple[str, ...]] = {
@@ -303,6 +303,37 @@ class ParquetOptions(_Strict):
     compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
 
 
+class DeltaOptions(_Strict):
+    """A Delta Lake table (`format: delta`): its layout and upkeep."""
+
+    change_data_feed: bool = Field(
+        False,
+        description="Record the change data feed (delta.enableChangeDataFeed): consumers read "
+        "inserted / updated / deleted rows per version.",
+    )
+    partition_by: list[str] = Field(
+        default_factory=list,
+        description="Destination columns to partition the table by (applied when the table "
+        "is written in full).",
+    )
+    optimize_every: int | None = Field(
+        None, ge=1, description="Compact small files after every N commits of the table."
+    )
+    vacuum_retain_hours: int | None = Field(
+        None,
+        ge=0,
+        description="After each run, delete files the table stopped using more than this many "
+        "hours ago (Delta's default retention is 168).",
+    )
+
+    @field_validator("partition_by")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len({v.lower() for v in value}) != len(value):
+            raise ValueError("names a column twice")
+        return value
+
+
 # --------------------------------------------------------------------------- activations
 
 
@@ -353,6 +384,7 @@ class ActivationConfig(_Strict):
     json_options: JsonOptions = Field(JsonOptions(), alias="json")
     xml: XmlOptions = XmlOptions()
     parquet: ParquetOptions = ParquetOptions()
+    delta: DeltaOptions = DeltaOptions()
     compression: TextCompression = "none"
     run_type: RunType = "full_only"
     sync_mode: SyncMode = "snapshot"
@@ -438,6 +470,11 @@ class ActivationConfig(_Strict):
     @property
     def is_delta(self) -> bool:
         return self.run_type == "full_then_delta"
+
+    @property
+    def is_table(self) -> bool:
+        """True when the activation keeps a table (`format: delta`) instead of writing files."""
+        return self.format == "delta"
 
     def effective_on_empty(self, full_export: bool) -> Literal["skip", "write"]:
         """Spec default: deltas skip empty output, full exports write an empty file."""

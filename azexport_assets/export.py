@@ -46,14 +46,23 @@ from azexport_assets.delta import (
     reset_baseline,
 )
 from azexport_assets.formats import FormatSpec, WriteResult, WrittenFile, write_export
+from azexport_assets.lakehouse import (
+    DeltaTarget,
+    TableCare,
+    TableCommit,
+    apply_change_set,
+    care_for_table,
+)
 from azexport_assets.sandbox import process_scratch
 from azexport_assets.sql_text import quote_ident
 from azexport_assets.storage import (
     BlobStorage,
+    StorageError,
     UploadedBlob,
     delete_blobs,
     list_blob_names,
     preflight,
+    strip_query,
     upload_bytes,
 )
 from azexport_assets.storage.streaming import GrowingFileUpload, UploadPool
@@ -357,6 +366,12 @@ class ExportOutcome:
     write_seconds: float  # until the last file was written (uploads overlapping)
     upload_seconds: float  # after writing ended: the part of the upload that did not overlap
     total_seconds: float
+    table: TableCommit | None = None  # `format: delta`: what the export did to the table
+
+    @property
+    def rows(self) -> int:
+        """Rows exported: written to files, or sent to the table."""
+        return self.table.rows_written if self.table is not None else self.report.rows
 
 
 def run_export(
@@ -369,7 +384,10 @@ def run_export(
 
     Raises `StorageError` (nothing new visible, baseline untouched) when the container is not
     writable or an upload fails after its retries; `NoChangeSetError` when no delta ran yet.
+    A `format: delta` activation goes to `run_table_export` instead.
     """
+    if run.activation.is_table:
+        return run_table_export(run, warehouse, storage, log)
     started = time.monotonic()
     stem = stem_name(run.activation, run.path_prefix, run.logical_time)
     fmt = FormatSpec.from_activation(run.activation)
@@ -416,6 +434,75 @@ def run_export(
         write_seconds=written - started,
         upload_seconds=uploaded - written,
         total_seconds=finished - started,
+    )
+
+
+def table_path(activation: ActivationConfig, path_prefix: str) -> str:
+    """The table's folder in the container: the prefix plus the (fixed) file name."""
+    return naming.validate_blob_name(naming.join_prefix(path_prefix, activation.file_name))
+
+
+def run_table_export(
+    run: ExportRun,
+    warehouse: WarehouseBackend,
+    storage: BlobStorage,
+    log: Callable[[str], None] | None = None,
+) -> ExportOutcome:
+    """`format: delta`: apply the last change set to the activation's Delta table as one
+    commit, then advance the baseline, then compact / vacuum as configured.
+
+    The commit carries the change set's number as an application transaction, so a retry or
+    a re-executed export finds it there and does not apply it twice (see `lakehouse`).
+    Raises `StorageError` (baseline untouched) when the storage refuses, `DeltaTypeError`
+    when a column or value has no exact Delta form (nothing committed), `NoChangeSetError`
+    when no delta ran yet.
+    """
+    started = time.monotonic()
+    options = run.activation.delta
+    care = TableCare(
+        partition_by=tuple(options.partition_by),
+        change_data_feed=options.change_data_feed,
+        optimize_every=options.optimize_every,
+        vacuum_retain_hours=options.vacuum_retain_hours,
+    )
+    path = table_path(run.activation, run.path_prefix)
+    with storage.container(run.container) as container:
+        preflight(container)
+    target = DeltaTarget.at(
+        strip_query(storage.account_url), run.container, path, storage.object_store_options()
+    )
+    holder = f"run {run.run_id[:8]} {run.name}/export"
+    with warehouse.connect(holder=holder, sources=run.sources) as con:
+        spec = change_set_spec(con, run.name, run.source_table)
+        change = load_change_set(con, run.name, spec) if spec else None
+        if spec is None or change is None:
+            raise NoChangeSetError(
+                f"activation '{run.name}' has no change set yet: run its delta first"
+            )
+        on_empty = run.activation.effective_on_empty(full_export=change.full)
+        table = apply_change_set(
+            con, spec, change, target, care, run.run_id, write_empty=on_empty == "write", log=log
+        )
+    written = time.monotonic()
+    with warehouse.connect(holder=f"run {run.run_id[:8]} {run.name}/commit") as con:
+        advanced = commit_baseline(con, run.name, change.delta_id)
+    try:
+        table.maintenance = care_for_table(target, care, log)
+    except StorageError as error:
+        # The rows are committed and the baseline advanced: upkeep is tried again next run.
+        table.maintenance_error = str(error)
+        if log:
+            log(f"table upkeep failed (tried again next run): {error}")
+    finished = time.monotonic()
+    report = ExportReport(stem=path, columns=list(table.schema))
+    return ExportOutcome(
+        report=report,
+        change=change,
+        baseline_advanced=advanced,
+        write_seconds=written - started,
+        upload_seconds=0.0,
+        total_seconds=finished - started,
+        table=table,
     )
 
 

@@ -23,6 +23,7 @@ from graphlib import CycleError, TopologicalSorter
 import duckdb
 
 from azexport_assets.config import ConfigError
+from azexport_assets.lakehouse import DeltaTypeError, check_column_types
 from azexport_assets.project import Project
 from azexport_assets.sandbox import (
     UnsafeSQLError,
@@ -238,9 +239,9 @@ def describe_project(project: Project) -> ProjectShape:
     finally:
         con.close()
     for activation in project.activations:
-        check_mapping(
-            project, activation, shape.columns.get(project.activations[activation].source)
-        )
+        columns = shape.columns.get(project.activations[activation].source)
+        check_mapping(project, activation, columns)
+        check_table_columns(project, activation, columns)
     return shape
 
 
@@ -306,6 +307,39 @@ def check_mapping(project: Project, activation: str, columns: list[tuple[str, st
             f"{project.where('activations', activation, 'mapping')}: unknown column(s) "
             f"{', '.join(repr(m) for m in missing)} in "
             f"'{project.activations[activation].source}'; available: {', '.join(names)}"
+        )
+
+
+def check_table_columns(
+    project: Project, activation: str, columns: list[tuple[str, str]] | None
+) -> None:
+    """`format: delta`: every exported column has an exact Delta type, and `partition_by`
+    names exported columns (checked at load and again before any write)."""
+    config = project.activations[activation]
+    if not config.is_table or columns is None:
+        return
+    types = dict(columns)
+    exported = exported_columns(project, activation, [c for c, _ in columns])
+    try:
+        check_column_types([(dest, types[src]) for src, dest in exported])
+    except DeltaTypeError as error:
+        field_ = "mapping" if config.mapping else "source"
+        raise ConfigError(f"{project.where('activations', activation, field_)}: {error}") from None
+    names = [dest for _, dest in exported]
+    unknown = [c for c in config.delta.partition_by if c not in names]
+    if unknown:
+        raise ConfigError(
+            f"{project.where('activations', activation, 'delta.partition_by')}: unknown "
+            f"column(s) {', '.join(repr(c) for c in unknown)}; partition by exported "
+            f"(destination) names: {', '.join(names)}"
+        )
+    model = project.model_of(config.source)
+    unexported = [k for k in project.models[model].primary_key if k not in dict(exported)]
+    if config.is_delta and unexported:
+        raise ConfigError(
+            f"{project.where('activations', activation, 'mapping')}: a Delta table in "
+            f"sync_mode '{config.sync_mode}' is merged on the primary key, so the mapping must "
+            f"export the key column(s) {', '.join(unexported)} of model '{model}'"
         )
 
 

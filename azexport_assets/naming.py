@@ -48,6 +48,11 @@ def validate_template(template: str) -> None:
     validate_blob_name(sample + ".csv")
 
 
+def template_variables(template: str) -> list[str]:
+    """The `{...}` variables a template uses, in order ('crm/{YYYY}' -> ['{YYYY}'])."""
+    return ["{" + m + "}" for m in _PLACEHOLDER.findall(template)]
+
+
 def zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)

@@ -114,6 +114,7 @@ def build_project(files: list[DeclaredFile], project_root: Path) -> Project:
     _read_model_sql(project)
     _check_references(project)
     _check_blob_names(project)
+    _check_tables(project)
     return project
 
 
@@ -201,6 +202,54 @@ def _check_blob_names(project: Project) -> None:
                 f"{project.where('activations', name, 'file_name')}: with the path_prefix of "
                 f"destination '{activation.destination}' the blob names reach {longest} "
                 "characters; Azure allows 1024: shorten the file name or the prefix"
+            )
+
+
+def _check_tables(project: Project) -> None:
+    """`format: delta`: one table per activation, kept up to date, so file options that make
+    several files (time variables, parts, a manifest, text compression) are refused, and the
+    key must be exported (the table is merged on it)."""
+    for name, activation in project.activations.items():
+        if not activation.is_table:
+            continue
+        used = naming.template_variables(activation.file_name)
+        if used:
+            raise ConfigError(
+                f"{project.where('activations', name, 'file_name')}: a Delta table is one "
+                f"table kept up to date, so its path cannot hold time variables "
+                f"({', '.join(used)}); use a fixed path such as 'lake/customers'"
+            )
+        refused = [
+            ("manifest", activation.manifest, "has no meaning for a Delta table: the Delta "
+             "log is the manifest (each commit lists its files, rows and schema)"),
+            ("compression", activation.compression != "none", "applies to csv/json/xml "
+             "files; a Delta table's Parquet files are compressed inside"),
+            ("max_file_size", activation.max_file_size is not None, "splits files; a Delta "
+             "table sizes its own data files (compact them with delta.optimize_every)"),
+        ]  # fmt: skip
+        for field_name, given, why in refused:
+            if given:
+                raise ConfigError(
+                    f"{project.where('activations', name, field_name)}: {why}; remove "
+                    f"'{field_name}'"
+                )
+        mapping = activation.mapping
+        if mapping is None:
+            continue
+        model = project.model_of(activation.source)
+        unmapped = [k for k in project.models[model].primary_key if k not in mapping]
+        if activation.is_delta and unmapped:
+            raise ConfigError(
+                f"{project.where('activations', name, 'mapping')}: a Delta table in sync_mode "
+                f"'{activation.sync_mode}' is merged on the primary key, so the mapping must "
+                f"export the key column(s) {', '.join(unmapped)} of model '{model}'"
+            )
+        unknown = [c for c in activation.delta.partition_by if c not in mapping.values()]
+        if unknown:
+            raise ConfigError(
+                f"{project.where('activations', name, 'delta.partition_by')}: unknown "
+                f"column(s) {', '.join(repr(c) for c in unknown)}; partition by exported "
+                f"(destination) names: {', '.join(mapping.values())}"
             )
 
 

@@ -16,6 +16,7 @@ PLAIN_MODULES = [
     "azexport_assets.warehouse",
     "azexport_assets.warehouse.csv_dialect",
     "azexport_assets.naming",
+    "azexport_assets.lakehouse",
 ]
 
 

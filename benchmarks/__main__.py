@@ -7,6 +7,7 @@ same run on the same machine:
 - delta:   compute_change_set vs a bare FULL OUTER JOIN on key + hash;
 - upload:  upload_file vs a bare upload_blob(max_concurrency=4);
 - model_step: the model step rebuilt vs unchanged (kept, with its stored counts);
+- lakehouse: a Delta table snapshot vs COPY parquet + upload, a 1% MERGE vs deltalake's own;
 - run:     the whole `dagster job execute` a user waits for vs COPY + upload, dlt, the
            code location's import time and a bare delta join (docs/benchmarks.md).
 
@@ -20,7 +21,7 @@ import argparse
 import subprocess
 import sys
 
-SUITES = ("export", "formats", "delta", "upload", "model_step", "run")
+SUITES = ("export", "formats", "delta", "upload", "model_step", "lakehouse", "run")
 
 
 def main() -> int:

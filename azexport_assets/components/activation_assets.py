@@ -20,6 +20,7 @@ from azexport_assets.config import ConfigError
 from azexport_assets.delta import KeyViolationError
 from azexport_assets.formats import FormatSpec
 from azexport_assets.introspect import ProjectShape, check_mapping, exported_columns
+from azexport_assets.lakehouse import DeltaTypeError, TableAheadError
 from azexport_assets.logical_time import logical_time
 from azexport_assets.project import Project
 from azexport_assets.resources import (
@@ -142,8 +143,21 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
     activation = project.activations[name]
     destination = project.destinations[activation.destination]
     storage_key = destination_resource_key(activation.destination)
-    fmt = FormatSpec.from_activation(activation)
     prefix = f" under `{destination.path_prefix}/`" if destination.path_prefix else ""
+    if activation.is_table:
+        path = exporting.table_path(activation, destination.path_prefix)
+        what = (
+            f"Delta table `{path}` in container `{destination.container}` "
+            f"({activation.sync_mode}). Applies the change set of the last delta as one "
+            "commit, then advances the baseline."
+        )
+    else:
+        fmt = FormatSpec.from_activation(activation)
+        what = (
+            f"Files of activation `{name}` in container `{destination.container}`{prefix}: "
+            f"`{activation.file_name}{fmt.extension}` ({activation.sync_mode}). "
+            "Writes the change set of the last delta, then advances the baseline."
+        )
 
     @dg.asset(
         key=export_key(name),
@@ -151,11 +165,7 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
         group_name="activations",
         kinds={"azure", activation.format},
         owners=list(activation.owners),
-        description=(
-            f"Files of activation `{name}` in container `{destination.container}`{prefix}: "
-            f"`{activation.file_name}{fmt.extension}` ({activation.sync_mode}). "
-            "Writes the change set of the last delta, then advances the baseline."
-        ),
+        description=what,
         # The destination's resource key is per destination, so both are looked up by key.
         required_resource_keys={WAREHOUSE_KEY, storage_key},
         check_specs=warning_specs(project, name),
@@ -191,10 +201,17 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
                 f"activation '{name}': {error}. The baseline was not advanced: the next run "
                 "(or a re-execution) exports the same changes."
             ) from None
+        except (DeltaTypeError, TableAheadError) as error:
+            raise dg.Failure(
+                f"activation '{name}': {error} The baseline was not advanced.",
+                allow_retries=False,
+            ) from None
         finally:
             lock.release()
         report = outcome.report
-        if not report.files:
+        if outcome.table is not None:
+            pass  # the table export logged its commit
+        elif not report.files:
             context.log.info(f"activation '{name}': no changes, nothing written")
         else:
             context.log.info(

@@ -94,9 +94,9 @@ def warning_results(
     if warnings.min_rows is not None:
         result(
             "min_rows",
-            report.rows >= warnings.min_rows,
-            f"{report.rows:,} rows exported; at least {warnings.min_rows:,} expected",
-            rows=report.rows,
+            outcome.rows >= warnings.min_rows,
+            f"{outcome.rows:,} rows exported; at least {warnings.min_rows:,} expected",
+            rows=outcome.rows,
             min_rows=warnings.min_rows,
         )
     if warnings.max_removed_ratio is not None:

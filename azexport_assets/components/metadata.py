@@ -75,8 +75,44 @@ FILE_TABLE_SCHEMA = dg.TableSchema(
 )
 
 
+def table_metadata(outcome: ExportOutcome, logical_time: datetime) -> dict[str, Any]:
+    """What the UI shows of one Delta table export: the table (a link), the version
+    committed, rows inserted / updated / deleted, the table's schema, upkeep, timings."""
+    table, change = outcome.table, outcome.change
+    assert table is not None
+    metadata: dict[str, Any] = {
+        "dagster/row_count": dg.MetadataValue.int(table.rows_written),
+        "table_uri": dg.MetadataValue.text(table.uri),
+        "table_url": dg.MetadataValue.url(table.url),
+        "delta_version": table.version if table.version is not None else "no table yet",
+        "committed": table.committed,
+        "already_applied": table.already_applied,
+        "operation": table.operation,
+        "rows_inserted": table.rows_inserted,
+        "rows_updated": table.rows_updated,
+        "rows_deleted": table.rows_deleted,
+        "logical_time": dg.MetadataValue.timestamp(logical_time),
+        "full_export": change.full,
+        "added": change.added,
+        "updated": change.updated,
+        "removed": change.removed,
+        "baseline_advanced": outcome.baseline_advanced,
+        "duration_seconds": round(outcome.total_seconds, 3),
+        "write_seconds": round(outcome.write_seconds, 3),
+    }
+    if table.schema:
+        metadata["dagster/column_schema"] = table_schema(table.schema)
+    if table.maintenance:
+        metadata["table_upkeep"] = dg.MetadataValue.json(table.maintenance)
+    if table.maintenance_error:
+        metadata["table_upkeep_error"] = table.maintenance_error
+    return metadata
+
+
 def export_metadata(outcome: ExportOutcome, logical_time: datetime) -> dict[str, Any]:
     """What the UI shows of one export: counts, one table of files, a link per blob, timings."""
+    if outcome.table is not None:
+        return table_metadata(outcome, logical_time)
     report, change = outcome.report, outcome.change
     records = [
         dg.TableRecord(

@@ -263,6 +263,7 @@ def compute_change_set(
         state.drop_relation(con, state_name("pending", activation))
         baseline_rows = _count(con, state_table("baseline", activation)) if has_baseline else 0
         lay = sql.layout(spec, _column_types(fp_detail))
+        computed_at = state.utc_now()
         if reason == "delta":
             counts = _compute_delta(con, spec, lay, baseline_rows, log)
         else:
@@ -279,6 +280,7 @@ def compute_change_set(
             current_rows=counts["current_rows"],
             baseline_rows=baseline_rows,
             committed=False,
+            computed_at=computed_at,
         )
         state.write(
             con,
@@ -295,7 +297,7 @@ def compute_change_set(
                     }
                 ),
                 "compared_delta_id": row.get("baseline_delta_id") if has_baseline else None,
-                "computed_at": state.utc_now(),
+                "computed_at": computed_at,
                 "full_export": change.full,
                 "reason": reason,
                 "added": change.added,
@@ -324,6 +326,7 @@ def _change_from_row(activation: str, row: dict[str, Any]) -> ChangeSet:
         current_rows=int(row["current_rows"]),
         baseline_rows=int(row["compared_rows"]),
         committed=bool(row["committed"]),
+        computed_at=row.get("computed_at"),
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 from azexport_assets.sql_text import quote_ident
@@ -99,6 +100,17 @@ class ChangeSet:
     current_rows: int
     baseline_rows: int
     committed: bool
+    computed_at: datetime | None = None  # UTC, naive; when the change set was computed
+
+    @property
+    def sequence(self) -> int | None:
+        """A number that grows with every change set of the activation: its computation time
+        in microseconds since 1970 (UTC). A Delta table records it as the activation's
+        application transaction version, so a change set is never applied twice."""
+        if self.computed_at is None:
+            return None
+        since = self.computed_at - datetime(1970, 1, 1)
+        return (since.days * 86_400 + since.seconds) * 1_000_000 + since.microseconds
 
 
 def check_activation(activation: str) -> None:

@@ -246,8 +246,9 @@ def compact_baseline(activation: str) -> list[str]:
     ]
 
 
-def change_rows_query(spec: DeltaSpec, kinds: Sequence[str]) -> str:
-    """The stored change set's rows of `kinds`, as destination columns in export order.
+def change_rows_query(spec: DeltaSpec, kinds: Sequence[str], kind_column: str | None = None) -> str:
+    """The stored change set's rows of `kinds`, as destination columns in export order
+    (preceded by the change kind as `kind_column`, when given).
 
     Delta change sets are ordered by the primary key, so files are deterministic. full_only
     exports keep the model's own row order (DuckDB scans a table in insertion order): sorting
@@ -260,6 +261,8 @@ def change_rows_query(spec: DeltaSpec, kinds: Sequence[str]) -> str:
     lay = layout(spec)
     # Qualified with `ch.`: a destination alias such as "c0" must not capture ORDER BY c0.
     items = ", ".join(f"ch.{name} AS {quote_ident(dest)}" for name, dest in lay.exported)
+    if kind_column is not None:
+        items = f"ch.kind AS {quote_ident(kind_column)}, {items}"
     where = f"ch.kind IN ({', '.join(quote_literal(k) for k in kinds)})" if kinds else "false"
     query = f"SELECT {items} FROM {state_table('changes', spec.activation)} AS ch WHERE {where}"
     if not spec.is_delta:

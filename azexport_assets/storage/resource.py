@@ -6,6 +6,7 @@ its configuration, and scripts or benchmarks build one directly.
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,9 @@ from azexport_assets.storage.errors import StorageError, permanent_failure, shor
 from azexport_assets.storage.secrets import remember_secret, secure_sdk_logging, strip_query
 
 MiB = 1024 * 1024
+
+# Where delta-rs (object_store) finds the storage emulator in its emulator mode.
+EMULATOR_URL_VARIABLE = "AZURITE_BLOB_STORAGE_URL"
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,56 @@ class BlobStorage:
         from azure.identity import DefaultAzureCredential  # only this credential needs it
 
         return DefaultAzureCredential()
+
+    def object_store_options(self) -> dict[str, str]:
+        """The same account and credential as delta-rs storage options (its `object_store`
+        Azure settings): the account URL as the endpoint (so Azurite and custom hosts work
+        without process-wide settings), and the SAS token, the account key, or for
+        DefaultAzureCredential a bearer token from that same credential chain (managed
+        identity, workload identity, environment, Azure CLI…). The values are secrets: never
+        log them."""
+        parsed = urlparse(self.account_url)
+        name = account_name_from_url(self.account_url)
+        if not name or parsed.scheme not in ("http", "https"):
+            raise StorageError(
+                f"cannot tell the storage account name from {strip_query(self.account_url)}: "
+                "use https://<account>.blob.core.windows.net or http://<host>/<account>"
+            )
+        options = {
+            "account_name": name,
+            "timeout": f"{int(self.read_timeout_seconds)}s",
+            "connect_timeout": f"{int(self.connection_timeout_seconds)}s",
+        }
+        if parsed.scheme == "http" and ".blob." not in (parsed.hostname or ""):
+            # A path-style http URL is the storage emulator (Azurite). delta-rs reads such
+            # tables correctly only in its emulator mode, which takes the host from this
+            # variable (with a path-style `endpoint` it fails to read some log versions).
+            os.environ[EMULATOR_URL_VARIABLE] = f"{parsed.scheme}://{parsed.netloc}"
+            options["azure_storage_use_emulator"] = "true"
+        elif ".blob." not in (parsed.hostname or ""):
+            options["endpoint"] = self.account_url.rstrip("/")  # a custom host
+        if parsed.scheme == "http":
+            options["allow_http"] = "true"
+        credential = self._sdk_credential()
+        if self.credential_type == "sas":
+            options["sas_token"] = credential
+        elif self.credential_type == "key":
+            options["account_key"] = credential["account_key"]
+        else:
+            try:
+                token = credential.get_token("https://storage.azure.com/.default").token
+            except Exception as error:  # azure-identity raises its own ClientAuthenticationError
+                raise StorageError(
+                    "DefaultAzureCredential found no identity for the storage account "
+                    f"({short_reason(error)}): give the process a managed identity, or set "
+                    "AZURE_CLIENT_ID / AZURE_TENANT_ID / AZURE_CLIENT_SECRET, or sign in "
+                    "with the Azure CLI"
+                ) from None
+            finally:
+                credential.close()
+            remember_secret(token)
+            options["bearer_token"] = token
+        return options
 
     @contextmanager
     def container(self, name: str) -> Iterator[ExportContainerClient]:

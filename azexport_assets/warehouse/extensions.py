@@ -36,6 +36,8 @@ WHEELS = {
     "ducklake": ("duckdb_extension_ducklake",),
     "postgres_scanner": ("duckdb_extension_postgres_scanner", "duckdb_extension_postgres"),
     "azure": ("duckdb_extension_azure",),
+    # Not used by the lake itself: DuckDB's reader of the Delta tables `format: delta` writes.
+    "delta": ("duckdb_extension_delta",),
 }
 
 
