@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test ui lint check format bench setup browser clean test-lake bench-lake
+.PHONY: demo test ui lint check format bench setup browser clean test-lake bench-lake test-readers
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -23,6 +23,17 @@ $(LAKE_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(LAKE_VENV)
 	$(LAKE_PY) -m pip install --quiet --upgrade pip
 	$(LAKE_PY) -m pip install --quiet -e '.[dev,lake]'
+	touch $@
+
+# The readers environment: the exported files read back by Spark (pyspark 3.5, Java 17 from
+# apt), Polars and pandas with the options of docs/readers.md. Its tests are marked `readers`.
+READERS_VENV := .venv-readers
+READERS_PY := $(READERS_VENV)/bin/python
+
+$(READERS_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(READERS_VENV)
+	$(READERS_PY) -m pip install --quiet --upgrade pip
+	$(READERS_PY) -m pip install --quiet -e '.[dev,readers]'
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
@@ -44,6 +55,9 @@ browser:
 
 test-lake: $(LAKE_VENV)/.installed node_modules/.installed
 	$(LAKE_PY) -m pytest -m lake
+
+test-readers: $(READERS_VENV)/.installed node_modules/.installed
+	$(READERS_PY) -m pytest -m readers
 
 # The Dagster UI on the demo's setup: `dg dev` when installed, else `dagster dev -w
 # workspace.yaml`, on $(DAGSTER_PORT) (default 3000). Ctrl-C stops everything it started.

@@ -409,6 +409,11 @@ class ActivationConfig(_Strict):
     )
     on_empty: Literal["skip", "write"] | None = None
     manifest: bool = False
+    change_column: str | None = Field(
+        None,
+        description="Name of an extra last column holding each row's change kind: "
+        "added, updated or removed (e.g. _change).",
+    )
     trigger: Literal["on_change"] | None = None
     warnings: WarningsConfig = WarningsConfig()
     owners: Owners = []
@@ -460,6 +465,15 @@ class ActivationConfig(_Strict):
                 f"{self.run_type!r} works with {' / '.join(valid)}; "
                 f"{self.sync_mode!r} needs run_type {other!r}"
             )
+        if self.change_column is not None:
+            if not self.change_column.strip():
+                raise ValueError("change_column must not be empty")
+            taken = {dest.lower(): src for src, dest in (self.mapping or {}).items()}
+            if self.change_column.lower() in taken:
+                raise ValueError(
+                    f"change_column {self.change_column!r} is also the destination name of "
+                    f"column {taken[self.change_column.lower()]!r}; pick another name"
+                )
         if self.compression != "none" and self.format == "parquet":
             raise ValueError(
                 "'compression' applies to csv/json/xml; Parquet compresses inside the file: "

@@ -311,7 +311,7 @@ def write_and_upload(
         # A fresh cursor: the stream must not collide with results left open on `con`.
         cursor = con.cursor()
         try:
-            query = change_rows_query(spec, kinds)
+            query = change_rows_query(spec, kinds, change_column=activation.change_column)
             result = write_export(
                 cursor, query, fmt, out_dir, activation.max_file_size, observer=uploads
             )

@@ -189,6 +189,14 @@ FILE = "defs/main/defs.yaml"
             ),
             [FILE, "field 'max_file_size'", "'256MB'"],
         ),
+        (
+            edit(
+                "      file_name: people/{YYYY}-{MM}-{DD}",
+                "      file_name: p\n      mapping: {id: ID, name: Kind}\n"
+                "      change_column: kind",
+            ),
+            [FILE, "activation 'people_csv'", "change_column 'kind'", "column 'name'"],
+        ),
     ],
     ids=[
         "unknown-template-variable",
@@ -208,6 +216,7 @@ FILE = "defs/main/defs.yaml"
         "bad-timezone",
         "bad-cron",
         "bad-size",
+        "change-column-clash",
     ],
 )
 def test_bad_input_is_named(project_dir, yaml_text, expected):

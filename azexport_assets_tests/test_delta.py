@@ -570,3 +570,25 @@ def test_change_set_spec_is_the_spec_the_change_set_was_computed_with(con):
         (2, "rome"),
         (3, "lima"),
     ]
+
+
+def test_change_column_marks_each_rows_kind(con):
+    spec = make_spec()
+    compute_change_set(con, spec, "r1")
+    assert con.execute(change_rows_query(spec, ("added",), "_change")).fetchall() == [
+        (1, "ann", "oslo", "added"),
+        (2, "bob", "rome", "added"),
+        (3, "cid", "lima", "added"),
+    ]
+    assert commit_baseline(con, spec.activation, "r1")
+    con.execute("UPDATE segments.vip SET name = 'BOB' WHERE id = 2")
+    con.execute("DELETE FROM segments.vip WHERE id = 3")
+    compute_change_set(con, spec, "r2")
+    query = change_rows_query(spec, ("added", "updated", "removed"), "change kind")
+    assert con.sql(query).columns == ["ID", "Name", "City", "change kind"]
+    assert con.execute(query).fetchall() == [
+        (2, "BOB", "rome", "updated"),
+        (3, "cid", "lima", "removed"),
+    ]
+    with pytest.raises(ValueError, match="change_column 'city' is also the name .* 'City'"):
+        change_rows_query(spec, ("added",), "city")

@@ -459,7 +459,7 @@ def test_xml_nested_and_blob_values_are_escaped(tmp_path: Path) -> None:
     query = "SELECT ['<a>', NULL] AS l, {'k': 'x&y'} AS s, '<>'::BLOB AS b, uuid() AS u"
     result = export(con, FormatSpec("xml"), tmp_path, query)
     names, rows = read_xml(result.files[0].path)
-    assert rows[0][:3] == ["[<a>, NULL]", "{'k': x&y}", "PD4="]
+    assert rows[0][:3] == ['["<a>",null]', '{"k":"x&y"}', "PD4="]  # nested: JSON text
 
 
 # ----------------------------------------------------------------------------- Parquet
@@ -695,3 +695,74 @@ def test_parquet_zero_or_one_row_over_the_limit_is_one_file(tmp_path: Path) -> N
         (file,) = result.files
         assert file.rows == n and file.bytes > 1024
         assert pq.read_table(file.path).num_rows == n
+
+
+# ----------------------------------------------------------------------------- readers' defaults
+
+
+def test_nan_and_infinity_are_spelled_as_spark_pandas_and_polars_read_them(tmp_path: Path) -> None:
+    """`NaN`, `Infinity`, `-Infinity`: Spark's CSV default `nanValue` and Java's spelling of the
+    infinities; pandas, Polars, DuckDB and Python's float() read them too."""
+    con = duckdb.connect()
+    query = (
+        "SELECT * FROM (VALUES (1, 'nan'::DOUBLE, 'inf'::FLOAT), (2, 'inf'::DOUBLE, '-inf'::FLOAT),"
+        " (3, '-inf'::DOUBLE, 'nan'::FLOAT), (4, -0.0::DOUBLE, NULL), (5, NULL, 0.5::FLOAT))"
+        " AS t(id, d, f) ORDER BY id"
+    )
+    csv_file = export(con, FormatSpec("csv"), tmp_path / "csv", query).files[0].path
+    assert csv_file.read_text() == (
+        "id,d,f\n1,NaN,Infinity\n2,Infinity,-Infinity\n3,-Infinity,NaN\n4,-0.0,\n5,,0.5\n"
+    )
+    xml_file = export(con, FormatSpec("xml"), tmp_path / "xml", query).files[0].path
+    _, rows = read_xml(xml_file)
+    assert [r[1:] for r in rows[:3]] == [
+        ["NaN", "Infinity"],
+        ["Infinity", "-Infinity"],
+        ["-Infinity", "NaN"],
+    ]
+    read_back = con.sql(f"SELECT d FROM read_csv('{csv_file}', header = true) ORDER BY id")
+    values = [v for (v,) in read_back.fetchall()]
+    assert math.isnan(values[0]) and values[1:4] == [math.inf, -math.inf, 0.0]
+    assert math.copysign(1, values[3]) == -1
+    json_file = export(con, FormatSpec("json"), tmp_path / "json", query).files[0].path
+    assert [o["d"] for o in json.loads(json_file.read_text())][:3] == [None, None, None]
+
+
+def test_nested_values_are_json_text_in_csv_and_xml(tmp_path: Path) -> None:
+    con = duckdb.connect()
+    query = (
+        "SELECT [NULL, 1] AS l, {'a': 1, 'b': 'say \"hi\", ok'} AS s,"
+        " {'d': 12345678901234567890.1234567890::DECIMAL(38,10)} AS d, MAP {'k': [2]} AS m,"
+        " NULL::INTEGER[] AS n"
+    )
+    expected = [
+        [None, 1],
+        {"a": 1, "b": 'say "hi", ok'},
+        {"d": Decimal("12345678901234567890.1234567890")},
+    ]
+    csv_file = export(con, FormatSpec("csv"), tmp_path / "csv", query).files[0].path
+    _, rows = read_csv_python(csv_file, ",", True)
+    parsed = [json.loads(v, parse_float=Decimal) for v in rows[0][:4]]
+    assert parsed == [*expected, {"k": [2]}]
+    assert rows[0][4] == ""  # NULL is an empty field, not the text null
+    _, xml_rows = read_xml(export(con, FormatSpec("xml"), tmp_path / "xml", query).files[0].path)
+    assert [json.loads(v, parse_float=Decimal) for v in xml_rows[0][:3]] == expected
+    assert xml_rows[0][4] is None
+
+
+SPARK_VERSION_KEY = b"org.apache.spark.version"
+
+
+def test_parquet_files_and_parts_tell_spark_their_calendar(many, tmp_path: Path) -> None:
+    """Every Parquet file, whole or split by either splitter, carries the key that makes
+    Spark read its dates as proleptic Gregorian (and no legacy-calendar key)."""
+    whole = export(many, FormatSpec("parquet"), tmp_path / "whole")
+    limit = max(4096, whole.files[0].bytes // 3)
+    parts = export(many, FormatSpec("parquet"), tmp_path / "parts", limit=limit)
+    query = 'SELECT id AS file_row_number, "text value", ts FROM hard ORDER BY id'
+    arrow_parts = export(many, FormatSpec("parquet"), tmp_path / "arrow", query, limit // 2)
+    assert len(parts.files) >= 2 and len(arrow_parts.files) >= 2
+    for f in whole.files + parts.files + arrow_parts.files:
+        metadata = pq.ParquetFile(f.path).metadata.metadata or {}
+        assert metadata.get(SPARK_VERSION_KEY) == b"3.5.0", (f.path, metadata)
+        assert b"org.apache.spark.legacyDateTime" not in metadata

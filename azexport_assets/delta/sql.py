@@ -246,9 +246,16 @@ def compact_baseline(activation: str) -> list[str]:
     ]
 
 
-def change_rows_query(spec: DeltaSpec, kinds: Sequence[str], kind_column: str | None = None) -> str:
-    """The stored change set's rows of `kinds`, as destination columns in export order
-    (preceded by the change kind as `kind_column`, when given).
+def change_rows_query(
+    spec: DeltaSpec,
+    kinds: Sequence[str],
+    kind_column: str | None = None,
+    change_column: str | None = None,
+) -> str:
+    """The stored change set's rows of `kinds`, as destination columns in export order:
+    preceded by the change kind as `kind_column` (for table writers), and followed by a VARCHAR
+    column `change_column` with each row's kind (the files' optional change column), when
+    given.
 
     Delta change sets are ordered by the primary key, so files are deterministic. full_only
     exports keep the model's own row order (DuckDB scans a table in insertion order): sorting
@@ -263,6 +270,14 @@ def change_rows_query(spec: DeltaSpec, kinds: Sequence[str], kind_column: str | 
     items = ", ".join(f"ch.{name} AS {quote_ident(dest)}" for name, dest in lay.exported)
     if kind_column is not None:
         items = f"ch.kind AS {quote_ident(kind_column)}, {items}"
+    if change_column is not None:
+        clash = [dest for _, dest in lay.exported if dest.lower() == change_column.lower()]
+        if clash:
+            raise ValueError(
+                f"change_column {change_column!r} is also the name of the exported column "
+                f"{clash[0]!r}; pick another name (or map that column to another one)"
+            )
+        items += f", ch.kind AS {quote_ident(change_column)}"
     where = f"ch.kind IN ({', '.join(quote_literal(k) for k in kinds)})" if kinds else "false"
     query = f"SELECT {items} FROM {state_table('changes', spec.activation)} AS ch WHERE {where}"
     if not spec.is_delta:

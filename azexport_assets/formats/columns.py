@@ -5,9 +5,13 @@ Every text format (CSV, JSON, XML) writes a value the same way, decided here onc
 - TIMESTAMP (any precision) is taken as UTC, TIMESTAMPTZ is converted to UTC, and both are
   written `YYYY-MM-DDTHH:MM:SS.ffffffZ` (always six fractional digits, fixed width).
 - DATE `YYYY-MM-DD`; BOOLEAN `true`/`false`; DECIMAL with its full scale (`12.50`);
-  integers and floating point as DuckDB prints them (`0.1`, `1e+20`, `nan`, `inf`).
-- BLOB as base64; everything else (UUID, TIME, INTERVAL, LIST, STRUCT…) as DuckDB's own
-  VARCHAR cast.
+  integers and finite floating point as DuckDB prints them (`0.1`, `1e+20`, `-0.0`).
+- NaN and infinities as `NaN`, `Infinity`, `-Infinity`: the spellings Spark's CSV reader
+  takes by default (its `nanValue` is `NaN`; Java parses `Infinity`), and pandas, Polars,
+  DuckDB and Python's `float()` read as well (`nan`/`inf` become NULL or text in Spark).
+- LIST, STRUCT, MAP, ARRAY, UNION as JSON text (DuckDB's `to_json`), the form every reader can
+  parse back into arrays and objects (`from_json`, `str.json_decode`, `json.loads`).
+- BLOB as base64; everything else (UUID, TIME, INTERVAL, ENUM…) as DuckDB's own VARCHAR cast.
 
 The expressions never depend on the session's TimeZone setting.
 """
@@ -85,7 +89,7 @@ class Column:
     @property
     def text_is_plain(self) -> bool:
         """True when the text form holds only digits, signs, '.', ':', letters of
-        'true/false/nan/inf/e/T/Z' — never quotes, spaces, line breaks or markup."""
+        'true/false/NaN/Infinity/infinity/e/T/Z' — never quotes, spaces, line breaks or markup."""
         return (
             self.is_integer
             or self.is_float
@@ -131,10 +135,28 @@ def utc_timestamptz(col: Column, value: str | None = None) -> str:
     return f"make_timestamptz(epoch_us(CAST({value or col.ref} AS TIMESTAMP)))"
 
 
+def float_text(ref: str) -> str:
+    """SQL for a DOUBLE/FLOAT value as text: DuckDB's shortest round-trip form when finite,
+    else `NaN`, `Infinity`, `-Infinity` (NULL stays NULL)."""
+    return (
+        f"CASE WHEN isfinite({ref}) THEN CAST({ref} AS VARCHAR) WHEN isnan({ref}) THEN 'NaN' "
+        f"WHEN {ref} > 0 THEN 'Infinity' WHEN {ref} < 0 THEN '-Infinity' END"
+    )
+
+
+def nested_json(ref: str) -> str:
+    """SQL for a LIST/STRUCT/MAP/ARRAY/UNION value as JSON text (NULL stays NULL)."""
+    return f"CAST(to_json({ref}) AS VARCHAR)"
+
+
 def text_expr(col: Column) -> str:
     """SQL for the column's value as VARCHAR text (NULL stays NULL)."""
     if col.is_string:
         return col.ref
+    if col.is_float:
+        return float_text(col.ref)
+    if col.is_nested:
+        return nested_json(col.ref)
     if col.is_naive_timestamp or col.is_timestamptz:
         return f"strftime({utc_timestamp(col)}, '{ISO_UTC}')"
     if col.type_id == "blob":

@@ -14,7 +14,7 @@ from azexport_assets.formats.text import RowText
 from azexport_assets.sql_text import quote_literal
 
 # Characters the text of a "plain" column (numbers, dates, timestamps…) can contain.
-_PLAIN_CHARS = set("0123456789+-.:eETZnaiftrulsNIF")
+_PLAIN_CHARS = set("0123456789+-.:eETZnaiftrulsyNIF")
 
 
 def quote_field(value: str, delimiter: str) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 
-from azexport_assets.formats.columns import Column, strip_query, text_expr
+from azexport_assets.formats.columns import Column, nested_json, strip_query, text_expr
 from azexport_assets.formats.text import RowText
 from azexport_assets.sql_text import quote_literal
 
@@ -32,7 +32,7 @@ def value_expr(col: Column) -> str:
     elif col.is_float:
         value = f"CASE WHEN isfinite({ref}) THEN CAST({ref} AS VARCHAR) END"
     elif col.is_nested:
-        value = f"CAST(to_json({ref}) AS VARCHAR)"
+        value = nested_json(ref)
     elif col.text_is_plain or col.type_id == "blob":
         # ISO dates/timestamps, UUIDs, base64: nothing to escape inside the quotes.
         value = f"'\"' || {text_expr(col)} || '\"'"

@@ -9,6 +9,11 @@
   `UnrepresentableValueError` naming the column.
 - A full disk raises `LocalDiskFullError` (naming the folder and `AZEXPORT_TEMP_DIR`) and the
   files written so far are removed.
+- The file's key-value metadata holds `org.apache.spark.version` (`SPARK_CALENDAR_METADATA`):
+  Spark 3.x and 4.x take a file that has it, without `org.apache.spark.legacyDateTime`, as
+  written in the proleptic Gregorian calendar, which DuckDB's dates are. Without it Spark's
+  default (`datetimeRebaseModeInRead=EXCEPTION`) refuses a whole file holding a date before
+  1582-10-15 or a timestamp before 1900, and `LEGACY` would shift such dates by days.
 - Row groups of 122,880 rows (DuckDB's default): large enough for good compression and
   column statistics, small enough to read one at a time.
 - With `max_file_size`, DuckDB writes the whole result once to a local file. If that file is
@@ -40,9 +45,22 @@ from azexport_assets.formats.spec import WrittenFile
 from azexport_assets.sql_text import quote_literal
 
 ROW_GROUP_ROWS = 122_880
+# Spark reads a file's dates and timestamps as proleptic Gregorian (no rebase, no error on
+# ancient values) when this key says a Spark version of 3.0 or later wrote it and
+# `org.apache.spark.legacyDateTime` is absent (DataSourceUtils.datetimeRebaseSpec); 3.1+ also
+# keeps INT96 timestamps unrebased, which azexport does not write. Other readers ignore it.
+SPARK_CALENDAR_METADATA = {"org.apache.spark.version": "3.5.0"}
 _DUCKDB_CODEC = {"zstd": "zstd", "snappy": "snappy", "gzip": "gzip", "none": "uncompressed"}
 _ARROW_CODEC = {"zstd": "zstd", "snappy": "snappy", "gzip": "gzip", "none": "none"}
 _FILL = 0.97  # aim a little under the limit so a rewrite is rarely needed
+
+
+def _kv_metadata() -> str:
+    """`SPARK_CALENDAR_METADATA` as a DuckDB struct literal for COPY's KV_METADATA."""
+    items = ", ".join(
+        f"{quote_literal(k)}: {quote_literal(v)}" for k, v in SPARK_CALENDAR_METADATA.items()
+    )
+    return "{" + items + "}"
 
 
 def md5_of(path: Path, chunk: int = 1 << 20) -> str:
@@ -99,7 +117,7 @@ def _write_parquet(
         con.execute(
             f"COPY ({parquet_select(query, columns)}) TO {quote_literal(str(whole))} "
             f"(FORMAT parquet, COMPRESSION {_DUCKDB_CODEC[compression]}, "
-            f"ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
+            f"ROW_GROUP_SIZE {ROW_GROUP_ROWS}, KV_METADATA {_kv_metadata()})"
         )
     except duckdb.Error as error:
         whole.unlink(missing_ok=True)
@@ -127,7 +145,8 @@ def split_parquet_duckdb(
     con = duckdb.connect()
     source = quote_literal(str(source_path))
     options = (
-        f"FORMAT parquet, COMPRESSION {_DUCKDB_CODEC[compression]}, ROW_GROUP_SIZE {ROW_GROUP_ROWS}"
+        f"FORMAT parquet, COMPRESSION {_DUCKDB_CODEC[compression]}, "
+        f"ROW_GROUP_SIZE {ROW_GROUP_ROWS}, KV_METADATA {_kv_metadata()}"
     )
 
     def write_range(path: Path, start: int, stop: int) -> int:
@@ -164,9 +183,10 @@ def _row_range(source: pq.ParquetFile, start: int, stop: int) -> Iterator[pa.Rec
 def _write_range(
     source: pq.ParquetFile, path: Path, start: int, stop: int, compression: str
 ) -> int:
-    with pq.ParquetWriter(
-        path, source.schema_arrow, compression=_ARROW_CODEC[compression]
-    ) as writer:
+    schema = source.schema_arrow.with_metadata(
+        (source.schema_arrow.metadata or {}) | SPARK_CALENDAR_METADATA
+    )
+    with pq.ParquetWriter(path, schema, compression=_ARROW_CODEC[compression]) as writer:
         for batch in _row_range(source, start, stop):
             writer.write_batch(batch, row_group_size=ROW_GROUP_ROWS)
     return path.stat().st_size
