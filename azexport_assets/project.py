@@ -226,6 +226,8 @@ def _check_tables(project: Project) -> None:
              "files; a Delta table's Parquet files are compressed inside"),
             ("max_file_size", activation.max_file_size is not None, "splits files; a Delta "
              "table sizes its own data files (compact them with delta.optimize_every)"),
+            ("change_column", activation.change_column is not None, "marks rows in files; a "
+             "Delta table applies the changes (read them with delta.change_data_feed)"),
         ]  # fmt: skip
         for field_name, given, why in refused:
             if given:

@@ -99,6 +99,10 @@ def test_a_valid_delta_activation_loads(project_dir):
             ["field 'max_file_size'", "optimize_every"],
         ),
         (
+            edit("      sync_mode: upsert", MAPPED + "\n      change_column: change"),
+            ["field 'change_column'", "delta.change_data_feed"],
+        ),
+        (
             # The time-of-day column is exported: Delta has no type for it.
             edit("      sync_mode: upsert", "      sync_mode: upsert"),
             ["field 'source'", "column 'seen_at' (TIME)", "Delta has no time-of-day type"],
