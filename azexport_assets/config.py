@@ -64,11 +64,26 @@ Owners = Annotated[
 
 
 class SourceConfig(_Strict):
-    """Where raw tables come from: a DuckDB file (attached read-only) or a file glob (a view)."""
+    """Where raw tables come from: a DuckDB file (attached read-only) or a file glob (a view);
+    a Parquet/CSV glob may be in Azure Blob Storage (`az://` / `abfss://`), with a credential."""
 
     duckdb: str | None = Field(None, description="Path of a DuckDB file, attached read-only.")
-    parquet: str | None = Field(None, description="Glob of Parquet files, exposed as a view.")
-    csv: str | None = Field(None, description="Glob of CSV files, exposed as a view.")
+    parquet: str | None = Field(
+        None, description="Glob of Parquet files (a path, or az://<container>/<glob>), a view."
+    )
+    csv: str | None = Field(
+        None, description="Glob of CSV files (a path, or az://<container>/<glob>), a view."
+    )
+    account_url: str | SecretRef | None = Field(
+        None,
+        description="For az:// / abfss:// sources: the account's blob endpoint, e.g. "
+        "https://myaccount.blob.core.windows.net, or {env: VAR}",
+    )
+    sas_token: SecretRef | None = Field(None, description="For remote sources: {env: VAR}.")
+    account_key: SecretRef | None = Field(None, description="For remote sources: {env: VAR}.")
+    default_azure_credential: bool = Field(
+        False, description="For remote sources: the machine's Azure identity (https only)."
+    )
     description: str | None = None
 
     @model_validator(mode="after")
@@ -79,6 +94,42 @@ class SourceConfig(_Strict):
                 "give exactly one of 'duckdb: <path>', 'parquet: <glob>' or 'csv: <glob>'"
                 f" (got {given or 'none'})"
             )
+        credentials = [
+            k
+            for k, v in (
+                ("sas_token", self.sas_token),
+                ("account_key", self.account_key),
+                ("default_azure_credential", self.default_azure_credential),
+            )
+            if v
+        ]
+        if "://" in self.location and not self.remote:
+            raise ValueError(
+                "a source URL must be in Azure Blob Storage: az://<container>/<glob> or "
+                "abfss://<container>@<account>.dfs.core.windows.net/<glob>; other schemes "
+                "are not read"
+            )
+        if not self.remote:
+            if credentials or self.account_url:
+                raise ValueError(
+                    "account_url and credentials are for sources in Azure (az://<container>/"
+                    "<glob> or abfss://...); a local path needs none"
+                )
+            return self
+        if self.kind == "duckdb":
+            raise ValueError(
+                "a DuckDB source must be a local file; Parquet and CSV sources may be in Azure"
+            )
+        if self.account_url is None or len(credentials) != 1:
+            raise ValueError(
+                "a source in Azure needs 'account_url' and exactly one credential: "
+                "'sas_token: {env: VAR}', 'account_key: {env: VAR}' or "
+                f"'default_azure_credential: true' (got {credentials or 'none'})"
+            )
+        if isinstance(self.account_url, str):
+            check_account_url(self.account_url)
+            if self.default_azure_credential and not self.account_url.startswith("https://"):
+                raise ValueError("default_azure_credential needs an https:// account_url")
         return self
 
     @property
@@ -88,6 +139,11 @@ class SourceConfig(_Strict):
     @property
     def location(self) -> str:
         return self.duckdb or self.parquet or self.csv or ""
+
+    @property
+    def remote(self) -> bool:
+        """In Azure Blob Storage (az://, azure://, abfss://), not on the local file system."""
+        return self.location.startswith(("az://", "azure://", "abfss://"))
 
 
 # --------------------------------------------------------------------------- models

@@ -13,6 +13,11 @@ The order is what makes exports safe:
    never reads a half-finished export.
 6. `commit_baseline`: the delta baseline advances only after all of this succeeded.
 
+A transient fault of the lake (`retry_transient`) while the change set is read runs step 2
+again from the start (new files and uploads; a blob already committed is rewritten with the
+same bytes); one during the baseline commit runs the commit again, which finds out whether
+the lost attempt had committed.
+
 The Dagster asset, the benchmarks and scripts all call `run_export`.
 """
 
@@ -66,7 +71,7 @@ from azexport_assets.storage import (
     upload_bytes,
 )
 from azexport_assets.storage.streaming import GrowingFileUpload, UploadPool
-from azexport_assets.warehouse import WarehouseBackend
+from azexport_assets.warehouse import WarehouseBackend, retry_transient
 
 if TYPE_CHECKING:  # the configuration layer may depend on Dagster; exports do not
     from azexport_assets.config import ActivationConfig, SourceConfig
@@ -356,6 +361,11 @@ class ExportRun:
     logical_time: datetime
     run_id: str
     sources: Mapping[str, SourceConfig] = field(default_factory=dict)  # see DeltaRun.sources
+    reexecuting: frozenset[str] | None = None
+    """When this run re-executes an earlier one (a retry) without computing a change set of
+    its own: the ids of the runs of its group, whose delta computed the change set it is
+    to export. If the last change set came from another run and is already committed, that
+    run has exported these changes: this one writes nothing (`ExportOutcome.superseded_by`)."""
 
 
 @dataclass
@@ -367,6 +377,7 @@ class ExportOutcome:
     upload_seconds: float  # after writing ended: the part of the upload that did not overlap
     total_seconds: float
     table: TableCommit | None = None  # `format: delta`: what the export did to the table
+    superseded_by: str | None = None  # see ExportRun.reexecuting
 
     @property
     def rows(self) -> int:
@@ -391,12 +402,58 @@ def run_export(
     started = time.monotonic()
     stem = stem_name(run.activation, run.path_prefix, run.logical_time)
     fmt = FormatSpec.from_activation(run.activation)
-    holder = f"run {run.run_id[:8]} {run.name}/export"
-    with (
-        tempfile.TemporaryDirectory(prefix=f"{run.name}-", dir=process_scratch()) as workdir,
-        storage.container(run.container) as container,
-    ):
+    with storage.container(run.container) as container:
         preflight(container)
+        change, report, written = retry_transient(
+            lambda: _write_change_set(run, warehouse, container, stem, log),
+            what=f"export of '{run.name}' (reading its change set from the warehouse)",
+        )
+        if report is None:  # superseded: another run exported these changes
+            now = time.monotonic()
+            return ExportOutcome(
+                report=ExportReport(stem=stem),
+                change=change,
+                baseline_advanced=False,
+                write_seconds=0.0,
+                upload_seconds=0.0,
+                total_seconds=now - started,
+                superseded_by=change.delta_id,
+            )
+        uploaded = time.monotonic()
+        remove_stale_parts(container, report, fmt)
+        if run.activation.manifest and report.files:
+            document = manifest_document(
+                report, run.name, run.activation, change, run.run_id, run.logical_time
+            )
+            upload_manifest(container, report, document)
+
+    def commit() -> bool:
+        with warehouse.connect(holder=f"run {run.run_id[:8]} {run.name}/commit") as con:
+            return commit_baseline(con, run.name, change.delta_id)
+
+    advanced = retry_transient(commit, what=f"baseline commit of '{run.name}'")
+    finished = time.monotonic()
+    return ExportOutcome(
+        report=report,
+        change=change,
+        baseline_advanced=advanced,
+        write_seconds=written - started,
+        upload_seconds=uploaded - written,
+        total_seconds=finished - started,
+    )
+
+
+def _write_change_set(
+    run: ExportRun,
+    warehouse: WarehouseBackend,
+    container: ContainerClient,
+    stem: str,
+    log: Callable[[str], None] | None,
+) -> tuple[ChangeSet, ExportReport | None, float]:
+    """Read the change set, write its files and upload them (all committed on return).
+    Returns the change set, the report (None when superseded) and when writing ended."""
+    holder = f"run {run.run_id[:8]} {run.name}/export"
+    with tempfile.TemporaryDirectory(prefix=f"{run.name}-", dir=process_scratch()) as workdir:
         pool = UploadPool(container)
         progress = Progress(log, pool)
         try:
@@ -409,6 +466,12 @@ def run_export(
                     raise NoChangeSetError(
                         f"activation '{run.name}' has no change set yet: run its delta first"
                     )
+                if (
+                    run.reexecuting is not None
+                    and change.delta_id not in run.reexecuting
+                    and change.committed
+                ):
+                    return change, None, time.monotonic()
                 report, pending = write_and_upload(
                     con, spec, change, run.activation, Path(workdir), pool, stem, progress
                 )
@@ -417,24 +480,7 @@ def run_export(
             progress.finish()
         finally:
             pool.close()
-        uploaded = time.monotonic()
-        remove_stale_parts(container, report, fmt)
-        if run.activation.manifest and report.files:
-            document = manifest_document(
-                report, run.name, run.activation, change, run.run_id, run.logical_time
-            )
-            upload_manifest(container, report, document)
-    with warehouse.connect(holder=f"run {run.run_id[:8]} {run.name}/commit") as con:
-        advanced = commit_baseline(con, run.name, change.delta_id)
-    finished = time.monotonic()
-    return ExportOutcome(
-        report=report,
-        change=change,
-        baseline_advanced=advanced,
-        write_seconds=written - started,
-        upload_seconds=uploaded - written,
-        total_seconds=finished - started,
-    )
+    return change, report, written
 
 
 def table_path(activation: ActivationConfig, path_prefix: str) -> str:
@@ -608,27 +654,42 @@ def compute_changes(
     """The delta step: compare the source's rows with the activation's baseline and store the
     change set the export will write (see `compute_change_set`)."""
     holder = f"run {delta_id[:8]} {run.name}/delta"
-    with warehouse.connect(holder=holder, sources=run.sources) as con:
-        schema, _, table = run.source_table.partition(".")
-        try:
-            described = con.execute(f"DESCRIBE {schema}.{quote_ident(table)}").fetchall()
-        except duckdb.CatalogException:
-            raise MissingSourceTableError(
-                f"activation '{run.name}': table {run.source_table} does not exist yet; "
-                f"materialize {schema}/{table} first (the job activate_{run.name} does)"
-            ) from None
-        columns = [(r[0], r[1]) for r in described]
-        spec = DeltaSpec(
-            activation=run.name,
-            source_table=run.source_table,
-            primary_key=run.primary_key,
-            columns=tuple(run.exported(columns)),
-            run_type=run.run_type,  # type: ignore[arg-type]
-            sync_mode=run.sync_mode,  # type: ignore[arg-type]
-        )
-        if full_resync:
-            reset_baseline(con, run.name)
-            if log:
-                log(f"full resync: baseline of '{run.name}' reset")
-        # Checks the key itself (cheaply, while it reads the rows) in delta modes.
-        return compute_change_set(con, spec, delta_id=delta_id, log=log)
+
+    def compute() -> ChangeSet:
+        with warehouse.connect(holder=holder, sources=run.sources) as con:
+            return _compute_on(con, run, delta_id, full_resync, log)
+
+    # One transaction after the reads: a transient fault of the lake runs it all again.
+    return retry_transient(compute, what=f"change set of '{run.name}'")
+
+
+def _compute_on(
+    con: duckdb.DuckDBPyConnection,
+    run: DeltaRun,
+    delta_id: str,
+    full_resync: bool,
+    log: Callable[[str], None] | None,
+) -> ChangeSet:
+    schema, _, table = run.source_table.partition(".")
+    try:
+        described = con.execute(f"DESCRIBE {schema}.{quote_ident(table)}").fetchall()
+    except duckdb.CatalogException:
+        raise MissingSourceTableError(
+            f"activation '{run.name}': table {run.source_table} does not exist yet; "
+            f"materialize {schema}/{table} first (the job activate_{run.name} does)"
+        ) from None
+    columns = [(r[0], r[1]) for r in described]
+    spec = DeltaSpec(
+        activation=run.name,
+        source_table=run.source_table,
+        primary_key=run.primary_key,
+        columns=tuple(run.exported(columns)),
+        run_type=run.run_type,  # type: ignore[arg-type]
+        sync_mode=run.sync_mode,  # type: ignore[arg-type]
+    )
+    if full_resync:
+        reset_baseline(con, run.name)
+        if log:
+            log(f"full resync: baseline of '{run.name}' reset")
+    # Checks the key itself (cheaply, while it reads the rows) in delta modes.
+    return compute_change_set(con, spec, delta_id=delta_id, log=log)

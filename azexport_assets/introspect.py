@@ -43,6 +43,7 @@ from azexport_assets.warehouse import (
     source_files,
 )
 from azexport_assets.warehouse.csv_dialect import sniff_csv_sources
+from azexport_assets.warehouse.extensions import available_offline
 
 _log = logging.getLogger(__name__)
 
@@ -196,9 +197,28 @@ def check_source_locations(project: Project) -> None:
             raise ConfigError(f"{project.where('sources', name, config.kind)}: {reason}")
 
 
+def check_remote_sources(project: Project) -> None:
+    """Sources in Azure need DuckDB's azure extension. It exists offline only as a wheel for
+    DuckDB 1.5.5 (the lake environment) or as a file in $AZEXPORT_DUCKDB_EXTENSIONS; without
+    either, the project is refused at load rather than at the first run."""
+    remote = [name for name, config in project.sources.items() if config.remote]
+    if not remote or available_offline("azure"):
+        return
+    name = remote[0]
+    raise ConfigError(
+        f"{project.where('sources', name, project.sources[name].kind)}: a source in Azure is "
+        f"read through DuckDB's azure extension, which this environment (DuckDB "
+        f"{duckdb.__version__}) does not have: use the lake environment (pip install "
+        "'azexport_assets[lake]', DuckDB 1.5.5 with the extension wheels; `make test-lake` "
+        "builds .venv-lake), or put azure.duckdb_extension for this DuckDB version in the "
+        "folder named by $AZEXPORT_DUCKDB_EXTENSIONS"
+    )
+
+
 def describe_project(project: Project) -> ProjectShape:
     """Dependencies and columns of every model and segment; ConfigError on SQL errors."""
     check_source_locations(project)
+    check_remote_sources(project)
     shape = ProjectShape(deps={m: model_dependencies(project, m) for m in project.models})
     for segment in project.segments:
         check_segment(project, segment)

@@ -333,7 +333,8 @@ def lock_down(
     its configuration. Call after our own setup (ATTACH, views, SET): nothing can be changed
     afterwards, by user SQL or by us. DuckDB adds the database files it has open (the
     warehouse, attached sources, their WAL) and its own spill folder to the lists itself."""
-    paths = sorted({os.path.realpath(f) for f in files})
+    # A remote source's blobs (az://...) are granted one by one, as written.
+    paths = sorted({f if "://" in f else os.path.realpath(f) for f in files})
     # DuckDB matches a directory as a path prefix ending in '/', so siblings stay out.
     # Remote prefixes (the lake's az://container/prefix/) are kept as written.
     dirs = sorted(

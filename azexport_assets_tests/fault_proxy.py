@@ -463,3 +463,121 @@ def _reset(handler: BaseHTTPRequestHandler) -> None:
     with contextlib.suppress(OSError):
         handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         handler.connection.close()
+
+
+class TcpFaultProxy:
+    """A loopback TCP relay (e.g. in front of Postgres) whose connections a test can cut.
+
+        with TcpFaultProxy(target_port=postgres.port) as relay:
+            ...  # connect to 127.0.0.1:relay.port
+            relay.cut()              # reset every open connection (a network failure)
+            relay.cut(refuse=2)      # ... and also reset the next 2 new connections at once
+
+    Bytes are relayed unchanged both ways; `connections` counts the connections accepted.
+    """
+
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+        if target_host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError("TcpFaultProxy only forwards to loopback (tests only)")
+        self.target = (target_host, target_port)
+        self.connections = 0
+        self.cuts = 0  # connections reset by cut() or refused
+        self._refuse = 0
+        self._lock = threading.Lock()
+        self._pairs: set[tuple[socket.socket, socket.socket]] = set()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self._listener.getsockname()[1]
+
+    def start(self) -> TcpFaultProxy:
+        self._acceptor.start()
+        return self
+
+    def __enter__(self) -> TcpFaultProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.cut()
+        self._acceptor.join(timeout=10)
+        self._listener.close()
+        for thread in list(self._threads):
+            thread.join(timeout=10)
+
+    def cut(self, refuse: int = 0) -> int:
+        """Reset (TCP RST) every relayed connection, and the next `refuse` new ones; returns
+        how many open connections were cut."""
+        with self._lock:
+            pairs = list(self._pairs)
+            self._pairs.clear()
+            self._refuse = refuse
+            self.cuts += len(pairs)
+        for pair in pairs:
+            for sock in pair:
+                _abort(sock)
+        return len(pairs)
+
+    def _accept(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                self.connections += 1
+                refused = self._refuse > 0
+                if refused:
+                    self._refuse -= 1
+                    self.cuts += 1
+            if refused:
+                _abort(client)
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=10)
+            except OSError:
+                _abort(client)
+                continue
+            upstream.settimeout(None)
+            client.settimeout(None)
+            pair = (client, upstream)
+            with self._lock:
+                self._pairs.add(pair)
+            for source, sink in ((client, upstream), (upstream, client)):
+                thread = threading.Thread(target=self._pump, args=(pair, source, sink), daemon=True)
+                self._threads.append(thread)
+                thread.start()
+
+    def _pump(self, pair, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while piece := source.recv(CHUNK):
+                sink.sendall(piece)
+        except OSError:
+            pass
+        with self._lock:
+            known = pair in self._pairs
+            self._pairs.discard(pair)
+        if known:  # an orderly close by one side: close both
+            for sock in pair:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+
+def _abort(sock: socket.socket) -> None:
+    """Close with a TCP RST (SO_LINGER 0), like a network failure."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.close()

@@ -315,3 +315,29 @@ def test_model_reading_itself_is_a_cycle_of_one(project_dir):
         f"{FILE}:11:7: model 'a', field 'sql': reads models.a, and the models read each "
         "other in a cycle: a -> a;"
     ), message
+
+
+def test_a_source_in_azure_needs_the_azure_extension(project, monkeypatch):
+    """Loads where DuckDB's azure extension is available offline (the lake environment);
+    elsewhere (DuckDB 2.x without extension files) it is refused at load, naming the file,
+    the source and what to do."""
+    from azexport_assets.warehouse.extensions import EXTENSIONS_ENV, available_offline
+
+    monkeypatch.delenv(EXTENSIONS_ENV, raising=False)
+    project.source_sql("CREATE TABLE t AS SELECT 1 AS id")
+    project.write_defs(
+        "models: {m: {sql: 'SELECT * FROM events', primary_key: id}}\n",
+        extra_sources=(
+            "events: {parquet: 'az://events/day=*/*.parquet', "
+            "account_url: 'https://acct.blob.core.windows.net', default_azure_credential: true}"
+        ),
+    )
+    if available_offline("azure"):
+        assert "models/m" in {
+            k.to_user_string() for k in project.definitions().resolve_all_asset_keys()
+        }
+        return
+    with pytest.raises(Exception, match="lake environment") as raised:
+        project.definitions()
+    text = str(raised.value)
+    assert "defs.yaml" in text and "source 'events'" in text and "azure" in text

@@ -205,7 +205,16 @@ def test_off_by_default_sources_may_live_anywhere(project_dir, monkeypatch):
 
 
 def test_remote_urls_are_not_confined_here(project_dir):
+    from azexport_assets.warehouse.extensions import available_offline
+
     write(project_dir, "parquet", "az://container/data/*.parquet")
+    path = project_dir / "defs" / "main" / "defs.yaml"
+    credential = ", account_url: 'https://acct.blob.core.windows.net', sas_token: {env: SAS}"
+    path.write_text(path.read_text().replace("*.parquet'", "*.parquet'" + credential, 1))
+    assert credential in path.read_text()
+    if not available_offline("azure"):  # DuckDB 2.x without extension files: refused for that
+        assert "lake environment" in load_error(project_dir)
+        return
     project, shape = load(project_dir)  # no ConfigError: remote sources follow their own rules
     assert shape.columns["from_ext"] is None  # nothing local to describe at load
 

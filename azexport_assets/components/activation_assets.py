@@ -30,7 +30,7 @@ from azexport_assets.resources import (
     destination_resource_key,
 )
 from azexport_assets.storage import StorageError
-from azexport_assets.warehouse import ActivationBusyError, WarehouseBackend
+from azexport_assets.warehouse import ActivationBusyError, WarehouseBackend, reporting_retries
 
 # Model and segment steps (the warehouse's big writers) share this Dagster pool: with a limit
 # set (`dagster instance concurrency set azexport_warehouse 1`), a waiting step shows as
@@ -103,13 +103,14 @@ def delta_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDe
         try:
             # Held until this run's export commits: a second run of the activation waits here.
             lock.acquire()
-            change = exporting.compute_changes(
-                delta_run(project, shape, name),
-                store,
-                delta_id=context.run.run_id,
-                full_resync=config.full_resync,
-                log=context.log.info,
-            )
+            with reporting_retries(context.log.warning):
+                change = exporting.compute_changes(
+                    delta_run(project, shape, name),
+                    store,
+                    delta_id=context.run.run_id,
+                    full_resync=config.full_resync,
+                    log=context.log.info,
+                )
         except BaseException as error:
             lock.release()  # nothing was computed: the next run may go (a no-op if not held)
             raise _delta_failure(name, error) from None
@@ -184,11 +185,13 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
             logical_time=logical_time(context),
             run_id=context.run.run_id,
             sources=activation_sources(project, shape, name),
+            reexecuting=_reexecuted_runs(context, name),
         )
         lock = _activation_lock(store, name, context)
         try:
             lock.acquire()
-            outcome = exporting.run_export(run, store, storage.client(), log=context.log.info)
+            with reporting_retries(context.log.warning):
+                outcome = exporting.run_export(run, store, storage.client(), log=context.log.info)
         except ActivationBusyError as error:
             raise dg.Failure(f"activation '{name}': {error}") from None
         except exporting.NoChangeSetError as error:
@@ -211,6 +214,12 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
         report = outcome.report
         if outcome.table is not None:
             pass  # the table export logged its commit
+        elif outcome.superseded_by:
+            context.log.warning(
+                f"activation '{name}': nothing written: the change set this run was to export "
+                f"was superseded by run {outcome.superseded_by}, which computed a newer one "
+                "and exported it (the changes are not sent twice)"
+            )
         elif not report.files:
             context.log.info(f"activation '{name}': no changes, nothing written")
         else:
@@ -225,6 +234,18 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
         )
 
     return _export
+
+
+def _reexecuted_runs(context: dg.AssetExecutionContext, name: str) -> frozenset[str] | None:
+    """For a re-execution (a retry) that does not compute its own change set: the ids of the
+    runs of its group, any of which may have computed the change set it is to export."""
+    run = context.run
+    root = run.tags.get("dagster/root_run_id")
+    steps = run.step_keys_to_execute
+    if not root or steps is None or delta_key(name).to_python_identifier() in steps:
+        return None
+    runs = context.instance.get_runs(filters=dg.RunsFilter(tags={"dagster/root_run_id": root}))
+    return frozenset({root, run.run_id, *(r.run_id for r in runs)})
 
 
 def _sas_expiry_inputs(project: Project, name: str) -> tuple[str | None, datetime]:

@@ -24,6 +24,7 @@ from azexport_assets.components.lineage import upstream_models
 from azexport_assets.introspect import ProjectShape
 from azexport_assets.project import Project
 from azexport_assets.warehouse import resolve_path, source_files
+from azexport_assets.warehouse.remote import list_remote
 
 # A DuckDB file starts with its main header and two database headers of 4 KiB each; every
 # checkpoint writes the next one (an iteration counter and the root of the new data).
@@ -35,11 +36,12 @@ def _digest(value: object) -> str:
 
 
 def source_fingerprint(project: Project, source: str) -> str | None:
-    """Changes whenever a file of the source is added, removed, resized or rewritten; None for
-    a location that is not on the local file system (e.g. az://), which has no cheap one."""
+    """Changes whenever a file of the source is added, removed, resized or rewritten. For a
+    source in Azure: the name, ETag, modification time and size of every blob it matches."""
     config = project.sources[source]
-    if "://" in config.location:
-        return None
+    if config.remote:
+        listing = [(f.url, f.etag, f.modified, f.size) for f in list_remote(config, source)]
+        return _digest(listing)[:16]
     if config.kind == "duckdb":
         location = resolve_path(config.location, project.project_root)
         paths = [location, location + ".wal"]  # committed writes not yet checkpointed

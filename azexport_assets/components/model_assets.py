@@ -13,7 +13,7 @@ from pydantic import Field
 
 from azexport_assets.asset_keys import model_key, segment_key, source_key
 from azexport_assets.components.activation_assets import WAREHOUSE_POOL
-from azexport_assets.components.builds import BuildRecord, build_unless_unchanged
+from azexport_assets.components.builds import Build, BuildRecord, build_unless_unchanged
 from azexport_assets.components.csv_sources import log_csv_dialects
 from azexport_assets.components.fingerprints import (
     reachable_sources,
@@ -29,7 +29,12 @@ from azexport_assets.project import Project
 from azexport_assets.resources import WarehouseResource
 from azexport_assets.sandbox import segment_query
 from azexport_assets.sql_text import quote_ident
-from azexport_assets.warehouse import retry_on_conflict
+from azexport_assets.warehouse import (
+    is_transient,
+    reporting_retries,
+    retry_on_conflict,
+    retry_transient,
+)
 
 PRIMARY_KEY_CHECK = "primary_key_unique_not_null"
 # A run tag that makes every model and segment of the run rebuild (see ModelRunConfig).
@@ -88,37 +93,46 @@ def materialize_table(
     # Taken before any data are read: a source written meanwhile only causes one more rebuild.
     watched = {s: source_fingerprint(project, s) for s in reachable_sources(project, shape, name)}
     run_id = context.run.run_id
-    with warehouse.open(project.project_root).connect(
-        holder=f"run {run_id[:8]} {kind}/{name}",
-        sources=sources,
-    ) as con:
-        log_csv_dialects(context, con, sources, project.project_root)
-        try:
-            con.execute(f"CREATE SCHEMA IF NOT EXISTS {kind}")
-            # On DuckLake two runs may rebuild a shared model at once: the later commit
-            # conflicts and the whole transaction (fingerprint included) is run again.
-            build = retry_on_conflict(
-                lambda: build_unless_unchanged(
-                    con,
-                    project,
-                    shape,
-                    kind,
-                    name,
-                    sql,
-                    as_view,
-                    primary_key,
-                    watched,
-                    force,
-                    run_id,
+    store = warehouse.open(project.project_root)
+
+    def build_once() -> tuple[Build, list[tuple[str, str]], list[dict]]:
+        with store.connect(holder=f"run {run_id[:8]} {kind}/{name}", sources=sources) as con:
+            log_csv_dialects(context, con, sources, project.project_root)
+            try:
+                con.execute(f"CREATE SCHEMA IF NOT EXISTS {kind}")
+                # On DuckLake two runs may rebuild a shared model at once: the later commit
+                # conflicts and the whole transaction (fingerprint included) is run again.
+                build = retry_on_conflict(
+                    lambda: build_unless_unchanged(
+                        con,
+                        project,
+                        shape,
+                        kind,
+                        name,
+                        sql,
+                        as_view,
+                        primary_key,
+                        watched,
+                        force,
+                        run_id,
+                    ),
+                    what=f"build of {kind}/{name}",
                 )
-            )
-        except duckdb.Error as error:
-            raise dg.Failure(
-                description=f"{project.where(kind, name, field)}: {error}", allow_retries=False
-            ) from None
-        columns = [(r[0], r[1]) for r in con.execute(f"DESCRIBE {table}").fetchall()]
-        # key_violations quotes 'schema.name' itself; it lists offenders of a failed check.
-        problems = [] if build.key_clean else key_violations(con, f"{kind}.{name}", primary_key)
+            except duckdb.Error as error:
+                if is_transient(error):
+                    raise  # the lake's fault, not the SQL's: retried below
+                raise dg.Failure(
+                    description=f"{project.where(kind, name, field)}: {error}",
+                    allow_retries=False,
+                ) from None
+            columns = [(r[0], r[1]) for r in con.execute(f"DESCRIBE {table}").fetchall()]
+            # key_violations quotes 'schema.name' itself; it lists offenders of a failed check.
+            problems = [] if build.key_clean else key_violations(con, f"{kind}.{name}", primary_key)
+        return build, columns, problems
+
+    # A transient fault of the lake (catalog connection, az:// data) runs it all again.
+    with reporting_retries(context.log.warning):
+        build, columns, problems = retry_transient(build_once, what=f"{kind}/{name}")
     context.log.info(f"{kind}/{name}: {build.reason}")
     metadata = build_metadata(table, columns, build.rows, build.preview)
     metadata[REBUILT_METADATA] = build.rebuilt

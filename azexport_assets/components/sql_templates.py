@@ -122,11 +122,15 @@ def render_sql(text: str, secrets: Mapping[str, str]) -> str:
 
 def secret_variables(raw: Mapping[str, Any]) -> dict[str, str]:
     """The variables a file's (unrendered) attributes read as secrets, with who reads them:
-    every `{env: VAR}` of a destination, and every activation's `webhook_url_env`."""
+    every `{env: VAR}` of a destination or of a source in Azure, and every activation's
+    `webhook_url_env`."""
     found: dict[str, str] = {}
     for name, destination in _mapping(raw.get("destinations")).items():
         for ref in _env_refs(_mapping(destination).values()):
             found.setdefault(ref, f"destination '{name}'")
+    for name, source in _mapping(raw.get("sources")).items():
+        for ref in _env_refs(_mapping(source).values()):
+            found.setdefault(ref, f"source '{name}'")
     for name, activation in _mapping(raw.get("activations")).items():
         webhook = _mapping(_mapping(activation).get("warnings")).get("webhook_url_env")
         if isinstance(webhook, str):

@@ -24,7 +24,7 @@ import duckdb
 
 from azexport_assets.delta.spec import STATE_SCHEMA, table_stem
 from azexport_assets.sql_text import quote_ident
-from azexport_assets.warehouse.conflicts import retry_on_conflict
+from azexport_assets.warehouse.retries import retry_on_conflict
 
 # The shared table of earlier versions, read until each activation has its own row table.
 LEGACY_TABLE = f"{quote_ident(STATE_SCHEMA)}.activation_state"
@@ -110,7 +110,7 @@ def retrying(function: Callable[..., T]) -> Callable[..., T]:
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> T:
-        return retry_on_conflict(lambda: function(*args, **kwargs))
+        return retry_on_conflict(lambda: function(*args, **kwargs), what=function.__name__)
 
     return wrapper
 

@@ -29,6 +29,18 @@ run_coordinator:
     dequeue_interval_seconds: 1
     dequeue_use_threads: true
     dequeue_num_workers: 4
+# A run whose worker died is failed and retried (same logical time, same blobs), see
+# docs/operating.md; runs that do not start or stop within 3 minutes are failed.
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  cancel_timeout_seconds: 180
+  max_resume_run_attempts: 0
+  poll_interval_seconds: 30
+run_retries:
+  enabled: true
+  max_retries: 2
+  retry_on_asset_or_op_failure: false
 concurrency:
   pools:
     default_limit: 1

@@ -30,7 +30,6 @@ from azexport_assets.warehouse.confinement import (
     confine_sources,
     confinement_violation,
 )
-from azexport_assets.warehouse.conflicts import is_conflict, retry_on_conflict
 from azexport_assets.warehouse.file import (
     DEFAULT_WAREHOUSE,
     WAREHOUSE_ENV,
@@ -40,6 +39,14 @@ from azexport_assets.warehouse.file import (
     warehouse_path,
 )
 from azexport_assets.warehouse.lake import LakeWarehouse
+from azexport_assets.warehouse.retries import (
+    TransientLakeError,
+    is_conflict,
+    is_transient,
+    reporting_retries,
+    retry_on_conflict,
+    retry_transient,
+)
 from azexport_assets.warehouse.settings import is_lake, lake_settings
 from azexport_assets.warehouse.sources import (
     attach_source,
@@ -80,6 +87,7 @@ __all__ = [
     "ActivationLock",
     "LakeWarehouse",
     "SourceOutsideProjectError",
+    "TransientLakeError",
     "Warehouse",
     "WarehouseBackend",
     "WarehouseBusyError",
@@ -90,9 +98,12 @@ __all__ = [
     "confinement_violation",
     "exclusive_lock",
     "is_conflict",
+    "is_transient",
     "open_warehouse",
+    "reporting_retries",
     "resolve_path",
     "retry_on_conflict",
+    "retry_transient",
     "source_files",
     "warehouse_path",
 ]

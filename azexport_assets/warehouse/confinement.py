@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from azexport_assets.sandbox import ascii_lower
 from azexport_assets.warehouse.base import WarehouseConfigError
+from azexport_assets.warehouse.remote import is_remote as in_azure
 
 if TYPE_CHECKING:  # the configuration layer may depend on Dagster; the warehouse does not
     from azexport_assets.config import SourceConfig
@@ -52,8 +53,9 @@ def confine_sources() -> bool:
 
 
 def is_remote(location: str) -> bool:
-    """A URL such as az://container/path, not a local path (not confined here)."""
-    return "://" in location
+    """A URL in Azure Blob Storage (az://, abfss://), not a local path: not confined here (its
+    own credential bounds what it reaches; the sandbox grants exactly its listed blobs)."""
+    return in_azure(location)
 
 
 def fixed_prefix(pattern: str) -> str:

@@ -107,6 +107,37 @@ def extension_file(con: duckdb.DuckDBPyConnection, name: str) -> Path | None:
     return None
 
 
+_offline: dict[tuple[str, str], bool] = {}
+
+
+def available_offline(name: str) -> bool:
+    """Whether `name` can be installed without DuckDB's repository: from a file in
+    $AZEXPORT_DUCKDB_EXTENSIONS or a wheel built for the running DuckDB (cached)."""
+    key = (name, os.environ.get(EXTENSIONS_ENV, ""))
+    if key not in _offline:
+        _offline[key] = _loads_offline(name)
+    return _offline[key]
+
+
+def _loads_offline(name: str) -> bool:
+    con = duckdb.connect()
+    try:
+        path = extension_file(con, name)
+        if path is None:
+            return False
+        probe = duckdb.connect(config={"extension_directory": str(extension_directory())})
+        try:
+            probe.execute(f"INSTALL {quote_literal(str(path))}")
+            probe.execute(f"LOAD {name}")
+        except duckdb.Error:
+            return False  # a file for another DuckDB version
+        finally:
+            probe.close()
+        return True
+    finally:
+        con.close()
+
+
 def extension_directory() -> Path:
     """The private folder extensions are installed into (one per DuckDB version)."""
     return Path(tempfile.gettempdir()) / f"azexport-duckdb-{duckdb.__version__}" / "extensions"

@@ -8,9 +8,13 @@ one per process, see `connect`). The first connection of a process runs `init()`
 catalog, checks the data path, creates the schemas).
 
 There is no warehouse-wide lock: DuckLake checks at commit whether two writers collided, and
-the callers re-run a transaction that conflicted (`conflicts.retry_on_conflict`). Writers of
+the callers re-run a transaction that conflicted (`retries.retry_on_conflict`). Writers of
 different activations never collide: each activation has its own state tables. The
 activation lock is a Postgres advisory lock (`pglock`), valid across machines.
+
+A transient fault of the catalog or of the data's storage makes the connection unusable: the
+shared DuckDB is then forgotten (the next step opens a new one) and the caller runs its unit
+of work again (`retries.retry_transient`); opening the lake retries such faults itself.
 """
 
 from __future__ import annotations
@@ -35,9 +39,17 @@ from azexport_assets.warehouse.base import (
     WarehouseBackend,
     create_schemas,
 )
-from azexport_assets.warehouse.conflicts import retry_on_conflict
 from azexport_assets.warehouse.extensions import install_extensions
 from azexport_assets.warehouse.pglock import PostgresActivationLock
+from azexport_assets.warehouse.retries import (
+    TRANSIENT_ATTEMPTS,
+    TRANSIENT_FIRST_DELAY,
+    TransientLakeError,
+    describe_error,
+    is_transient,
+    report_retry,
+    retry_on_conflict,
+)
 from azexport_assets.warehouse.settings import (
     AZURE_CONNECTION_STRING_ENV,
     LakeSettings,
@@ -64,6 +76,10 @@ _openings = itertools.count(1)
 
 class LakeConnectError(RuntimeError):
     """The lake could not be opened (catalog unreachable, data path refused, ...)."""
+
+
+class LakeUnreachableError(LakeConnectError, TransientLakeError):
+    """The lake could not be opened because of a fault that may pass (retried by callers)."""
 
 
 class LakeWarehouse(WarehouseBackend):
@@ -147,20 +163,30 @@ class LakeWarehouse(WarehouseBackend):
     def _with_retries(
         self, open_once: Callable[[], duckdb.DuckDBPyConnection]
     ) -> duckdb.DuckDBPyConnection:
-        """Open, again if Postgres reports a race of two first openings (bounded)."""
-        delay = 0.1
-        for attempt in range(1, _ATTACH_ATTEMPTS + 1):
+        """Open, again if Postgres reports a race of two first openings or a transient fault
+        (a dropped or refused catalog connection, the data's storage unreachable): bounded."""
+        race_delay = 0.1
+        delay = TRANSIENT_FIRST_DELAY
+        for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
             try:
                 return open_once()
             except duckdb.Error as error:
                 text = str(error).lower()
                 if attempt < _ATTACH_ATTEMPTS and any(m in text for m in _FIRST_ATTACH_RACES):
-                    time.sleep(delay)
-                    delay *= 2
+                    time.sleep(race_delay)
+                    race_delay *= 2
                     continue
-                raise LakeConnectError(
-                    f"cannot open the lake ({self.describe()}): {self._clean(error)}"
-                ) from None
+                message = f"cannot open the lake ({self.describe()}): {self._clean(error)}"
+                if not is_transient(error):
+                    raise LakeConnectError(message) from None
+                if attempt == TRANSIENT_ATTEMPTS:
+                    raise LakeUnreachableError(message) from None
+                report_retry(
+                    f"opening the lake: transient fault ({self._clean(describe_error(error))}); "
+                    f"retrying (attempt {attempt + 1} of {TRANSIENT_ATTEMPTS}) in {delay:.1f}s"
+                )
+                time.sleep(delay)
+                delay *= 2
         raise AssertionError("unreachable")
 
     def _attach_once(self) -> duckdb.DuckDBPyConnection:
@@ -268,8 +294,10 @@ class LakeWarehouse(WarehouseBackend):
         cursor = shared.cursor()
         try:
             yield cursor
-        except (duckdb.IOException, duckdb.ConnectionException, duckdb.FatalException):
-            self._forget_shared()  # a broken catalog connection: start afresh next time
+        except duckdb.Error as error:
+            broken = (duckdb.IOException, duckdb.ConnectionException, duckdb.FatalException)
+            if isinstance(error, broken) or is_transient(error):
+                self._forget_shared()  # a broken catalog connection: start afresh next time
             raise
         finally:
             cursor.close()

@@ -15,19 +15,26 @@ import duckdb
 
 from azexport_assets.sql_text import quote_ident, quote_literal
 from azexport_assets.warehouse.confinement import check_confined
+from azexport_assets.warehouse.remote import attach_remote, is_remote
 
 if TYPE_CHECKING:  # the configuration layer may depend on Dagster; the warehouse does not
     from azexport_assets.config import SourceConfig
 
 
 def resolve_path(location: str, base: Path) -> str:
-    """Expand ~ and $VARS; relative paths are relative to the project root."""
+    """Expand ~ and $VARS; relative paths are relative to the project root. A URL in Azure
+    (az://, abfss://) is returned as written."""
+    if is_remote(location):
+        return location
     expanded = os.path.expanduser(os.path.expandvars(location))
     return expanded if os.path.isabs(expanded) else str(base / expanded)
 
 
 def source_files(source: SourceConfig, base: Path) -> list[str]:
-    """The files a Parquet/CSV source's glob matches now, sorted (`**` recurses)."""
+    """The files a Parquet/CSV source's glob matches now, sorted (`**` recurses); none for a
+    source in Azure (its blobs are listed by `remote.list_remote` when a step reads them)."""
+    if is_remote(source.location):
+        return []
     pattern = resolve_path(source.location, base)
     return sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
 
@@ -37,6 +44,9 @@ def attach_source(
 ) -> list[str]:
     """Make one source visible under its name: a DuckDB file read-only, a glob as a temp view
     over the files it matches now. Returns the files the sandbox must keep readable."""
+    reader = "read_parquet" if source.kind == "parquet" else "read_csv"
+    if is_remote(source.location):
+        return attach_remote(con, name, source, reader)
     location = resolve_path(source.location, base)
     if source.kind == "duckdb":
         check_confined(name, source, location, base)  # again at run time: files can change
@@ -47,7 +57,6 @@ def attach_source(
     files = source_files(source, base)
     check_confined(name, source, location, base, files)
     listed = f"[{', '.join(quote_literal(f) for f in files)}]" if files else quote_literal(location)
-    reader = "read_parquet" if source.kind == "parquet" else "read_csv"
     con.execute(
         f"CREATE OR REPLACE TEMP VIEW {quote_ident(name)} AS SELECT * FROM {reader}({listed})"
     )
