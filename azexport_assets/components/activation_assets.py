@@ -24,9 +24,10 @@ from azexport_assets.logical_time import logical_time
 from azexport_assets.project import Project
 from azexport_assets.resources import (
     WAREHOUSE_KEY,
-    ExportBlobStorage,
+    DestinationStorage,
     WarehouseResource,
     destination_resource_key,
+    unset_variables,
 )
 from azexport_assets.storage import StorageError
 from azexport_assets.warehouse import ActivationBusyError, WarehouseBackend
@@ -80,6 +81,7 @@ def activation_sources(project: Project, shape: ProjectShape, name: str) -> dict
 def delta_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDefinition:
     activation = project.activations[name]
     source = activation.source
+    destination = project.destinations[activation.destination]
 
     @dg.asset(
         key=delta_key(name),
@@ -97,6 +99,10 @@ def delta_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDe
     def _delta(
         context: dg.AssetExecutionContext, config: DeltaRunConfig, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
+        # Before any work: the export would fail on an unset variable after the change set.
+        unset = unset_variables(activation.destination, destination.environment_variables)
+        if unset:
+            raise unset
         store = warehouse.open(project.project_root)
         lock = _activation_lock(store, name, context)
         try:
@@ -163,7 +169,7 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
     )
     def _export(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         warehouse: WarehouseResource = getattr(context.resources, WAREHOUSE_KEY)
-        storage: ExportBlobStorage = getattr(context.resources, storage_key)
+        storage: DestinationStorage = getattr(context.resources, storage_key)
         store = warehouse.open(project.project_root)
         run = exporting.ExportRun(
             name=name,
@@ -175,10 +181,11 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
             run_id=context.run.run_id,
             sources=activation_sources(project, shape, name),
         )
+        client = storage.client()  # reads the destination's variables: one line if unset
         lock = _activation_lock(store, name, context)
         try:
             lock.acquire()
-            outcome = exporting.run_export(run, store, storage.client(), log=context.log.info)
+            outcome = exporting.run_export(run, store, client, log=context.log.info)
         except ActivationBusyError as error:
             raise dg.Failure(f"activation '{name}': {error}") from None
         except exporting.NoChangeSetError as error:
