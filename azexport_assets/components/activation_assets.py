@@ -17,7 +17,7 @@ from azexport_assets.components.checks import warning_results, warning_specs
 from azexport_assets.components.lineage import sources_to_attach
 from azexport_assets.components.metadata import change_metadata, export_metadata
 from azexport_assets.config import ConfigError
-from azexport_assets.delta import KeyViolationError
+from azexport_assets.delta import ChangeSet, KeyViolationError
 from azexport_assets.formats import FormatSpec
 from azexport_assets.introspect import ProjectShape, check_mapping, exported_columns
 from azexport_assets.logical_time import logical_time
@@ -89,11 +89,7 @@ def delta_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDe
         group_name="activations",
         kinds={"duckdb"},
         owners=list(activation.owners),
-        description=(
-            f"Change set of activation `{name}`: rows of `{source}` to export "
-            f"({activation.run_type} + {activation.sync_mode}), compared with the rows of its "
-            "last successful export. Launch with config `full_resync: true` to export everything."
-        ),
+        description=_delta_description(name, source, activation.run_type, activation.sync_mode),
         tags={ACTIVATION_TAG: name},
     )
     def _delta(
@@ -118,13 +114,33 @@ def delta_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDe
         except BaseException as error:
             lock.release()  # nothing was computed: the next run may go (a no-op if not held)
             raise _delta_failure(name, error) from None
-        context.log.info(
-            f"change set of '{name}' ({change.reason}): {change.added:,} added, "
-            f"{change.updated:,} updated, {change.removed:,} removed"
-        )
+        context.log.info(_change_line(name, change))
         return dg.MaterializeResult(metadata=change_metadata(change))
 
     return _delta
+
+
+def _delta_description(name: str, source: str, run_type: str, sync_mode: str) -> str:
+    if sync_mode == "snapshot":
+        return (
+            f"Snapshot of activation `{name}`: every row of `{source}` as it is now "
+            f"({run_type} + snapshot), for the export to write. No baseline is kept: every run "
+            "exports every row."
+        )
+    return (
+        f"Change set of activation `{name}`: rows of `{source}` to export "
+        f"({run_type} + {sync_mode}), compared with the rows of its "
+        "last successful export. Launch with config `full_resync: true` to export everything."
+    )
+
+
+def _change_line(name: str, change: ChangeSet) -> str:
+    if change.snapshot:
+        return f"snapshot of '{name}': {change.current_rows:,} rows (every row, every run)"
+    return (
+        f"change set of '{name}' ({change.reason}): {change.added:,} added, "
+        f"{change.updated:,} updated, {change.removed:,} removed"
+    )
 
 
 def _delta_failure(name: str, error: BaseException) -> BaseException:
@@ -160,7 +176,11 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
         description=(
             f"Files of activation `{name}` in container `{destination.container}`{prefix}: "
             f"`{activation.file_name}{fmt.extension}` ({activation.sync_mode}). "
-            "Writes the change set of the last delta, then advances the baseline."
+            + (
+                f"Writes every row of the snapshot taken by `{name}_delta`."
+                if activation.sync_mode == "snapshot"
+                else "Writes the change set of the last delta, then advances the baseline."
+            )
         ),
         # The destination's resource key is per destination, so both are looked up by key.
         required_resource_keys={WAREHOUSE_KEY, storage_key},
@@ -202,7 +222,8 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
             lock.release()
         report = outcome.report
         if not report.files:
-            context.log.info(f"activation '{name}': no changes, nothing written")
+            nothing = "the snapshot is empty" if outcome.change.snapshot else "no changes"
+            context.log.info(f"activation '{name}': {nothing}, nothing written")
         else:
             context.log.info(
                 f"activation '{name}': {report.rows:,} rows in {len(report.files)} blob(s), "

@@ -100,6 +100,12 @@ class ChangeSet:
     baseline_rows: int
     committed: bool
 
+    @property
+    def snapshot(self) -> bool:
+        """A full_only + snapshot run: every current row, with no baseline to compare with
+        (its rows are counted as `added` only so that every change set has the same shape)."""
+        return self.reason == "full_only"
+
 
 def check_activation(activation: str) -> None:
     """Activation names are identifiers (letters, digits, '_'), as in the configuration."""
