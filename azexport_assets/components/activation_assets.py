@@ -231,7 +231,7 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
             )
         sas_expiry = _sas_expiry_inputs(project, name)
         return dg.MaterializeResult(
-            metadata=export_metadata(outcome, run.logical_time),
+            metadata=export_metadata(outcome, run.logical_time, activation.sync_mode),
             check_results=warning_results(project, name, outcome, *sas_expiry),
         )
 

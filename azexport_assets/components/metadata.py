@@ -84,7 +84,9 @@ FILE_TABLE_SCHEMA = dg.TableSchema(
 )
 
 
-def export_metadata(outcome: ExportOutcome, logical_time: datetime) -> dict[str, Any]:
+def export_metadata(
+    outcome: ExportOutcome, logical_time: datetime, sync_mode: str
+) -> dict[str, Any]:
     """What the UI shows of one export: counts, one table of files, a link per blob, timings."""
     report, change = outcome.report, outcome.change
     records = [
@@ -106,10 +108,11 @@ def export_metadata(outcome: ExportOutcome, logical_time: datetime) -> dict[str,
         "file_count": len(report.files),
         "files": dg.MetadataValue.table(records, schema=FILE_TABLE_SCHEMA),
         "logical_time": dg.MetadataValue.timestamp(logical_time),
+        "sync_mode": sync_mode,
         "full_export": change.full,
     }
     if change.snapshot:
-        metadata |= {"sync_mode": "snapshot", "snapshot_rows": change.current_rows}
+        metadata |= {"snapshot_rows": change.current_rows}
     else:
         metadata |= {
             "added": change.added,

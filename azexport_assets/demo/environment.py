@@ -31,7 +31,7 @@ from azexport_assets.demo.azurite import (
     free_port,
     start_azurite,
 )
-from azexport_assets.demo.data import generate, simulate_changes
+from azexport_assets.demo.data import describe_changes, generate, simulate_changes
 from azexport_assets.demo.instance import prepare_dagster_home
 
 STATE_DIR = PROJECT_ROOT / ".azexport"
@@ -121,7 +121,7 @@ def demo_environment(simulate: bool = False) -> Iterator[dict[str, str]]:
         number = int(rounds.read_text()) + 1 if rounds.exists() else 1
         rounds.write_text(str(number))
         changes = simulate_changes(STATE_DIR / "demo", number)
-        print(f"demo data changed since the last run: {changes}")
+        print(f"demo data changed since the last run: {describe_changes(changes)}")
     os.environ.setdefault("AZEXPORT_WAREHOUSE", str(STATE_DIR / "warehouse.duckdb"))
     os.environ.setdefault("DAGSTER_HOME", str(STATE_DIR / "dagster_home"))
     # Once, before any Dagster process opens it (they would race on creating the tables).
