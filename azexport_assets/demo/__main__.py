@@ -129,15 +129,15 @@ def sensor_runs_after(server: DagsterServer, sensor: str, after: float) -> list[
     return None
 
 
-def _report(
-    client: DagsterGraphQLClient, instance: dg.DagsterInstance, run_id: str, started: float
-) -> bool:
+def _report(client: DagsterGraphQLClient, instance: dg.DagsterInstance, run_id: str) -> bool:
     """Wait for the run, print how it ended and what each export wrote; True on success."""
     status = wait_for_run(client, run_id)
     if status != dg.DagsterRunStatus.SUCCESS:
         print(f"{status.value}: see run {run_id} in the Dagster UI (make ui -> Runs)")
         return False
-    print(f"ok ({time.monotonic() - started:.0f}s, run {run_id[:8]})", flush=True)
+    stats = instance.get_run_stats(run_id)
+    took = (stats.end_time or 0.0) - (stats.start_time or 0.0)
+    print(f"ok ({took:.0f}s, run {run_id[:8]})", flush=True)
     for activation, summary in export_summaries(instance, run_id).items():
         print(f"  {activation}: {summary}", flush=True)
     return True
@@ -160,7 +160,6 @@ def run_all_activations(
     jobs = activation_jobs(server)
     watched = {job: sensor for job in jobs if (sensor := watching_sensor(server, job))}
     for job_name in [j for j in jobs if j not in watched] + [j for j in jobs if j in watched]:
-        started = time.monotonic()
         run_ids: list[str] | None = []
         if job_name in watched:
             sensor = watched[job_name]
@@ -177,7 +176,7 @@ def run_all_activations(
             run_ids = [launch(client, job_name)]
         for run_id in run_ids:
             launched.add(run_id)
-            if _report(client, instance, run_id, started):
+            if _report(client, instance, run_id):
                 written += [
                     (job_name, b) for bs in run_exports(instance, run_id).values() for b in bs
                 ]
