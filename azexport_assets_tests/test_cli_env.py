@@ -8,6 +8,7 @@ subprocess against the session's Azurite, with the variables only in the project
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -18,8 +19,12 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.blob import ContainerClient
 
 from azexport_assets.config import unset_variables_message
+from azexport_assets.demo.dotenv import dotenv_lines
+from azexport_assets.demo.environment import DEMO_CONTAINER
 from azexport_assets.demo.instance import prepare_dagster_home
 from azexport_assets_tests.test_component import PYPROJECT, WITH_WAREHOUSE
 
@@ -181,3 +186,17 @@ def test_the_message_names_every_unset_variable():
         "destination 'lake': environment variables A_URL and A_SAS are not set; set them or "
         "add them to .env in the project root (the folder you run dg or dagster from)"
     )
+
+
+def test_demo_dotenv_writes_working_variables_for_the_demos_azurite(azurite, blob_service):
+    with contextlib.suppress(ResourceExistsError):
+        blob_service.create_container(DEMO_CONTAINER)
+    lines = dotenv_lines(azurite.port)
+    values = dict(line.split("=", 1) for line in lines if not line.startswith("#"))
+    assert set(values) == {URL_ENV, SAS_ENV, "AZEXPORT_WAREHOUSE", "DAGSTER_HOME"}
+    assert values[URL_ENV] == azurite.account_url
+    assert all(Path(values[k]).is_absolute() for k in ("AZEXPORT_WAREHOUSE", "DAGSTER_HOME"))
+    # The SAS writes and reads the demo's container, as an export does.
+    client = ContainerClient(values[URL_ENV], DEMO_CONTAINER, credential=values[SAS_ENV])
+    client.upload_blob("dotenv-check.txt", b"ok", overwrite=True)
+    assert client.download_blob("dotenv-check.txt").readall() == b"ok"
