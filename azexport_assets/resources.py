@@ -206,9 +206,15 @@ class DestinationStorage(dg.ConfigurableResource):
         description="The environment variable holding the SAS token or account key, read at "
         "run time.",
     )
-    max_retries: int = Field(default=5, ge=0, le=20)
-    retry_backoff_seconds: float = Field(default=1.0, ge=0)
-    max_concurrency: int = Field(default=4, ge=1, le=10)
+    max_retries: int = Field(
+        default=5, ge=0, le=20, description="Retries per request for timeouts, resets, 5xx and 429."
+    )
+    retry_backoff_seconds: float = Field(
+        default=1.0, ge=0, description="First retry delay; doubles per retry, capped at 30 s."
+    )
+    max_concurrency: int = Field(
+        default=4, ge=1, le=10, description="Parallel block uploads per export (connections)."
+    )
 
     @property
     def environment_variables(self) -> list[str]:
