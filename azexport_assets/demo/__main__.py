@@ -166,11 +166,15 @@ def run_all_activations(
             print(f"waiting for the sensor {sensor} to see the demo's data ...", flush=True)
             run_ids = sensor_runs_after(server, sensor, data_changed_at)
             if run_ids:
-                print(f"{job_name}: started by {sensor} for the changed data ...", end=" ")
+                print(
+                    f"{job_name}: started by {sensor} for the changed data ...", end=" ", flush=True
+                )
             elif run_ids is None:
                 print(f"  {sensor} did not evaluate within {SENSOR_WAIT_SECONDS}s")
             else:
-                print(f"  {sensor} recorded the data without starting a run (first evaluation)")
+                print(
+                    f"  {sensor} started no run for it (a first evaluation only records the data)"
+                )
         if not run_ids:
             print(f"running {job_name} ...", end=" ", flush=True)
             run_ids = [launch(client, job_name)]
