@@ -315,6 +315,30 @@ class DestinationConfig(_Strict):
         ref = self.sas_token or self.account_key
         return ref.env if ref else None
 
+    @property
+    def account_url_env(self) -> str | None:
+        return self.account_url.env if isinstance(self.account_url, SecretRef) else None
+
+    @property
+    def environment_variables(self) -> list[str]:
+        """The variables a run reads for this destination: the account URL's, then the
+        secret's (none for a literal URL with DefaultAzureCredential)."""
+        return [v for v in (self.account_url_env, self.secret_env) if v]
+
+
+def unset_variables_message(destination: str, names: list[str]) -> str:
+    """One line for a destination whose variables are not set in the run's environment.
+    Names only: the message never holds a value."""
+    if len(names) == 1:
+        what, verb, them = f"environment variable {names[0]}", "is", "it"
+    else:
+        what = "environment variables " + ", ".join(names[:-1]) + f" and {names[-1]}"
+        verb, them = "are", "them"
+    return (
+        f"destination '{destination}': {what} {verb} not set; set {them} or add {them} to .env "
+        "in the project root (the folder you run dg or dagster from)"
+    )
+
 
 # --------------------------------------------------------------------------- formats
 

@@ -1,9 +1,10 @@
 """Dagster resources: the warehouse and one Azure Blob Storage resource per destination.
 
 The resources are thin: each builds the plain object the export code uses (`Warehouse`,
-`BlobStorage`) from its configuration. Secrets are named by environment variable in YAML and
-passed as `dg.EnvVar`, so Dagster resolves them only at run time and the UI shows the
-variable's name, never its value.
+`BlobStorage`) from its configuration. Secrets are named by environment variable in YAML; a
+destination's resource keeps the names and reads the values only when a step opens it, so the
+UI shows the variables' names, never their values, and an unset variable fails that step with
+one line.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 import dagster as dg
 from dagster_azure.blob import (
@@ -22,7 +24,7 @@ from dagster_azure.blob import (
 )
 from pydantic import Field
 
-from azexport_assets.config import DestinationConfig, SecretRef
+from azexport_assets.config import DestinationConfig, unset_variables_message
 from azexport_assets.storage import BlobStorage, ExportContainerClient
 from azexport_assets.storage.resource import MiB
 from azexport_assets.warehouse import (
@@ -170,22 +172,87 @@ def destination_resource_key(destination: str) -> str:
     return f"azure_{destination}"
 
 
-def _env(ref: SecretRef) -> dg.EnvVar:
-    return dg.EnvVar(ref.env)
+def unset_variables(destination: str, names: list[str]) -> dg.Failure | None:
+    """The step failure for a destination whose variables are not all set (an empty value
+    counts as unset): one line naming the variables and the destination, never a value."""
+    unset = [name for name in names if not os.environ.get(name)]
+    if not unset:
+        return None
+    return dg.Failure(unset_variables_message(destination, unset), allow_retries=False)
 
 
-def destination_resource(destination: DestinationConfig) -> ExportBlobStorage:
-    """dagster-azure's resource for one destination; secrets stay environment variables."""
-    if destination.sas_token:
-        credential = AzureBlobStorageSASTokenCredential(token=_env(destination.sas_token))
-    elif destination.account_key:
-        credential = AzureBlobStorageKeyCredential(key=_env(destination.account_key))
-    else:
-        credential = AzureBlobStorageDefaultCredential()
-    url = destination.account_url
-    return ExportBlobStorage(
-        account_url=_env(url) if isinstance(url, SecretRef) else url,
-        credential=credential,
+class DestinationStorage(dg.ConfigurableResource):
+    """One destination of a defs.yaml: its account, its credential and transfer settings.
+
+    The account URL (when given as `{env: VAR}`) and the secret are named by environment
+    variable and read when a step opens the destination, not when Dagster resolves the run's
+    configuration: a variable that is not set fails that step with one line naming it and the
+    destination (`dg.EnvVar` would stop the launch with a configuration-error traceback). The
+    UI shows the variables' names, never their values.
+    """
+
+    destination: str = Field(description="The destination's name in defs.yaml.")
+    account_url: str | None = Field(
+        None, description="The account URL, when defs.yaml gives it literally."
+    )
+    account_url_env: str | None = Field(
+        None, description="The environment variable holding the account URL, read at run time."
+    )
+    credential_type: Literal["sas_token", "account_key", "default_azure_credential"] = Field(
+        description="How the run authenticates."
+    )
+    secret_env: str | None = Field(
+        None,
+        description="The environment variable holding the SAS token or account key, read at "
+        "run time.",
+    )
+    max_retries: int = Field(
+        default=5, ge=0, le=20, description="Retries per request for timeouts, resets, 5xx and 429."
+    )
+    retry_backoff_seconds: float = Field(
+        default=1.0, ge=0, description="First retry delay; doubles per retry, capped at 30 s."
+    )
+    max_concurrency: int = Field(
+        default=4, ge=1, le=10, description="Parallel block uploads per export (connections)."
+    )
+
+    @property
+    def environment_variables(self) -> list[str]:
+        return [v for v in (self.account_url_env, self.secret_env) if v]
+
+    def storage(self) -> ExportBlobStorage:
+        """The destination with its variables read now; a dg.Failure naming any unset one."""
+        unset = unset_variables(self.destination, self.environment_variables)
+        if unset:
+            raise unset
+        url = os.environ[self.account_url_env] if self.account_url_env else self.account_url
+        secret = os.environ[self.secret_env] if self.secret_env else ""
+        if self.credential_type == "sas_token":
+            credential = AzureBlobStorageSASTokenCredential(token=secret)
+        elif self.credential_type == "account_key":
+            credential = AzureBlobStorageKeyCredential(key=secret)
+        else:
+            credential = AzureBlobStorageDefaultCredential()
+        return ExportBlobStorage(
+            account_url=url or "",
+            credential=credential,
+            max_retries=self.max_retries,
+            retry_backoff_seconds=self.retry_backoff_seconds,
+            max_concurrency=self.max_concurrency,
+        )
+
+    def client(self) -> BlobStorage:
+        return self.storage().client()
+
+
+def destination_resource(name: str, destination: DestinationConfig) -> DestinationStorage:
+    """The resource of one destination; its variables are read when a step opens it."""
+    return DestinationStorage(
+        destination=name,
+        account_url=destination.account_url if isinstance(destination.account_url, str) else None,
+        account_url_env=destination.account_url_env,
+        credential_type=destination.credential_kind,
+        secret_env=destination.secret_env,
         max_retries=destination.max_retries,
         retry_backoff_seconds=destination.retry_backoff_seconds,
         max_concurrency=destination.max_concurrency,

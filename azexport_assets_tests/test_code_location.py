@@ -57,7 +57,10 @@ def test_demo_definitions_lineage_jobs_and_schedules():
     assert schedule.job_name == "activate_customers_snapshot"
     # Secrets are environment variable names in the resource config, never values.
     resource = definitions.resources["azure_marketing_lake"]
-    assert "AZURE_STORAGE_SAS_TOKEN" in repr(resource.credential)
+    assert (resource.account_url_env, resource.secret_env) == (
+        "AZURE_STORAGE_ACCOUNT_URL",
+        "AZURE_STORAGE_SAS_TOKEN",
+    )
 
 
 def _graphql(port: int, query: str) -> dict:

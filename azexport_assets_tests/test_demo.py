@@ -4,6 +4,7 @@ Azurite port kept across runs, the webhook receiver, and stopping process trees.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import time
@@ -204,3 +205,41 @@ def test_stop_trees_kills_a_tree_that_ignores_interrupts(tmp_path):
     assert time.monotonic() - started < 5
     assert not alive(tree)
     assert root.returncode is not None
+
+
+def test_an_account_in_dotenv_is_what_the_demo_uses_and_says(state_dir, monkeypatch, capsys):
+    # Dagster reads the project's .env and its values win: the demo must not claim Azurite
+    # while the runs go to the account named there.
+    monkeypatch.setattr(environment, "DOTENV", state_dir / ".env")
+    for name in ("AZURE_STORAGE_ACCOUNT_URL", "AZURE_STORAGE_SAS_TOKEN", "DAGSTER_HOME"):
+        monkeypatch.setenv(name, "placeholder")  # restored (unset) after the test
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AZEXPORT_WAREHOUSE", str(state_dir / "warehouse.duckdb"))
+    (state_dir / "demo").mkdir()
+    (state_dir / "demo" / "crm.duckdb").touch()  # data exist: nothing to generate
+    url = "https://someaccount.blob.core.windows.net"
+    (state_dir / ".env").write_text(
+        f"AZURE_STORAGE_ACCOUNT_URL={url}\nAZURE_STORAGE_SAS_TOKEN=sv=2024&sig=abc\n"
+    )
+    with environment.demo_environment() as env:
+        assert env == {"account_url": url, "azurite": "no"}
+        assert os.environ["AZURE_STORAGE_SAS_TOKEN"] == "sv=2024&sig=abc"
+    out = capsys.readouterr().out
+    assert (
+        f".env sets AZURE_STORAGE_ACCOUNT_URL: Dagster reads it, so the demo exports to {url}"
+        in out
+    )
+    assert "sig=abc" not in out
+    assert not (state_dir / "azurite.port").exists()  # no Azurite was started
+
+
+def test_the_demos_own_dotenv_keeps_its_azurite(state_dir, monkeypatch, capsys):
+    monkeypatch.setattr(environment, "DOTENV", state_dir / ".env")
+    environment.PORT_FILE.write_text("10123\n")
+    lines = [f"AZURE_STORAGE_ACCOUNT_URL={environment.account_url_for(10123)}"]
+    (state_dir / ".env").write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_URL", "placeholder")
+    monkeypatch.delenv("AZURE_STORAGE_ACCOUNT_URL")
+    environment.adopt_dotenv_account()
+    assert "AZURE_STORAGE_ACCOUNT_URL" not in os.environ
+    assert capsys.readouterr().out == ""

@@ -17,7 +17,7 @@ from azexport_assets.components.checks import warning_results, warning_specs
 from azexport_assets.components.lineage import sources_to_attach
 from azexport_assets.components.metadata import change_metadata, export_metadata
 from azexport_assets.config import ConfigError
-from azexport_assets.delta import KeyViolationError
+from azexport_assets.delta import ChangeSet, KeyViolationError
 from azexport_assets.formats import FormatSpec
 from azexport_assets.introspect import ProjectShape, check_mapping, exported_columns
 from azexport_assets.lakehouse import DeltaTypeError, TableAheadError
@@ -25,9 +25,10 @@ from azexport_assets.logical_time import logical_time
 from azexport_assets.project import Project
 from azexport_assets.resources import (
     WAREHOUSE_KEY,
-    ExportBlobStorage,
+    DestinationStorage,
     WarehouseResource,
     destination_resource_key,
+    unset_variables,
 )
 from azexport_assets.storage import StorageError
 from azexport_assets.warehouse import ActivationBusyError, WarehouseBackend, reporting_retries
@@ -81,6 +82,7 @@ def activation_sources(project: Project, shape: ProjectShape, name: str) -> dict
 def delta_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDefinition:
     activation = project.activations[name]
     source = activation.source
+    destination = project.destinations[activation.destination]
 
     @dg.asset(
         key=delta_key(name),
@@ -88,16 +90,16 @@ def delta_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDe
         group_name="activations",
         kinds={"duckdb"},
         owners=list(activation.owners),
-        description=(
-            f"Change set of activation `{name}`: rows of `{source}` to export "
-            f"({activation.run_type} + {activation.sync_mode}), compared with the rows of its "
-            "last successful export. Launch with config `full_resync: true` to export everything."
-        ),
+        description=_delta_description(name, source, activation.run_type, activation.sync_mode),
         tags={ACTIVATION_TAG: name},
     )
     def _delta(
         context: dg.AssetExecutionContext, config: DeltaRunConfig, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
+        # Before any work: the export would fail on an unset variable after the change set.
+        unset = unset_variables(activation.destination, destination.environment_variables)
+        if unset:
+            raise unset
         store = warehouse.open(project.project_root)
         lock = _activation_lock(store, name, context)
         try:
@@ -114,13 +116,33 @@ def delta_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDe
         except BaseException as error:
             lock.release()  # nothing was computed: the next run may go (a no-op if not held)
             raise _delta_failure(name, error) from None
-        context.log.info(
-            f"change set of '{name}' ({change.reason}): {change.added:,} added, "
-            f"{change.updated:,} updated, {change.removed:,} removed"
-        )
+        context.log.info(_change_line(name, change))
         return dg.MaterializeResult(metadata=change_metadata(change))
 
     return _delta
+
+
+def _delta_description(name: str, source: str, run_type: str, sync_mode: str) -> str:
+    if sync_mode == "snapshot":
+        return (
+            f"Snapshot of activation `{name}`: every row of `{source}` as it is now "
+            f"({run_type} + snapshot), for the export to write. No baseline is kept: every run "
+            "exports every row."
+        )
+    return (
+        f"Change set of activation `{name}`: rows of `{source}` to export "
+        f"({run_type} + {sync_mode}), compared with the rows of its "
+        "last successful export. Launch with config `full_resync: true` to export everything."
+    )
+
+
+def _change_line(name: str, change: ChangeSet) -> str:
+    if change.snapshot:
+        return f"snapshot of '{name}': {change.current_rows:,} rows (every row, every run)"
+    return (
+        f"change set of '{name}' ({change.reason}): {change.added:,} added, "
+        f"{change.updated:,} updated, {change.removed:,} removed"
+    )
 
 
 def _delta_failure(name: str, error: BaseException) -> BaseException:
@@ -157,7 +179,11 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
         what = (
             f"Files of activation `{name}` in container `{destination.container}`{prefix}: "
             f"`{activation.file_name}{fmt.extension}` ({activation.sync_mode}). "
-            "Writes the change set of the last delta, then advances the baseline."
+            + (
+                f"Writes every row of the snapshot taken by `{name}_delta`."
+                if activation.sync_mode == "snapshot"
+                else "Writes the change set of the last delta, then advances the baseline."
+            )
         )
 
     @dg.asset(
@@ -174,7 +200,7 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
     )
     def _export(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         warehouse: WarehouseResource = getattr(context.resources, WAREHOUSE_KEY)
-        storage: ExportBlobStorage = getattr(context.resources, storage_key)
+        storage: DestinationStorage = getattr(context.resources, storage_key)
         store = warehouse.open(project.project_root)
         run = exporting.ExportRun(
             name=name,
@@ -187,11 +213,12 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
             sources=activation_sources(project, shape, name),
             reexecuting=_reexecuted_runs(context, name),
         )
+        client = storage.client()  # reads the destination's variables: one line if unset
         lock = _activation_lock(store, name, context)
         try:
             lock.acquire()
             with reporting_retries(context.log.warning):
-                outcome = exporting.run_export(run, store, storage.client(), log=context.log.info)
+                outcome = exporting.run_export(run, store, client, log=context.log.info)
         except ActivationBusyError as error:
             raise dg.Failure(f"activation '{name}': {error}") from None
         except exporting.NoChangeSetError as error:
@@ -221,7 +248,8 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
                 "and exported it (the changes are not sent twice)"
             )
         elif not report.files:
-            context.log.info(f"activation '{name}': no changes, nothing written")
+            nothing = "the snapshot is empty" if outcome.change.snapshot else "no changes"
+            context.log.info(f"activation '{name}': {nothing}, nothing written")
         else:
             context.log.info(
                 f"activation '{name}': {report.rows:,} rows in {len(report.files)} blob(s), "
@@ -229,7 +257,7 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
             )
         sas_expiry = _sas_expiry_inputs(project, name)
         return dg.MaterializeResult(
-            metadata=export_metadata(outcome, run.logical_time),
+            metadata=export_metadata(outcome, run.logical_time, activation.sync_mode),
             check_results=warning_results(project, name, outcome, *sas_expiry),
         )
 

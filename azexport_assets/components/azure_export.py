@@ -1,9 +1,10 @@
 """The AzureExport component: YAML sources/models/segments/destinations/activations -> Dagster.
 
 Each `defs.yaml` with `type: azexport_assets.components.AzureExport` is parsed and templated
-by Dagster (`{{ env.X }}` works; secrets still use `{env: VAR}` so they stay `dg.EnvVar` and
-are only read at run time). Its fields are the validated config models of `config.py`; a
-problem is reported at load time with the file, the line, the object and the field.
+by Dagster (`{{ env.X }}` works; secrets still use `{env: VAR}` so they stay variable names
+and are only read at run time, by the destination's resource). Its fields are the validated
+config models of `config.py`; a problem is reported at load time with the file, the line,
+the object and the field.
 
 Names are global and references may cross folders, so the whole project is checked once per
 code-location load (see `loading.py`), then each component builds the assets, checks, jobs and

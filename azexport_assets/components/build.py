@@ -73,7 +73,7 @@ def build_definitions(
             jobs[job.name] = job
         schedules.append(schedule_for(cron, timezone, names, job))
     resources = {
-        destination_resource_key(d): destination_resource(project.destinations[d])
+        destination_resource_key(d): destination_resource(d, project.destinations[d])
         for d in declared("destinations")
     }
     return dg.Definitions(

@@ -49,6 +49,15 @@ MAX_BLOB_LINKS = 20
 
 
 def change_metadata(change: ChangeSet) -> dict[str, Any]:
+    if change.snapshot:
+        # No baseline, nothing compared: the rows are a snapshot, not additions.
+        return {
+            "dagster/row_count": dg.MetadataValue.int(change.current_rows),
+            "full_export": True,
+            "sync_mode": "snapshot",
+            "snapshot_rows": change.current_rows,
+            "delta_id": change.delta_id,
+        }
     return {
         "dagster/row_count": dg.MetadataValue.int(change.added + change.updated + change.removed),
         "full_export": change.full,
@@ -109,7 +118,9 @@ def table_metadata(outcome: ExportOutcome, logical_time: datetime) -> dict[str, 
     return metadata
 
 
-def export_metadata(outcome: ExportOutcome, logical_time: datetime) -> dict[str, Any]:
+def export_metadata(
+    outcome: ExportOutcome, logical_time: datetime, sync_mode: str
+) -> dict[str, Any]:
     """What the UI shows of one export: counts, one table of files, a link per blob, timings."""
     if outcome.table is not None:
         return table_metadata(outcome, logical_time)
@@ -133,11 +144,19 @@ def export_metadata(outcome: ExportOutcome, logical_time: datetime) -> dict[str,
         "file_count": len(report.files),
         "files": dg.MetadataValue.table(records, schema=FILE_TABLE_SCHEMA),
         "logical_time": dg.MetadataValue.timestamp(logical_time),
+        "sync_mode": sync_mode,
         "full_export": change.full,
-        "added": change.added,
-        "updated": change.updated,
-        "removed": change.removed,
-        "baseline_advanced": outcome.baseline_advanced,
+    }
+    if change.snapshot:
+        metadata |= {"snapshot_rows": change.current_rows}
+    else:
+        metadata |= {
+            "added": change.added,
+            "updated": change.updated,
+            "removed": change.removed,
+            "baseline_advanced": outcome.baseline_advanced,
+        }
+    metadata |= {
         "duration_seconds": round(outcome.total_seconds, 3),
         "write_seconds": round(outcome.write_seconds, 3),
         "upload_after_write_seconds": round(outcome.upload_seconds, 3),

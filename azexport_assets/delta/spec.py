@@ -112,6 +112,12 @@ class ChangeSet:
         since = self.computed_at - datetime(1970, 1, 1)
         return (since.days * 86_400 + since.seconds) * 1_000_000 + since.microseconds
 
+    @property
+    def snapshot(self) -> bool:
+        """A full_only + snapshot run: every current row, with no baseline to compare with
+        (its rows are counted as `added` only so that every change set has the same shape)."""
+        return self.reason == "full_only"
+
 
 def check_activation(activation: str) -> None:
     """Activation names are identifiers (letters, digits, '_'), as in the configuration."""

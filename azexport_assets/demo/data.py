@@ -68,12 +68,21 @@ def generate(folder: Path, rows: int = 100_000) -> dict[str, Path]:
 
 
 def simulate_changes(folder: Path, round_number: int) -> dict[str, int]:
-    """A day in the CRM: some customers change e-mail, some sign up, some leave.
-    Deterministic per round, so every `make demo` after the first has deltas to export."""
+    """A day in the CRM: some customers leave, some others change e-mail, some sign up.
+    Deterministic per round, so every `make demo` after the first has deltas to export.
+
+    The three sets of customers are disjoint (departures among the customers there before this
+    round, then e-mail changes among those who stayed, then the sign-ups), so the counts are
+    what a delta of all customers against the previous round exports: `deleted` removed,
+    `updated` updated, `inserted` added. (A sign-up that also left the same day would be in no
+    export at all, and an e-mail change of a departed customer would be a removal only.)"""
     con = duckdb.connect(str(folder / "crm.duckdb"))
     try:
         start = con.execute("SELECT max(customer_id) FROM customers").fetchall()[0][0]
         r = round_number
+        deleted = con.execute(
+            f"DELETE FROM customers WHERE customer_id % 1000 = {(r * 7) % 1000}"
+        ).fetchall()[0][0]
         updated = con.execute(
             f"UPDATE customers SET email = 'moved{r}.' || email WHERE customer_id % 200 = {r % 200}"
         ).fetchall()[0][0]
@@ -83,9 +92,13 @@ def simulate_changes(folder: Path, round_number: int) -> dict[str, int]:
                    30, true, 0, current_date, current_localtimestamp(), 'FR', NULL
             FROM range(1, 101) AS t(i)"""
         ).fetchall()[0][0]
-        deleted = con.execute(
-            f"DELETE FROM customers WHERE customer_id % 1000 = {(r * 7) % 1000}"
-        ).fetchall()[0][0]
     finally:
         con.close()
     return {"updated": updated, "inserted": inserted, "deleted": deleted}
+
+
+def describe_changes(changes: dict[str, int]) -> str:
+    return (
+        f"{changes['updated']:,} customers changed e-mail, {changes['inserted']:,} signed up, "
+        f"{changes['deleted']:,} left (three separate sets of customers)"
+    )

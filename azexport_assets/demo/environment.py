@@ -31,10 +31,15 @@ from azexport_assets.demo.azurite import (
     free_port,
     start_azurite,
 )
-from azexport_assets.demo.data import generate, simulate_changes
+from azexport_assets.demo.data import describe_changes, generate, simulate_changes
 from azexport_assets.demo.instance import prepare_dagster_home
 
 STATE_DIR = PROJECT_ROOT / ".azexport"
+# Read by the Dagster that `make demo` / `make ui` start (and by `dg launch`): its values win
+# over the environment those processes inherit.
+DOTENV = PROJECT_ROOT / ".env"
+URL_ENV = "AZURE_STORAGE_ACCOUNT_URL"
+SAS_ENV = "AZURE_STORAGE_SAS_TOKEN"
 PORT_FILE = STATE_DIR / "azurite.port"
 FIRST_PORT = 10000
 DEMO_CONTAINER = "azexport-demo"
@@ -110,6 +115,32 @@ def demo_azurite() -> Iterator[tuple[str, str]]:
         server.stop()
 
 
+def project_dotenv() -> dict[str, str]:
+    """The variables of the project's .env, as Dagster reads them (python-dotenv)."""
+    if not DOTENV.is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    return {k: v for k, v in dotenv_values(DOTENV).items() if v is not None}
+
+
+def adopt_dotenv_account() -> None:
+    """When .env names a storage account other than the demo's Azurite, Dagster will use it
+    (.env wins over the environment it inherits): the demo uses it too, and says so."""
+    dotenv = project_dotenv()
+    url = dotenv.get(URL_ENV)
+    port = remembered_port()
+    if not url or (port is not None and url == account_url_for(port)):
+        return  # nothing set, or the demo's own Azurite (python -m azexport_assets.demo.dotenv)
+    print(
+        f"{DOTENV.name} sets {URL_ENV}: Dagster reads it, so the demo exports to {url} "
+        "instead of a local Azurite (move .env aside to use Azurite)"
+    )
+    for name in (URL_ENV, SAS_ENV):
+        if name in dotenv:
+            os.environ[name] = dotenv[name]
+
+
 @contextmanager
 def demo_environment(simulate: bool = False) -> Iterator[dict[str, str]]:
     """Set the environment the demo's defs.yaml expects; yields what was set (no secrets).
@@ -121,28 +152,29 @@ def demo_environment(simulate: bool = False) -> Iterator[dict[str, str]]:
         number = int(rounds.read_text()) + 1 if rounds.exists() else 1
         rounds.write_text(str(number))
         changes = simulate_changes(STATE_DIR / "demo", number)
-        print(f"demo data changed since the last run: {changes}")
+        print(f"demo data changed since the last run: {describe_changes(changes)}")
     os.environ.setdefault("AZEXPORT_WAREHOUSE", str(STATE_DIR / "warehouse.duckdb"))
     os.environ.setdefault("DAGSTER_HOME", str(STATE_DIR / "dagster_home"))
     # Once, before any Dagster process opens it (they would race on creating the tables).
     # Dagster wants an absolute path.
     os.environ["DAGSTER_HOME"] = str(prepare_dagster_home(Path(os.environ["DAGSTER_HOME"])))
-    if os.environ.get("AZURE_STORAGE_ACCOUNT_URL"):
-        if not os.environ.get("AZURE_STORAGE_SAS_TOKEN"):
+    adopt_dotenv_account()
+    if os.environ.get(URL_ENV):
+        if not os.environ.get(SAS_ENV):
             raise SystemExit(
                 "AZURE_STORAGE_ACCOUNT_URL is set, so the demo uses that account: "
                 "set AZURE_STORAGE_SAS_TOKEN to a SAS token for container 'azexport-demo' too"
             )
-        yield {"account_url": os.environ["AZURE_STORAGE_ACCOUNT_URL"], "azurite": "no"}
+        yield {"account_url": os.environ[URL_ENV], "azurite": "no"}
         return
     with demo_azurite() as (account_url, connection_string):
         service = BlobServiceClient.from_connection_string(connection_string)
         with contextlib.suppress(ResourceExistsError):  # kept from an earlier demo run
             service.create_container(DEMO_CONTAINER)
-        os.environ["AZURE_STORAGE_ACCOUNT_URL"] = account_url
-        os.environ["AZURE_STORAGE_SAS_TOKEN"] = container_sas(account_url, DEMO_CONTAINER)
+        os.environ[URL_ENV] = account_url
+        os.environ[SAS_ENV] = container_sas(account_url, DEMO_CONTAINER)
         try:
             yield {"account_url": account_url, "azurite": str(STATE_DIR / "azurite")}
         finally:
-            for name in ("AZURE_STORAGE_ACCOUNT_URL", "AZURE_STORAGE_SAS_TOKEN"):
+            for name in (URL_ENV, SAS_ENV):
                 os.environ.pop(name, None)

@@ -88,9 +88,11 @@ def export_blobs(metadata: Mapping[str, dg.MetadataValue]) -> list[WrittenBlob]:
     return blobs
 
 
-def run_exports(instance: dg.DagsterInstance, run_id: str) -> dict[str, list[WrittenBlob]]:
-    """Activation name -> blobs written, for every export materialized by the run."""
-    found: dict[str, list[WrittenBlob]] = {}
+def _export_materializations(
+    instance: dg.DagsterInstance, run_id: str
+) -> dict[str, Mapping[str, dg.MetadataValue]]:
+    """Activation name -> metadata of its export materialized by the run."""
+    found: dict[str, Mapping[str, dg.MetadataValue]] = {}
     entries = instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
     for entry in entries:
         materialization = entry.asset_materialization
@@ -98,8 +100,45 @@ def run_exports(instance: dg.DagsterInstance, run_id: str) -> dict[str, list[Wri
             continue
         path = materialization.asset_key.path
         if len(path) == 3 and materialization.asset_key == export_key(path[1]):
-            found[path[1]] = export_blobs(materialization.metadata)
+            found[path[1]] = materialization.metadata
     return found
+
+
+def run_exports(instance: dg.DagsterInstance, run_id: str) -> dict[str, list[WrittenBlob]]:
+    """Activation name -> blobs written, for every export materialized by the run."""
+    found = _export_materializations(instance, run_id).items()
+    return {name: export_blobs(metadata) for name, metadata in found}
+
+
+def _value(metadata: Mapping[str, dg.MetadataValue], key: str) -> int:
+    value = metadata.get(key)
+    return int(value.value) if value is not None else 0  # type: ignore[arg-type]
+
+
+def describe_export(metadata: Mapping[str, dg.MetadataValue]) -> str:
+    """What an export wrote, in the words of its sync mode, from its metadata."""
+    rows = _value(metadata, "dagster/row_count")
+    mode_value = metadata.get("sync_mode")
+    mode = str(mode_value.value) if mode_value is not None else None
+    full = metadata.get("full_export")
+    if "snapshot_rows" in metadata:
+        return f"snapshot of {rows:,} rows"
+    if full is not None and full.value:
+        return f"full export of {rows:,} rows (no earlier export to compare with)"
+    added, updated, removed = (_value(metadata, k) for k in ("added", "updated", "removed"))
+    if rows == 0 and not (added or updated or removed):
+        return "no changes since the last export: nothing written"
+    if mode == "insert":
+        return f"{added:,} added (insert: {updated:,} updated, {removed:,} removed not sent)"
+    if mode == "upsert":
+        return f"{added:,} added, {updated:,} updated (upsert: {removed:,} removed not sent)"
+    return f"{added:,} added, {updated:,} updated, {removed:,} removed"
+
+
+def export_summaries(instance: dg.DagsterInstance, run_id: str) -> dict[str, str]:
+    """Activation name -> `describe_export` of its export in the run."""
+    found = _export_materializations(instance, run_id).items()
+    return {name: describe_export(metadata) for name, metadata in found}
 
 
 IN_PROGRESS = [
