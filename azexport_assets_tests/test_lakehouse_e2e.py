@@ -15,6 +15,7 @@ from deltalake import DeltaTable
 from azexport_assets.asset_keys import export_key
 from azexport_assets.delta import baseline_info
 from azexport_assets.demo.azurite import DEV_ACCOUNT, DEV_KEY
+from azexport_assets.demo.runs import run_exports
 from azexport_assets_tests.project_kit import ProjectKit, export_metadata
 
 SOURCE = """
@@ -288,10 +289,15 @@ def test_snapshot_overwrites_each_run(project: ProjectKit, azurite) -> None:
     project.write_defs(activation("snapshot", run_type="full_only"))
     assert project.run("people_lake").success
     mutate(project)
-    assert project.run("people_lake").success
+    second = project.run("people_lake")
+    assert second.success
     table = open_table(project, azurite)
     assert table.version() == 1
     expected = expected_after_mutation("difference")
+    # What `make demo` lists for the run: one line for the table's commit, with its rows.
+    (listed,) = run_exports(project.instance, second.run_id)["people_lake"]
+    assert "(Delta table, version 1)" in listed.name and listed.bytes is None
+    assert listed.rows == len(expected) and listed.url
     assert {k: normalise(v) for k, v in rows_by_key(table).items()} == expected
     history = table.history()
     assert [h["operation"] for h in history][:2] == ["WRITE", "WRITE"]

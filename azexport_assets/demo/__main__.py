@@ -204,7 +204,8 @@ def print_blobs(written: list[tuple[str, WrittenBlob]]) -> None:
     print(f"\n{'blob':<{width}}  {'bytes':>12}  {'rows':>8}")
     for _, blob in written:
         rows = "-" if blob.rows is None else f"{blob.rows:,}"
-        print(f"{blob.name:<{width}}  {blob.bytes:>12,}  {rows:>8}")
+        size = "-" if blob.bytes is None else f"{blob.bytes:,}"
+        print(f"{blob.name:<{width}}  {size:>12}  {rows:>8}")
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -22,10 +22,11 @@ FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.Dagster
 
 @dataclass(frozen=True)
 class WrittenBlob:
-    """One blob an export wrote: data file (with rows) or manifest (rows is None)."""
+    """One blob an export wrote: data file (with rows) or manifest (rows is None); or a
+    Delta table's commit (bytes is None, name says the table and version)."""
 
     name: str
-    bytes: int
+    bytes: int | None
     rows: int | None
     url: str | None = None
 
@@ -73,6 +74,12 @@ def export_blobs(metadata: Mapping[str, dg.MetadataValue]) -> list[WrittenBlob]:
     Reads the `files` table (columns blob, rows, bytes, md5); metadata written before that
     table existed has the same facts as the JSON list `blob_files` (name, rows, bytes)."""
     urls = _blob_urls(metadata)
+    if "table_uri" in metadata:
+        # A Delta table: one line for its commit (rows inserted, updated or deleted).
+        version = metadata["delta_version"].value if "delta_version" in metadata else "?"
+        url = metadata["table_url"].value if "table_url" in metadata else None
+        name = f"{metadata['table_uri'].value} (Delta table, version {version})"
+        return [WrittenBlob(name, None, _value(metadata, "dagster/row_count"), str(url or ""))]
     files = metadata.get("files")
     if isinstance(files, dg.TableMetadataValue):
         rows = [(r["blob"], r["bytes"], r["rows"]) for r in _table_rows(files)]
