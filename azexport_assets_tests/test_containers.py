@@ -9,7 +9,9 @@ environment): the run queue and DockerRunLauncher. Three activations (one delta)
 at once; each run executes in a new read-only container of the project image with nothing of
 the host mounted. Every exported file is compared with the source; after the source changes
 (a new project image), a second round exports everything again for the full activations and
-only the changed rows for the delta one.
+only the changed rows for the delta one. Then one run's container is killed while the run is
+in progress: run monitoring marks the run failed, run retries start it again, and the retry
+exports the changes exactly once.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from azexport_assets.demo.azurite import Azurite, container_sas, free_port
+from azexport_assets.warehouse import open_warehouse
 from azexport_assets_tests import container_kit
 from azexport_assets_tests.lake_kit import (  # noqa: F401
     PASSWORD,
@@ -275,6 +278,11 @@ def stack(
         env=env, home=home, context=context, exports=exports, instance=dg.DagsterInstance.get()
     )
     try:
+        # Deployment steps, each a one-off container of the image: Dagster's schema, the lake.
+        run_in_image(stack, image, "dagster", "instance", "migrate")
+        assert "created schemas" in run_in_image(
+            stack, image, "python", "-m", "azexport_assets.warehouse", "init"
+        )
         yield stack
     finally:
         stack.stop_daemon()
@@ -300,6 +308,16 @@ def run_in_image(stack: Stack, image: str, *command: str) -> str:
         *stack.container_env(), image, *command,
     )  # fmt: skip
     return done.stdout
+
+
+def wait_for(what: str, check, timeout: float):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"{what}: not within {timeout:.0f} s")
 
 
 def run_round(stack: Stack, image: str) -> dict[str, dg.DagsterRun]:
@@ -377,11 +395,6 @@ def test_three_activations_each_in_its_own_container(stack: Stack):
         "'c' || i || '@example.com' AS email, (i * 37) % 100 AS score FROM range(1, 301) AS r(i)"
     )
     first_image = container_kit.build_project_image(stack.context, "round1")
-    # Deployment steps, each a one-off container of the image: Dagster's schema, the lake.
-    run_in_image(stack, first_image, "dagster", "instance", "migrate")
-    assert "created schemas" in run_in_image(
-        stack, first_image, "python", "-m", "azexport_assets.warehouse", "init"
-    )
 
     before = stack.blobs()
     runs = run_round(stack, first_image)
@@ -408,3 +421,79 @@ def test_three_activations_each_in_its_own_container(stack: Stack):
     check_full_exports(files, rows)
     changed = [r for r in rows if r[0] in (3, 10, 150, 299, 301, 302)]
     assert sorted(csv_rows(files["changes"]), key=lambda r: int(r["id"])) == as_csv(changed)
+
+
+def change_source(stack: Stack, *statements: str) -> tuple[list, list]:
+    """Apply `statements` to the source; returns its rows before and after."""
+    if not stack.source.exists():
+        stack.source_sql(
+            "CREATE TABLE customers AS SELECT i AS id, 'name ' || i AS name, "
+            "'c' || i || '@example.com' AS email, i % 100 AS score FROM range(1, 101) AS r(i)"
+        )
+    before = stack.customers()
+    stack.source_sql(*statements)
+    return before, stack.customers()
+
+
+def test_a_killed_run_container_is_marked_failed_and_retried(stack: Stack):
+    earlier_exports = any(name.startswith("changes/") for name in stack.blobs())
+    before, after = change_source(
+        stack,
+        "UPDATE customers SET name = 'renamed ' || id WHERE id IN (5, 6)",
+        "INSERT INTO customers VALUES (1001, 'name 1001', 'c1001@example.com', 1)",
+    )
+    changed = sorted(set(after) - set(before)) if earlier_exports else after
+    image = container_kit.build_project_image(stack.context, "round3")
+    stack.serve(image)
+    exported_before = stack.blobs()
+
+    # The test holds the activation's lock, so the run waits in its delta step (the lock is
+    # taken there) until its container has been killed: nothing is exported by the first run.
+    held = open_warehouse().activation_lock("changes_csv", holder="test")
+    held.acquire()
+    try:
+        known = {r.run_id for r in stack.instance.get_runs()}
+        stack.submit("activate_changes_csv")
+        (first,) = [r for r in stack.instance.get_runs() if r.run_id not in known]
+        stack.start_daemon()
+
+        def delta_step_started():
+            records = stack.instance.get_records_for_run(
+                first.run_id, of_type=dg.DagsterEventType.STEP_START
+            ).records
+            return any(r.event_log_entry.step_key.endswith("_delta") for r in records)
+
+        wait_for("the first run's delta step", delta_step_started, 300)
+        container = stack.instance.get_run_by_id(first.run_id).tags["docker/container_id"]
+        container_kit.podman("kill", container)
+        killed_at = time.monotonic()
+    finally:
+        held.release()
+    try:
+        failed = wait_for(
+            "run monitoring marks the killed run failed",
+            lambda: (
+                stack.instance.get_run_by_id(first.run_id).status == dg.DagsterRunStatus.FAILURE
+            ),
+            180,
+        )
+        detected_after = time.monotonic() - killed_at
+
+        def retry_finished():
+            retries = stack.instance.get_runs(
+                filters=dg.RunsFilter(tags={"dagster/parent_run_id": first.run_id})
+            )
+            return retries if retries and retries[0].status in FINISHED else None
+
+        (retry,) = wait_for("the retry of the killed run", retry_finished, 600)
+    finally:
+        stack.stop_daemon()
+    assert failed and detected_after < 120
+    assert retry.status == dg.DagsterRunStatus.SUCCESS
+    assert retry.tags["azexport/activation"] == "changes_csv"
+    assert retry.tags["docker/container_id"] != container
+
+    (exported,) = sorted(stack.blobs() - exported_before)
+    assert exported.startswith("changes/")
+    rows = sorted(csv_rows(stack.download(exported)), key=lambda r: int(r["id"]))
+    assert rows == as_csv(changed)
