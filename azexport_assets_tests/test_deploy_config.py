@@ -189,3 +189,20 @@ def test_memory_limits_leave_room_for_two_duckdb_connections_per_run():
 
     docker = load_yaml(DEPLOY / "dagster-docker.yaml")["run_launcher"]["config"]
     assert size(docker["container_kwargs"]["mem_limit"]) == pod_limit
+
+
+def test_the_maintenance_cronjob_opens_the_same_lake_as_the_runs():
+    (deployment,) = values()["dagster-user-deployments"]["deployments"]
+    job = load_yaml(DEPLOY / "helm" / "maintain-cronjob.yaml")
+    pod = job["spec"]["jobTemplate"]["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    lake = {e["name"]: e["value"] for e in deployment["env"] if e["name"].startswith("AZEXPORT_")}
+    assert {e["name"]: e["value"] for e in container["env"]} == lake
+    assert [s["secretRef"]["name"] for s in container["envFrom"]] == [
+        s["name"] for s in deployment["envSecrets"]
+    ]
+    image = deployment["image"]
+    assert container["image"] == f"{image['repository']}:{image['tag']}"
+    assert container["command"][:4] == ["python", "-m", "azexport_assets.warehouse", "maintain"]
+    assert pod["spec"]["serviceAccountName"] == values()["global"]["serviceAccountName"]
+    assert pod["metadata"]["labels"] == deployment["labels"]
