@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test ui lint check format bench setup browser clean test-lake bench-lake test-readers
+.PHONY: demo test ui lint check format bench setup browser clean test-lake bench-lake \
+	test-readers test-containers
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -14,15 +15,16 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-# The lake environment: DuckDB 1.5.5 with the DuckLake/postgres/azure extension wheels and
-# dagster-postgres (docs/deploy.md). Its tests start their own Postgres and Azurite.
+# The lake environment: DuckDB 1.5.5 with the DuckLake/postgres/azure extension wheels,
+# dagster-postgres and the run launchers (docs/deploy.md). Its tests start their own Postgres
+# and Azurite.
 LAKE_VENV := .venv-lake
 LAKE_PY := $(LAKE_VENV)/bin/python
 
 $(LAKE_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(LAKE_VENV)
 	$(LAKE_PY) -m pip install --quiet --upgrade pip
-	$(LAKE_PY) -m pip install --quiet -e '.[dev,lake]'
+	$(LAKE_PY) -m pip install --quiet -e '.[dev,lake,deploy]'
 	touch $@
 
 # The readers environment: the exported files read back by Spark (pyspark 3.5, Java 17 from
@@ -58,6 +60,12 @@ test-lake: $(LAKE_VENV)/.installed node_modules/.installed
 
 test-readers: $(READERS_VENV)/.installed node_modules/.installed
 	$(READERS_PY) -m pytest -m readers
+
+# The deploy image on a Docker host (rootful podman): builds deploy/Dockerfile and runs every
+# activation in a container of its own (docs/deploy.md). Where podman cannot start
+# containers, the suite is skipped with one line saying why.
+test-containers: $(LAKE_VENV)/.installed node_modules/.installed
+	$(LAKE_PY) -m pytest -m containers
 
 # The Dagster UI on the demo's setup: `dg dev` when installed, else `dagster dev -w
 # workspace.yaml`, on $(DAGSTER_PORT) (default 3000). Ctrl-C stops everything it started.
