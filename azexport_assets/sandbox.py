@@ -288,7 +288,10 @@ def export_temp_root() -> Path:
     read an export on its way to Azure, and no other folder of /tmp is ever granted to DuckDB."""
     configured = os.environ.get(TEMP_DIR_ENV)
     if configured:
-        return Path(configured).expanduser().resolve()
+        # Created (0700) when missing: an emptyDir or tmpfs mounted at run time starts empty.
+        folder = Path(configured).expanduser().resolve()
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return folder
     return _private_folder(Path(tempfile.gettempdir()).resolve() / f"azexport-{os.getuid()}")
 
 

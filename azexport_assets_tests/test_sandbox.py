@@ -655,6 +655,16 @@ def test_the_default_export_folder_is_private(system_temp):
     assert process_scratch().parent == root
 
 
+def test_a_configured_temp_folder_is_created_when_missing(tmp_path, monkeypatch):
+    # An emptyDir or tmpfs mounted at run time: the configured folder does not exist yet.
+    wanted = tmp_path / "mounted" / "azexport"
+    monkeypatch.setenv(TEMP_DIR_ENV, str(wanted))
+    assert export_temp_root() == wanted.resolve()
+    assert stat.S_IMODE(wanted.stat().st_mode) == 0o700
+    scratch = process_scratch()
+    assert scratch.parent == wanted.resolve() and scratch.is_dir()
+
+
 def test_a_planted_temp_folder_is_refused(system_temp):
     (system_temp / f"azexport-{os.getuid()}").symlink_to(system_temp / "x")
     with pytest.raises(PermissionError, match=TEMP_DIR_ENV):
