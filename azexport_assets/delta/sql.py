@@ -249,8 +249,9 @@ def compact_baseline(activation: str) -> list[str]:
 def change_rows_query(
     spec: DeltaSpec,
     kinds: Sequence[str],
-    kind_column: str | None = None,
     change_column: str | None = None,
+    *,
+    kind_column: str | None = None,
 ) -> str:
     """The stored change set's rows of `kinds`, as destination columns in export order:
     preceded by the change kind as `kind_column` (for table writers), and followed by a VARCHAR
