@@ -162,7 +162,7 @@ def install_extensions(names: Iterable[str]) -> Path:
     where from) and return that folder; DuckDB then loads them from there by name."""
     folder = extension_directory()
     wanted = tuple(names)
-    if (str(folder), wanted) in _prepared:
+    if (str(folder), wanted) in _prepared and folder.is_dir():  # not cleaned away since
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     # One installer at a time: processes starting together must not write the same file.
