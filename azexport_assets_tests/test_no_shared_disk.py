@@ -3,16 +3,18 @@
 One activation (a model over a `parquet:` source in Azurite, exported as CSV to another
 Azurite container) runs as a real `dagster job execute` process, as a run pod would: the
 project folder, the working directory, `$HOME` and `$DAGSTER_HOME` are read-only to the run
-(as root, the run is started as the unprivileged user 65534 on files it does not own; as any
-other user, the folders are made read-only), `$TMPDIR` is an empty folder the run may write,
-Dagster's storage is Postgres, the warehouse is a DuckLake on Postgres with its data in
-Azurite (`az://`), and the source exists only in Azurite. The run succeeds, the file holds
+(as root, the run is started as the unprivileged user 65534 on files it does not own, or
+without any capability where 65534 cannot reach the checkout; as any other user, on folders
+made read-only), `$TMPDIR` is an empty folder the run may write, Dagster's storage is
+Postgres, the warehouse is a DuckLake on Postgres with its data in Azurite (`az://`), and the
+source exists only in Azurite. The run succeeds, the file holds
 exactly the source's rows, and no file outside `$TMPDIR` was written or changed.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import os
 import shutil
@@ -86,17 +88,38 @@ ROWS = 3000
 EXPECTED = [(i, f"{PAGES[i % len(PAGES)]} #{i}", i * 7 - 5000) for i in range(ROWS)]
 
 
-def _as_run_user(command: list[str]) -> list[str]:
+@functools.cache
+def _run_uid() -> int | None:
+    """The user the run is started as: 65534 when the suite runs as root and that user can
+    import the project from this checkout; None to run as the suite's own user (as root:
+    without any capability, so that root too is refused writes to read-only folders, e.g.
+    for a checkout under /root that 65534 cannot enter)."""
     if os.geteuid() != 0:
-        return command
-    ids = [f"--reuid={RUN_UID}", f"--regid={RUN_UID}", "--clear-groups"]
-    return ["setpriv", *ids, "--", *command]
+        return None
+    probe = subprocess.run(
+        [*_setpriv(RUN_UID), sys.executable, "-c", "import azexport_assets.components.build"],
+        cwd="/",
+        capture_output=True,
+        timeout=120,
+    )
+    return RUN_UID if probe.returncode == 0 else None
+
+
+def _setpriv(uid: int | None) -> list[str]:
+    ids = [f"--reuid={uid}", f"--regid={uid}", "--clear-groups"] if uid is not None else []
+    caps = ["--bounding-set=-all", "--inh-caps=-all", "--ambient-caps=-all", "--no-new-privs"]
+    return ["setpriv", *ids, *caps, "--"]
+
+
+def _as_run_user(command: list[str]) -> list[str]:
+    return [*_setpriv(_run_uid()), *command] if os.geteuid() == 0 else command
 
 
 def _writable_by_run(folder: Path) -> Path:
     folder.mkdir(mode=0o700)
-    if os.geteuid() == 0:
-        os.chown(folder, RUN_UID, RUN_UID)
+    uid = _run_uid()
+    if uid is not None:
+        os.chown(folder, uid, uid)
     return folder
 
 
