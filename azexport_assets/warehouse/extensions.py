@@ -1,7 +1,10 @@
 """Installing the DuckDB extensions the lake needs (ducklake, postgres_scanner, azure).
 
-They are installed once per process into a private extension folder (`install_extensions`),
-from which DuckDB loads them by name when the lake is opened. Each comes from the first of:
+They are installed once per process into an extension folder private to the user
+(`install_extensions`, under the export temp root: `$AZEXPORT_TEMP_DIR`, else
+`azexport-<uid>` in the system temp folder), from which DuckDB loads them by name when the
+lake is opened. Nothing else on disk is needed: not DuckDB's `~/.duckdb`, not the project
+folder, not a folder another user created. Each comes from the first of:
 
 1. `$AZEXPORT_DUCKDB_EXTENSIONS`: a folder holding `<name>.duckdb_extension` files (or
    DuckDB's own `v<version>/<platform>/` tree, e.g. a copy of `~/.duckdb/extensions`), for
@@ -19,12 +22,12 @@ import fcntl
 import importlib.util
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import duckdb
 
+from azexport_assets.sandbox import export_temp_root
 from azexport_assets.sql_text import quote_literal
 
 EXTENSIONS_ENV = "AZEXPORT_DUCKDB_EXTENSIONS"
@@ -83,7 +86,7 @@ def _named_copy(path: Path, name: str) -> Path:
     """`path` itself, or a copy named `<name>.duckdb_extension` when its name differs."""
     if path.name == f"{name}.duckdb_extension":
         return path
-    folder = Path(tempfile.gettempdir()) / f"azexport-duckdb-extensions-{duckdb.__version__}"
+    folder = _duckdb_folder() / "renamed"
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{name}.duckdb_extension"
     if not target.exists() or target.stat().st_size != path.stat().st_size:
@@ -138,9 +141,16 @@ def _loads_offline(name: str) -> bool:
         con.close()
 
 
+def _duckdb_folder() -> Path:
+    """This user's folder for one DuckDB version's extensions, in the export temp root (0700,
+    this user's own): a folder in the shared temp folder that another user created first
+    could neither be written nor trusted."""
+    return export_temp_root() / f"duckdb-{duckdb.__version__}"
+
+
 def extension_directory() -> Path:
     """The private folder extensions are installed into (one per DuckDB version)."""
-    return Path(tempfile.gettempdir()) / f"azexport-duckdb-{duckdb.__version__}" / "extensions"
+    return _duckdb_folder() / "extensions"
 
 
 # Folders this process has installed into already: installing is needed once per process.
@@ -152,7 +162,7 @@ def install_extensions(names: Iterable[str]) -> Path:
     where from) and return that folder; DuckDB then loads them from there by name."""
     folder = extension_directory()
     wanted = tuple(names)
-    if (str(folder), wanted) in _prepared:
+    if (str(folder), wanted) in _prepared and folder.is_dir():  # not cleaned away since
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     # One installer at a time: processes starting together must not write the same file.
