@@ -49,6 +49,12 @@ attributes:
       format: csv
       schedule: "0 6 * * *"
       timezone: UTC
+      # Properties every blob gets when it is committed (README "Blob properties"):
+      # blob_properties:
+      #   cache_control: no-cache
+      #   access_tier: Cool          # Hot | Cool | Cold | Archive (read only after rehydration)
+      #   tags: {{team: data, run: "{{run_id}}"}}   # index tags; a SAS needs 't'
+      #   metadata: {{owner: data}}    # besides activation, run_id, logical_time, rows, md5
 """
 
 

@@ -173,7 +173,8 @@ def auth_message(container: ContainerClient, error: HttpResponseError, action: s
         if kind == "identity":
             return (
                 f"{action} failed: permission missing: the identity has no write access to "
-                f"{where}; grant it the 'Storage Blob Data Contributor' role on the container"
+                f"{where}; grant it the 'Storage Blob Data Contributor' role on the container "
+                "('Storage Blob Data Owner' when the activation sets blob index tags)"
             )
         return (
             f"{action} failed: permission missing: the credential may not write to {where} ({code})"
