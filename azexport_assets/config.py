@@ -231,19 +231,96 @@ class SecretRef(_Strict):
         return _not_sql_variable(value)
 
 
-class DestinationConfig(_Strict):
-    """An Azure Blob Storage container (+ optional path prefix) and how to authenticate."""
+class ServicePrincipalConfig(_Strict):
+    """A Microsoft Entra application: tenant and client id, and a client secret or a
+    certificate (PEM or PKCS12 file with its private key)."""
 
-    account_url: str | SecretRef = Field(
-        description="e.g. https://myaccount.blob.core.windows.net, or {env: VAR} (read at run time)"
+    tenant_id: str | SecretRef = Field(description="Directory (tenant) id, or {env: VAR}.")
+    client_id: str | SecretRef = Field(description="Application (client) id, or {env: VAR}.")
+    client_secret: SecretRef | None = Field(None, description="{env: VAR} holding the secret.")
+    certificate_path: str | SecretRef | None = Field(
+        None, description="Path of a PEM/PKCS12 certificate with its private key, or {env: VAR}."
     )
-    container: str
+    certificate_password: SecretRef | None = Field(
+        None, description="{env: VAR} holding the certificate's password, if it has one."
+    )
+
+    @model_validator(mode="after")
+    def _secret_or_certificate(self) -> ServicePrincipalConfig:
+        if (self.client_secret is None) == (self.certificate_path is None):
+            raise ValueError(
+                "give exactly one of 'client_secret: {env: VAR}' or 'certificate_path: <file>'"
+            )
+        if self.certificate_password is not None and self.certificate_path is None:
+            raise ValueError("certificate_password goes with certificate_path")
+        return self
+
+
+CredentialKind = Literal[
+    "sas_token",
+    "account_key",
+    "connection_string",
+    "sas_url",
+    "service_principal",
+    "default_azure_credential",
+]
+# The credentials whose secret also says where the account is (no account_url with them).
+_ENDPOINT_IN_SECRET = ("connection_string", "sas_url")
+_ABFSS = re.compile(
+    r"abfss?://(?:(?P<container>[^@/]+)@)?(?P<account>[a-z0-9]+)\.dfs\.(?P<suffix>[^/?#]+)/?"
+    r"(?P<rest>[^?#]*)"
+)
+
+
+def blob_endpoint(url: str) -> tuple[str, str | None]:
+    """An abfss:// URL or a Data Lake (dfs) endpoint as the account's blob endpoint, and the
+    container an abfss:// URL names: 'abfss://c@acct.dfs.core.windows.net/' ->
+    ('https://acct.blob.core.windows.net', 'c'). Other URLs are returned as they are."""
+    match = _ABFSS.fullmatch(url)
+    if match:
+        if match["rest"].strip("/"):
+            raise ValueError(
+                "an abfss:// account_url names the account and container only "
+                "(abfss://<container>@<account>.dfs.core.windows.net); put folders in path_prefix"
+            )
+        return f"https://{match['account']}.blob.{match['suffix']}", match["container"]
+    dfs = re.fullmatch(r"https://([a-z0-9]+)\.dfs\.([^/?#]+)/?", url)
+    if dfs:
+        return f"https://{dfs[1]}.blob.{dfs[2]}", None
+    return url, None
+
+
+class DestinationConfig(_Strict):
+    """An Azure Blob Storage container (+ optional path prefix) and how to sign in."""
+
+    account_url: str | SecretRef | None = Field(
+        None,
+        description="e.g. https://myaccount.blob.core.windows.net (abfss://<container>@<account>"
+        ".dfs.core.windows.net is accepted and becomes the blob endpoint), or {env: VAR}; not "
+        "with connection_string or sas_url, which carry the endpoint",
+    )
+    container: str = Field("", description="The container (may come from an abfss:// account_url).")
     path_prefix: str = Field(
         "", description="Folder prepended to every blob name, e.g. 'marketing/crm'."
     )
-    sas_token: SecretRef | None = None
-    account_key: SecretRef | None = None
-    default_azure_credential: bool = False
+    sas_token: SecretRef | None = Field(None, description="{env: VAR}: a SAS token.")
+    account_key: SecretRef | None = Field(None, description="{env: VAR}: an account key.")
+    connection_string: SecretRef | None = Field(
+        None, description="{env: VAR}: a storage connection string (AccountKey or SAS)."
+    )
+    sas_url: SecretRef | None = Field(
+        None,
+        description="{env: VAR}: a container SAS URL, "
+        "https://<account>.blob.core.windows.net/<container>?sv=...&sig=...",
+    )
+    service_principal: ServicePrincipalConfig | None = Field(
+        None, description="A Microsoft Entra application (client secret or certificate)."
+    )
+    default_azure_credential: bool = Field(
+        False,
+        description="The machine's identity: managed identity, workload identity (AKS), "
+        "environment, Azure CLI (https only).",
+    )
     max_retries: int = Field(5, ge=0, le=20, description="Retries of a failed storage request.")
     retry_backoff_seconds: float = Field(
         1.0, ge=0, le=60, description="First retry delay; doubles per retry (capped at 30s)."
@@ -251,10 +328,27 @@ class DestinationConfig(_Strict):
     max_concurrency: int = Field(4, ge=1, le=10, description="Parallel block uploads per file.")
     description: str | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _abfss(cls, data: Any) -> Any:
+        url = data.get("account_url") if isinstance(data, dict) else None
+        if not isinstance(url, str) or not url.startswith(("abfss://", "abfs://", "https://")):
+            return data
+        endpoint, container = blob_endpoint(url.strip())
+        data = {**data, "account_url": endpoint}
+        if container:
+            given = data.get("container")
+            if given and given != container:
+                raise ValueError(
+                    f"account_url names container '{container}' but 'container' is '{given}'"
+                )
+            data["container"] = container
+        return data
+
     @field_validator("account_url")
     @classmethod
-    def _url(cls, value: str | SecretRef) -> str | SecretRef:
-        return value if isinstance(value, SecretRef) else check_account_url(value)
+    def _url(cls, value: str | SecretRef | None) -> str | SecretRef | None:
+        return value if value is None or isinstance(value, SecretRef) else check_account_url(value)
 
     @field_validator("container")
     @classmethod
@@ -281,38 +375,38 @@ class DestinationConfig(_Strict):
 
     @model_validator(mode="after")
     def _one_credential(self) -> DestinationConfig:
-        kinds = [
-            k
-            for k, v in (
-                ("sas_token", self.sas_token),
-                ("account_key", self.account_key),
-                ("default_azure_credential", self.default_azure_credential),
-            )
-            if v
-        ]
+        kinds = [k for k in CredentialKind.__args__ if getattr(self, k)]  # type: ignore[attr-defined]
         if len(kinds) != 1:
             raise ValueError(
-                "give exactly one credential: 'sas_token: {env: VAR}' (default), "
-                "'account_key: {env: VAR}' or 'default_azure_credential: true'"
-                f" (got {kinds or 'none'})"
+                "give exactly one credential: 'sas_token: {env: VAR}', 'account_key: {env: VAR}', "
+                "'connection_string: {env: VAR}', 'sas_url: {env: VAR}', 'service_principal: "
+                "{tenant_id, client_id, client_secret | certificate_path}' or "
+                f"'default_azure_credential: true' (got {kinds or 'none'})"
             )
+        if not self.container:
+            raise ValueError("needs 'container' (or an abfss://<container>@... account_url)")
+        if kinds[0] in _ENDPOINT_IN_SECRET:
+            if self.account_url is not None:
+                raise ValueError(
+                    f"{kinds[0]} carries the account's endpoint: leave account_url out"
+                )
+        elif self.account_url is None:
+            raise ValueError(f"{kinds[0]} needs 'account_url'")
         if (
-            self.default_azure_credential
+            kinds[0] in ("default_azure_credential", "service_principal")
             and isinstance(self.account_url, str)
             and not self.account_url.startswith("https://")
         ):
-            raise ValueError("default_azure_credential needs an https:// account_url")
+            raise ValueError(f"{kinds[0]} needs an https:// account_url (tokens go over TLS only)")
         return self
 
     @property
-    def credential_kind(self) -> Literal["sas_token", "account_key", "default_azure_credential"]:
-        if self.sas_token:
-            return "sas_token"
-        return "account_key" if self.account_key else "default_azure_credential"
+    def credential_kind(self) -> CredentialKind:
+        return next(k for k in CredentialKind.__args__ if getattr(self, k))  # type: ignore[attr-defined]
 
     @property
     def secret_env(self) -> str | None:
-        ref = self.sas_token or self.account_key
+        ref = self.sas_token or self.account_key or self.connection_string or self.sas_url
         return ref.env if ref else None
 
 

@@ -569,7 +569,10 @@ def run_table_export(
     with storage.container(run.container) as container:
         preflight(container)
     target = DeltaTarget.at(
-        strip_query(storage.account_url), run.container, path, storage.object_store_options()
+        strip_query(storage.endpoint(run.container)),
+        run.container,
+        path,
+        storage.object_store_options(),
     )
     holder = f"run {run.run_id[:8]} {run.name}/export"
     with warehouse.connect(holder=holder, sources=run.sources) as con:

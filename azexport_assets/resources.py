@@ -12,9 +12,11 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Literal, Union
 
 import dagster as dg
 from dagster_azure.blob import (
+    AzureBlobStorageAnonymousCredential,
     AzureBlobStorageDefaultCredential,
     AzureBlobStorageKeyCredential,
     AzureBlobStorageResource,
@@ -24,7 +26,7 @@ from pydantic import Field
 
 from azexport_assets.config import DestinationConfig, SecretRef
 from azexport_assets.storage import BlobStorage, ExportContainerClient
-from azexport_assets.storage.resource import MiB
+from azexport_assets.storage.resource import MiB, ServicePrincipal
 from azexport_assets.warehouse import (
     DEFAULT_LOCK_TIMEOUT,
     DEFAULT_MEMORY_LIMIT,
@@ -93,12 +95,61 @@ class WarehouseResource(dg.ConfigurableResource):
         )
 
 
+class ConnectionStringCredential(dg.Resolvable, dg.Config):
+    """A storage connection string (with AccountKey or SharedAccessSignature); it also names
+    the account's endpoint, so the resource's account_url stays empty."""
+
+    credential_type: Literal["connection_string"] = "connection_string"
+    connection_string: str
+
+
+class ContainerSasUrlCredential(dg.Resolvable, dg.Config):
+    """A container SAS URL (https://<account>.blob.core.windows.net/<container>?<SAS>); it also
+    names the endpoint, so the resource's account_url stays empty."""
+
+    credential_type: Literal["sas_url"] = "sas_url"
+    sas_url: str
+
+
+class ServicePrincipalCredential(dg.Resolvable, dg.Config):
+    """A Microsoft Entra application, through azure-identity's ClientSecretCredential or
+    CertificateCredential."""
+
+    credential_type: Literal["service_principal"] = "service_principal"
+    tenant_id: str
+    client_id: str
+    client_secret: str | None = None
+    certificate_path: str | None = None
+    certificate_password: str | None = None
+
+
 class ExportBlobStorage(AzureBlobStorageResource):
-    """dagster-azure's blob resource plus the retry and transfer settings of an export.
+    """dagster-azure's blob resource plus the retry and transfer settings of an export, and
+    three more sign-ins: a connection string, a container SAS URL and a service principal.
 
     `client()` gives the plain `BlobStorage` the export code uses; `container(name)` opens a
     client for one container (closed when the block exits).
     """
+
+    account_url: str = Field(
+        default="",
+        description="The account's blob endpoint; empty with a connection string or a SAS URL, "
+        "which carry it.",
+    )
+    # typing.Union: Dagster's config schema reads discriminated unions only in that form.
+    credential: Union[  # noqa: UP007
+        AzureBlobStorageKeyCredential,
+        AzureBlobStorageSASTokenCredential,
+        AzureBlobStorageDefaultCredential,
+        AzureBlobStorageAnonymousCredential,
+        ConnectionStringCredential,
+        ContainerSasUrlCredential,
+        ServicePrincipalCredential,
+    ] = Field(
+        discriminator="credential_type",
+        description="SAS token, account key, DefaultAzureCredential, connection string, "
+        "container SAS URL or service principal.",
+    )
 
     max_retries: int = Field(
         default=5, ge=0, le=20, description="Retries per request for timeouts, resets, 5xx and 429."
@@ -139,16 +190,31 @@ class ExportBlobStorage(AzureBlobStorageResource):
 
     def client(self) -> BlobStorage:
         credential = self.credential
+        principal = None
         if isinstance(credential, AzureBlobStorageSASTokenCredential):
             kind, secret = "sas", credential.token
         elif isinstance(credential, AzureBlobStorageKeyCredential):
             kind, secret = "key", credential.key
+        elif isinstance(credential, ConnectionStringCredential):
+            kind, secret = "connection_string", credential.connection_string
+        elif isinstance(credential, ContainerSasUrlCredential):
+            kind, secret = "sas_url", credential.sas_url
+        elif isinstance(credential, ServicePrincipalCredential):
+            kind, secret = "service_principal", None
+            principal = ServicePrincipal(
+                tenant_id=credential.tenant_id,
+                client_id=credential.client_id,
+                client_secret=credential.client_secret,
+                certificate_path=credential.certificate_path,
+                certificate_password=credential.certificate_password,
+            )
         else:
             kind, secret = "default", None
         return BlobStorage(
             account_url=self.account_url,
             credential_type=kind,
             secret=secret,
+            principal=principal,
             max_retries=self.max_retries,
             retry_backoff_seconds=self.retry_backoff_seconds,
             max_backoff_seconds=self.max_backoff_seconds,
@@ -174,17 +240,38 @@ def _env(ref: SecretRef) -> dg.EnvVar:
     return dg.EnvVar(ref.env)
 
 
+def _value(value: str | SecretRef | None) -> Any:
+    """A literal, or a variable resolved at run time."""
+    return _env(value) if isinstance(value, SecretRef) else value
+
+
 def destination_resource(destination: DestinationConfig) -> ExportBlobStorage:
     """dagster-azure's resource for one destination; secrets stay environment variables."""
+    credential: Any
     if destination.sas_token:
         credential = AzureBlobStorageSASTokenCredential(token=_env(destination.sas_token))
     elif destination.account_key:
         credential = AzureBlobStorageKeyCredential(key=_env(destination.account_key))
+    elif destination.connection_string:
+        credential = ConnectionStringCredential(
+            connection_string=_env(destination.connection_string)
+        )
+    elif destination.sas_url:
+        credential = ContainerSasUrlCredential(sas_url=_env(destination.sas_url))
+    elif destination.service_principal:
+        principal = destination.service_principal
+        credential = ServicePrincipalCredential(
+            tenant_id=_value(principal.tenant_id),
+            client_id=_value(principal.client_id),
+            client_secret=_value(principal.client_secret),
+            certificate_path=_value(principal.certificate_path),
+            certificate_password=_value(principal.certificate_password),
+        )
     else:
         credential = AzureBlobStorageDefaultCredential()
     url = destination.account_url
     return ExportBlobStorage(
-        account_url=_env(url) if isinstance(url, SecretRef) else url,
+        account_url=_value(url) or "",
         credential=credential,
         max_retries=destination.max_retries,
         retry_backoff_seconds=destination.retry_backoff_seconds,

@@ -247,7 +247,8 @@ def storage_error(container: ContainerClient, error: BaseException, action: str)
     ):
         return StorageError(
             f"{action} failed: could not get an Azure identity token ({short_reason(error)}); "
-            "check the managed identity / az login / AZURE_* environment"
+            "check the managed or workload identity / az login / AZURE_* environment, or the "
+            "service principal's tenant, client id and secret or certificate"
         )
     if isinstance(error, ServiceRequestError) and host_not_found(error):
         return StorageError(

@@ -36,7 +36,7 @@ def preflight(container: ContainerClient, tags: bool = False) -> None:
             retry_connect=1,
         )
     except AzureError as error:
-        failure = storage_error(container, error, "preflight (checking write access)")
+        failure = storage_error(container, error, _action(container))
     if failure is None:
         failure = _overwrite_permission_problem(container)
     if failure is None and tags:
@@ -46,6 +46,12 @@ def preflight(container: ContainerClient, tags: bool = False) -> None:
         raise failure
 
 
+def _action(container: ContainerClient) -> str:
+    """'preflight (checking write access, signed in with a connection string)'."""
+    sign_in = getattr(container, "sign_in", "")
+    return f"preflight (checking write access{', signed in with ' + sign_in if sign_in else ''})"
+
+
 def _overwrite_permission_problem(container: ContainerClient) -> StorageError | None:
     """Azure lets a SAS with 'c' but no 'w' stage blocks of a *new* blob, but an export also
     overwrites blobs (reruns, fixed names), which needs 'w': say so now, not mid-export."""
@@ -53,7 +59,7 @@ def _overwrite_permission_problem(container: ContainerClient) -> StorageError | 
     if granted is None or "w" in granted:
         return None  # no SAS, or a stored access policy ('si') decides: the probe was the test
     return StorageError(
-        f"preflight (checking write access) failed: permission missing: the SAS token needs 'w' "
+        f"{_action(container)} failed: permission missing: the SAS token needs 'w' "
         f"(it grants '{granted}') to overwrite blobs in {container_label(container)}; generate "
         "a new SAS token with at least 'c' and 'w' permissions and update the secret"
     )
@@ -66,7 +72,7 @@ def _tag_permission_problem(container: ContainerClient) -> StorageError | None:
     if granted is None or "t" in granted:
         return None
     return StorageError(
-        f"preflight (checking write access) failed: permission missing: the SAS token needs 't' "
+        f"{_action(container)} failed: permission missing: the SAS token needs 't' "
         f"(it grants '{granted}') to set blob index tags (blob_properties.tags) in "
         f"{container_label(container)}; generate a new SAS token with 'c', 'w' and 't' "
         "permissions and update the secret, or remove the tags"
