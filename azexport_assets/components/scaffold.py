@@ -39,6 +39,15 @@ attributes:
       container: exports
       path_prefix: {name}
       sas_token: {{env: AZURE_STORAGE_SAS_TOKEN}}
+      # Or exactly one other sign-in (README "Destinations"):
+      #   connection_string: {{env: AZURE_STORAGE_CONNECTION_STRING}}   # no account_url
+      #   sas_url: {{env: AZURE_STORAGE_CONTAINER_SAS_URL}}             # no account_url
+      #   account_key: {{env: AZURE_STORAGE_KEY}}
+      #   service_principal:
+      #     tenant_id: {{env: AZURE_TENANT_ID}}
+      #     client_id: {{env: AZURE_CLIENT_ID}}
+      #     client_secret: {{env: AZURE_CLIENT_SECRET}}    # or certificate_path: sp.pem
+      #   default_azure_credential: true    # managed / workload identity (https only)
 
   activations:
     # run_type full_only + sync_mode snapshot; or full_then_delta + upsert/insert/difference.
