@@ -329,3 +329,23 @@ def test_tag_length_counts_the_activation_name(tmp_path):
     message = load_error(tmp_path, "blob_properties: {tags: {a: '" + "x" * 250 + "{activation}'}}")
     assert "longer than 256 characters with {activation}" in message
     assert "activation 'people_csv', field 'blob_properties'" in message
+
+
+def test_schema_and_scaffold_show_blob_properties():
+    from azexport_assets.components.scaffold import example_yaml
+    from azexport_assets.components.schema import attributes_json_schema
+
+    activation = attributes_json_schema()["properties"]["activations"]["additionalProperties"]
+    properties = activation["properties"]["blob_properties"]["properties"]
+    assert set(properties) == {
+        "content_type",
+        "content_encoding",
+        "cache_control",
+        "access_tier",
+        "tags",
+        "metadata",
+    }
+    tier = properties["access_tier"]["anyOf"][0]
+    assert tier["anyOf"][0]["enum"] == ["Hot", "Cool", "Cold", "Archive"]
+    example = example_yaml("azexport_assets.components.AzureExport", "crm")
+    assert "# blob_properties:" in example and "#   access_tier: Cool" in example

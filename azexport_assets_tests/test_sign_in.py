@@ -414,3 +414,22 @@ def test_service_principal_offline_token_failure_is_one_clear_line(monkeypatch):
     assert message.startswith("a service principal got no token for the storage account")
     assert "offline-s3cr3t-value" not in message
     assert DEV_ACCOUNT not in message
+
+
+def test_schema_and_scaffold_show_every_sign_in():
+    from azexport_assets.components.scaffold import example_yaml
+    from azexport_assets.components.schema import attributes_json_schema
+
+    destination = attributes_json_schema()["properties"]["destinations"]["additionalProperties"]
+    fields = destination["properties"]
+    assert {"connection_string", "sas_url", "service_principal", "default_azure_credential"} <= set(
+        fields
+    )
+    principal = fields["service_principal"]["anyOf"][0]["properties"]
+    assert {"tenant_id", "client_id", "client_secret", "certificate_path"} <= set(principal)
+    # Secrets are {env: VAR} only: no template branch.
+    for secret in (fields["connection_string"], fields["sas_url"], principal["client_secret"]):
+        assert "pattern" not in str(secret)
+    example = example_yaml("azexport_assets.components.AzureExport", "crm")
+    for option in ("connection_string:", "sas_url:", "service_principal:", "client_secret:"):
+        assert f"#   {option}" in example or f"#     {option}" in example
