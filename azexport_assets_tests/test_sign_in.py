@@ -39,7 +39,7 @@ def sas_url(azurite, container: str, token: str) -> str:
     return f"{azurite.account_url}/{container}?{token}"
 
 
-def write_project(kit: ProjectKit, destination: str) -> None:
+def write_project(kit: ProjectKit, destination: str, activation: str = "") -> None:
     """A project whose one destination signs in as `destination` (YAML lines) says."""
     kit.source_sql("CREATE TABLE people AS SELECT range AS id, 'p' || range AS name FROM range(5)")
     text = f"""\
@@ -62,6 +62,7 @@ attributes:
       source: people
       destination: lake
       file_name: out/{{YYYY}}{{MM}}{{DD}}_people
+{textwrap.indent(textwrap.dedent(activation).strip(), " " * 6)}
 """
     (kit.root / "defs" / "main" / "defs.yaml").write_text(text)
 
@@ -90,6 +91,21 @@ def test_container_sas_url_exports(project: ProjectKit, azurite, sas_token, monk
     assert result.success
     assert project.download("out/20250414_people.csv").startswith(b"id,name\n0,p0\n")
     _assert_no_secret_in_run(result, [sas_token, url])
+
+
+def test_sas_url_expiry_is_watched(project: ProjectKit, azurite, monkeypatch):
+    soon = datetime.now(timezone.utc) + timedelta(days=2)
+    token = container_sas(azurite.account_url, project.container.container_name, expiry=soon)
+    monkeypatch.setenv("LAKE_SAS_URL", sas_url(azurite, project.container.container_name, token))
+    write_project(project, "sas_url: {env: LAKE_SAS_URL}", "warnings: {sas_expiry_days: 7}")
+    result = project.run("people_out", logical_time=LOGICAL)
+    assert result.success
+    checks = {
+        e.asset_check_key.name: e
+        for e in result.get_asset_check_evaluations()
+        if e.asset_check_key.name == "sas_expiry"
+    }
+    assert checks and checks["sas_expiry"].passed is False
 
 
 def test_read_only_sas_url_fails_before_writing_naming_method_and_permission(
