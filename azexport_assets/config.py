@@ -231,19 +231,96 @@ class SecretRef(_Strict):
         return _not_sql_variable(value)
 
 
-class DestinationConfig(_Strict):
-    """An Azure Blob Storage container (+ optional path prefix) and how to authenticate."""
+class ServicePrincipalConfig(_Strict):
+    """A Microsoft Entra application: tenant and client id, and a client secret or a
+    certificate (PEM or PKCS12 file with its private key)."""
 
-    account_url: str | SecretRef = Field(
-        description="e.g. https://myaccount.blob.core.windows.net, or {env: VAR} (read at run time)"
+    tenant_id: str | SecretRef = Field(description="Directory (tenant) id, or {env: VAR}.")
+    client_id: str | SecretRef = Field(description="Application (client) id, or {env: VAR}.")
+    client_secret: SecretRef | None = Field(None, description="{env: VAR} holding the secret.")
+    certificate_path: str | SecretRef | None = Field(
+        None, description="Path of a PEM/PKCS12 certificate with its private key, or {env: VAR}."
     )
-    container: str
+    certificate_password: SecretRef | None = Field(
+        None, description="{env: VAR} holding the certificate's password, if it has one."
+    )
+
+    @model_validator(mode="after")
+    def _secret_or_certificate(self) -> ServicePrincipalConfig:
+        if (self.client_secret is None) == (self.certificate_path is None):
+            raise ValueError(
+                "give exactly one of 'client_secret: {env: VAR}' or 'certificate_path: <file>'"
+            )
+        if self.certificate_password is not None and self.certificate_path is None:
+            raise ValueError("certificate_password goes with certificate_path")
+        return self
+
+
+CredentialKind = Literal[
+    "sas_token",
+    "account_key",
+    "connection_string",
+    "sas_url",
+    "service_principal",
+    "default_azure_credential",
+]
+# The credentials whose secret also says where the account is (no account_url with them).
+_ENDPOINT_IN_SECRET = ("connection_string", "sas_url")
+_ABFSS = re.compile(
+    r"abfss?://(?:(?P<container>[^@/]+)@)?(?P<account>[a-z0-9]+)\.dfs\.(?P<suffix>[^/?#]+)/?"
+    r"(?P<rest>[^?#]*)"
+)
+
+
+def blob_endpoint(url: str) -> tuple[str, str | None]:
+    """An abfss:// URL or a Data Lake (dfs) endpoint as the account's blob endpoint, and the
+    container an abfss:// URL names: 'abfss://c@acct.dfs.core.windows.net/' ->
+    ('https://acct.blob.core.windows.net', 'c'). Other URLs are returned as they are."""
+    match = _ABFSS.fullmatch(url)
+    if match:
+        if match["rest"].strip("/"):
+            raise ValueError(
+                "an abfss:// account_url names the account and container only "
+                "(abfss://<container>@<account>.dfs.core.windows.net); put folders in path_prefix"
+            )
+        return f"https://{match['account']}.blob.{match['suffix']}", match["container"]
+    dfs = re.fullmatch(r"https://([a-z0-9]+)\.dfs\.([^/?#]+)/?", url)
+    if dfs:
+        return f"https://{dfs[1]}.blob.{dfs[2]}", None
+    return url, None
+
+
+class DestinationConfig(_Strict):
+    """An Azure Blob Storage container (+ optional path prefix) and how to sign in."""
+
+    account_url: str | SecretRef | None = Field(
+        None,
+        description="e.g. https://myaccount.blob.core.windows.net (abfss://<container>@<account>"
+        ".dfs.core.windows.net is accepted and becomes the blob endpoint), or {env: VAR}; not "
+        "with connection_string or sas_url, which carry the endpoint",
+    )
+    container: str = Field("", description="The container (may come from an abfss:// account_url).")
     path_prefix: str = Field(
         "", description="Folder prepended to every blob name, e.g. 'marketing/crm'."
     )
-    sas_token: SecretRef | None = None
-    account_key: SecretRef | None = None
-    default_azure_credential: bool = False
+    sas_token: SecretRef | None = Field(None, description="{env: VAR}: a SAS token.")
+    account_key: SecretRef | None = Field(None, description="{env: VAR}: an account key.")
+    connection_string: SecretRef | None = Field(
+        None, description="{env: VAR}: a storage connection string (AccountKey or SAS)."
+    )
+    sas_url: SecretRef | None = Field(
+        None,
+        description="{env: VAR}: a container SAS URL, "
+        "https://<account>.blob.core.windows.net/<container>?sv=...&sig=...",
+    )
+    service_principal: ServicePrincipalConfig | None = Field(
+        None, description="A Microsoft Entra application (client secret or certificate)."
+    )
+    default_azure_credential: bool = Field(
+        False,
+        description="The machine's identity: managed identity, workload identity (AKS), "
+        "environment, Azure CLI (https only).",
+    )
     max_retries: int = Field(5, ge=0, le=20, description="Retries of a failed storage request.")
     retry_backoff_seconds: float = Field(
         1.0, ge=0, le=60, description="First retry delay; doubles per retry (capped at 30s)."
@@ -251,10 +328,27 @@ class DestinationConfig(_Strict):
     max_concurrency: int = Field(4, ge=1, le=10, description="Parallel block uploads per file.")
     description: str | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _abfss(cls, data: Any) -> Any:
+        url = data.get("account_url") if isinstance(data, dict) else None
+        if not isinstance(url, str) or not url.startswith(("abfss://", "abfs://", "https://")):
+            return data
+        endpoint, container = blob_endpoint(url.strip())
+        data = {**data, "account_url": endpoint}
+        if container:
+            given = data.get("container")
+            if given and given != container:
+                raise ValueError(
+                    f"account_url names container '{container}' but 'container' is '{given}'"
+                )
+            data["container"] = container
+        return data
+
     @field_validator("account_url")
     @classmethod
-    def _url(cls, value: str | SecretRef) -> str | SecretRef:
-        return value if isinstance(value, SecretRef) else check_account_url(value)
+    def _url(cls, value: str | SecretRef | None) -> str | SecretRef | None:
+        return value if value is None or isinstance(value, SecretRef) else check_account_url(value)
 
     @field_validator("container")
     @classmethod
@@ -281,38 +375,38 @@ class DestinationConfig(_Strict):
 
     @model_validator(mode="after")
     def _one_credential(self) -> DestinationConfig:
-        kinds = [
-            k
-            for k, v in (
-                ("sas_token", self.sas_token),
-                ("account_key", self.account_key),
-                ("default_azure_credential", self.default_azure_credential),
-            )
-            if v
-        ]
+        kinds = [k for k in CredentialKind.__args__ if getattr(self, k)]  # type: ignore[attr-defined]
         if len(kinds) != 1:
             raise ValueError(
-                "give exactly one credential: 'sas_token: {env: VAR}' (default), "
-                "'account_key: {env: VAR}' or 'default_azure_credential: true'"
-                f" (got {kinds or 'none'})"
+                "give exactly one credential: 'sas_token: {env: VAR}', 'account_key: {env: VAR}', "
+                "'connection_string: {env: VAR}', 'sas_url: {env: VAR}', 'service_principal: "
+                "{tenant_id, client_id, client_secret | certificate_path}' or "
+                f"'default_azure_credential: true' (got {kinds or 'none'})"
             )
+        if not self.container:
+            raise ValueError("needs 'container' (or an abfss://<container>@... account_url)")
+        if kinds[0] in _ENDPOINT_IN_SECRET:
+            if self.account_url is not None:
+                raise ValueError(
+                    f"{kinds[0]} carries the account's endpoint: leave account_url out"
+                )
+        elif self.account_url is None:
+            raise ValueError(f"{kinds[0]} needs 'account_url'")
         if (
-            self.default_azure_credential
+            kinds[0] in ("default_azure_credential", "service_principal")
             and isinstance(self.account_url, str)
             and not self.account_url.startswith("https://")
         ):
-            raise ValueError("default_azure_credential needs an https:// account_url")
+            raise ValueError(f"{kinds[0]} needs an https:// account_url (tokens go over TLS only)")
         return self
 
     @property
-    def credential_kind(self) -> Literal["sas_token", "account_key", "default_azure_credential"]:
-        if self.sas_token:
-            return "sas_token"
-        return "account_key" if self.account_key else "default_azure_credential"
+    def credential_kind(self) -> CredentialKind:
+        return next(k for k in CredentialKind.__args__ if getattr(self, k))  # type: ignore[attr-defined]
 
     @property
     def secret_env(self) -> str | None:
-        ref = self.sas_token or self.account_key
+        ref = self.sas_token or self.account_key or self.connection_string or self.sas_url
         return ref.env if ref else None
 
     @property
@@ -414,6 +508,187 @@ class DeltaOptions(_Strict):
         return value
 
 
+# --------------------------------------------------------------------------- blob properties
+
+AccessTier = Literal["Hot", "Cool", "Cold", "Archive"]
+
+# What `{...}` may name in a tag or metadata value, with the longest value each can take
+# (a run id is a UUID; `{activation}` is checked with the real name in `check_blob_properties`).
+BLOB_PLACEHOLDERS: dict[str, int] = {"activation": 0, "run_id": 36, "sync_mode": 10}
+# Metadata every exported blob carries; user metadata may not reuse these names.
+AUTOMATIC_METADATA = ("activation", "run_id", "logical_time", "rows", "md5")
+MAX_TAGS = 10  # blob index tags per blob (Azure)
+MAX_METADATA_BYTES = 8 * 1024  # names and values of all metadata of a blob (Azure)
+# Blob index tag keys and values: letters, digits, space and + - . / : = _ (Azure).
+_TAG_TEXT = re.compile(r"[A-Za-z0-9 +\-./:=_]*")
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+# A header value: printable ASCII (Azure sends metadata and properties as HTTP headers).
+_HEADER_TEXT = re.compile(r"[\x20-\x7e]*")
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(\s*;\s*[\x20-\x7e]+)?")
+
+
+def _placeholders(value: str, what: str) -> str:
+    """`value` with each `{name}` checked and replaced by nothing (what is left is fixed text)."""
+    for name in _PLACEHOLDER.findall(value):
+        if name not in BLOB_PLACEHOLDERS:
+            known = ", ".join(f"{{{p}}}" for p in BLOB_PLACEHOLDERS)
+            raise ValueError(f"{what} uses {{{name}}}: the placeholders are {known}")
+    fixed = _PLACEHOLDER.sub("", value)
+    if "{" in fixed or "}" in fixed:
+        raise ValueError(f"{what} has an unmatched '{{' or '}}'")
+    return fixed
+
+
+def render_placeholders(value: str, values: dict[str, str]) -> str:
+    """'{activation}-{run_id}' with the run's values (names checked at load)."""
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], value)
+
+
+def longest_rendering(value: str, activation: str) -> int:
+    """The length of `value` once its placeholders hold their longest values."""
+    longest = {**BLOB_PLACEHOLDERS, "activation": len(activation)}
+    return len(_PLACEHOLDER.sub("", value)) + sum(
+        longest[name] for name in _PLACEHOLDER.findall(value)
+    )
+
+
+class BlobPropertiesConfig(_Strict):
+    """Properties every blob of an activation gets in the request that commits it."""
+
+    content_type: str | None = Field(
+        None,
+        description="Content-Type of every file; default per format: text/csv; charset=utf-8, "
+        "application/json, application/x-ndjson, application/xml, application/vnd.apache.parquet; "
+        "application/gzip or application/zstd for compressed files.",
+    )
+    content_encoding: Literal["gzip", "zstd"] | None = Field(
+        None,
+        description="Declare the file's compression as Content-Encoding (equal to 'compression'); "
+        "the Content-Type then names the uncompressed format and HTTP clients that honour the "
+        "header (browsers) decompress on download. Default: not declared.",
+    )
+    cache_control: str | None = Field(
+        None, description="Cache-Control of every blob, e.g. 'no-cache' or 'max-age=3600'."
+    )
+    access_tier: AccessTier | None = Field(
+        None,
+        description="Hot, Cool, Cold or Archive (an archived blob cannot be read until it is "
+        "rehydrated; see docs/storage.md). Default: the account's default tier.",
+    )
+    tags: dict[str, str] = Field(
+        default_factory=dict,
+        description="Blob index tags (at most 10): fixed text, {activation}, {run_id}, "
+        "{sync_mode}. Keys 1-128 and values 0-256 characters of letters, digits, space and "
+        "+ - . / : = _. A SAS needs the 't' permission.",
+    )
+    metadata: dict[str, str] = Field(
+        default_factory=dict,
+        description="User metadata added to the automatic entries (activation, run_id, "
+        "logical_time, rows, md5): names are identifiers, values printable ASCII, with "
+        "{activation}, {run_id}, {sync_mode}.",
+    )
+
+    @field_validator("tags", "metadata", mode="before")
+    @classmethod
+    def _values_as_text(cls, value: Any) -> Any:
+        # YAML (and Dagster's template rendering) make numbers and booleans of `'1'`, `true`.
+        if isinstance(value, dict):
+            return {
+                k: (str(v).lower() if isinstance(v, bool) else str(v))
+                if isinstance(v, int | float)
+                else v
+                for k, v in value.items()
+            }
+        return value
+
+    @field_validator("content_type")
+    @classmethod
+    def _content_type(cls, value: str | None) -> str | None:
+        if value is not None and not _MEDIA_TYPE.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a media type: use type/subtype with optional parameters, "
+                "e.g. 'text/csv; charset=utf-8'"
+            )
+        return value
+
+    @field_validator("cache_control")
+    @classmethod
+    def _cache_control(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or not _HEADER_TEXT.fullmatch(value)):
+            raise ValueError("must be printable ASCII text, e.g. 'no-cache' or 'max-age=3600'")
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > MAX_TAGS:
+            raise ValueError(f"has {len(value)} tags; Azure allows at most {MAX_TAGS} per blob")
+        for key, text in value.items():
+            if not 1 <= len(key) <= 128 or not _TAG_TEXT.fullmatch(key):
+                raise ValueError(
+                    f"tag key {key!r} is not valid: 1-128 characters of letters, digits, space "
+                    "and + - . / : = _ (no placeholders in keys)"
+                )
+            fixed = _placeholders(text, f"tag {key!r}")
+            if not _TAG_TEXT.fullmatch(fixed):
+                raise ValueError(
+                    f"tag {key!r}: value {text!r} is not valid: letters, digits, space and "
+                    "+ - . / : = _ besides the placeholders"
+                )
+            if longest_rendering(text, "") > 256:
+                raise ValueError(f"tag {key!r}: the value is longer than 256 characters")
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, value: dict[str, str]) -> dict[str, str]:
+        seen: set[str] = set()
+        for key, text in value.items():
+            if not NAME_PATTERN.fullmatch(key):
+                raise ValueError(
+                    f"metadata name {key!r} is not valid: start with a letter or '_', then "
+                    "letters, digits and '_'"
+                )
+            if key.lower() in AUTOMATIC_METADATA or key.lower() in seen:
+                taken = "is set automatically" if key.lower() in AUTOMATIC_METADATA else "is twice"
+                raise ValueError(
+                    f"metadata name {key!r} {taken} (names are case-insensitive; automatic: "
+                    f"{', '.join(AUTOMATIC_METADATA)})"
+                )
+            seen.add(key.lower())
+            fixed = _placeholders(text, f"metadata {key!r}")
+            if not _HEADER_TEXT.fullmatch(fixed) or text != text.strip():
+                raise ValueError(
+                    f"metadata {key!r}: the value must be printable ASCII without leading or "
+                    "trailing spaces"
+                )
+        return value
+
+    @property
+    def is_default(self) -> bool:
+        return self == BlobPropertiesConfig()
+
+    def rendered(self, values: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+        """(tags, metadata) with the placeholders replaced by the run's values."""
+        tags = {k: render_placeholders(v, values) for k, v in self.tags.items()}
+        return tags, {k: render_placeholders(v, values) for k, v in self.metadata.items()}
+
+
+def check_blob_properties(name: str, properties: BlobPropertiesConfig) -> str | None:
+    """What is wrong with the properties once `{activation}` is this activation's name: a tag
+    value over 256 characters, or metadata over Azure's 8 KiB; None when all is well."""
+    for key, text in properties.tags.items():
+        if longest_rendering(text, name) > 256:
+            return f"tag {key!r}: the value is longer than 256 characters with {{activation}}"
+    automatic = len(name) + 36 + 32 + 32 + 20 + sum(len(k) for k in AUTOMATIC_METADATA)
+    size = automatic + sum(
+        len(k) + longest_rendering(v, name) for k, v in properties.metadata.items()
+    )
+    if size > MAX_METADATA_BYTES:
+        return f"metadata takes up to {size} bytes; Azure allows {MAX_METADATA_BYTES} per blob"
+    return None
+
+
 # --------------------------------------------------------------------------- activations
 
 
@@ -495,6 +770,11 @@ class ActivationConfig(_Strict):
         "added, updated or removed (e.g. _change).",
     )
     trigger: Literal["on_change"] | None = None
+    blob_properties: BlobPropertiesConfig = Field(
+        BlobPropertiesConfig(),
+        description="Content type and encoding, cache control, access tier, index tags and "
+        "metadata of every blob written (not for format: delta).",
+    )
     warnings: WarningsConfig = WarningsConfig()
     owners: Owners = []
     description: str | None = None
@@ -558,6 +838,17 @@ class ActivationConfig(_Strict):
             raise ValueError(
                 "'compression' applies to csv/json/xml; Parquet compresses inside the file: "
                 "use 'parquet: {compression: zstd|snappy|gzip|none}'"
+            )
+        if self.is_table and not self.blob_properties.is_default:
+            raise ValueError(
+                "blob_properties apply to files (csv/json/xml/parquet); a Delta table's files "
+                "are written by the Delta writer, which sets no blob properties"
+            )
+        encoding = self.blob_properties.content_encoding
+        if encoding is not None and encoding != self.compression:
+            raise ValueError(
+                f"blob_properties.content_encoding {encoding!r} must name the file's "
+                f"compression ('compression: {encoding}'; it is {self.compression!r})"
             )
         return self
 
@@ -645,4 +936,12 @@ def parse_file_config(
                     "must start with a letter or '_' and hold only letters, digits and '_' "
                     "(it becomes a table and asset name)"
                 )
+    for name, activation in config.activations.items():
+        problem = check_blob_properties(name, activation.blob_properties)
+        if problem:
+            loc = ("activations", name, "blob_properties")
+            raise ConfigError(
+                f"{file_position(file, locate, loc)}: activation '{name}', field "
+                f"'blob_properties': {problem}"
+            )
     return config

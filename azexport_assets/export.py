@@ -24,6 +24,7 @@ The Dagster asset, the benchmarks and scripts all call `run_export`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import re
 import tempfile
@@ -61,6 +62,7 @@ from azexport_assets.lakehouse import (
 from azexport_assets.sandbox import process_scratch
 from azexport_assets.sql_text import quote_ident
 from azexport_assets.storage import (
+    BlobProperties,
     BlobStorage,
     StorageError,
     UploadedBlob,
@@ -203,11 +205,13 @@ class FileSetUploads:
         fmt: FormatSpec,
         split: bool,
         progress: Progress,
+        properties: BlobProperties,
     ) -> None:
         self.pool = pool
         self.stem = stem
         self.suffix = suffix
         self.fmt = fmt
+        self.properties = properties
         self.split = split
         self.progress = progress
         self.uploads: dict[int, GrowingFileUpload] = {}
@@ -219,13 +223,13 @@ class FileSetUploads:
             self.pool,
             name,
             self.paths[index],
-            content_type=self.fmt.content_type,
+            properties=self.properties,
             on_committed=self.progress.committed,
         )
         self.uploads[index] = upload
         written = self.closed_files.get(index)
         if written is not None:
-            upload.finish(written.bytes, written.md5_hex)
+            upload.finish(written.bytes, written.md5_hex, file_metadata(written))
 
     def _raise_if_failed(self) -> None:
         for upload in self.uploads.values():
@@ -256,7 +260,7 @@ class FileSetUploads:
         self.progress.file_closed(written)
         upload = self.uploads.get(index)
         if upload is not None:
-            upload.finish(written.bytes, written.md5_hex)
+            upload.finish(written.bytes, written.md5_hex, file_metadata(written))
 
     # -- after writing
 
@@ -288,6 +292,45 @@ class FileSetUploads:
                 upload.result()
 
 
+def file_metadata(written: WrittenFile) -> dict[str, str]:
+    """The metadata known once a file is written: its rows and MD5 (hex)."""
+    return {"rows": str(written.rows), "md5": written.md5_hex}
+
+
+def blob_properties(run: ExportRun, manifest: bool = False) -> BlobProperties:
+    """The properties every blob of this export gets when it is committed: the content type
+    and encoding of the format (or the activation's), its cache control, access tier, index
+    tags, and metadata (activation, run id, logical time, the user's entries; each file adds
+    its rows and MD5 when written). A manifest is JSON, and stays readable under Archive (it
+    says what to rehydrate): it keeps the account's default tier then."""
+    activation = run.activation
+    options = activation.blob_properties
+    fmt = FormatSpec.from_activation(activation)
+    values = {"activation": run.name, "run_id": run.run_id, "sync_mode": activation.sync_mode}
+    tags, user_metadata = options.rendered(values)
+    metadata = {
+        "activation": run.name,
+        "run_id": run.run_id,
+        "logical_time": run.logical_time.isoformat(),
+        **user_metadata,
+    }
+    if manifest:
+        content_type, encoding = "application/json", None
+    elif options.content_encoding:
+        content_type, encoding = fmt.content_type, options.content_encoding
+    else:
+        content_type, encoding = fmt.stored_content_type, None
+    tier = options.access_tier
+    return BlobProperties(
+        content_type=(None if manifest else options.content_type) or content_type,
+        content_encoding=encoding,
+        cache_control=options.cache_control,
+        access_tier=None if manifest and tier == "Archive" else tier,
+        tags=tags,
+        metadata=metadata,
+    )
+
+
 def write_and_upload(
     con: duckdb.DuckDBPyConnection,
     spec: DeltaSpec,
@@ -297,6 +340,7 @@ def write_and_upload(
     pool: UploadPool,
     stem: str,
     progress: Progress,
+    properties: BlobProperties,
 ) -> tuple[ExportReport, list[tuple[FileSetUploads, WriteResult]]]:
     """Write every file of the change set under workdir (the warehouse is held), each upload
     starting while its file is written. Returns the report so far and the uploads to finish
@@ -312,7 +356,9 @@ def write_and_upload(
         out_dir = workdir / (suffix.strip("_") or "rows")
         out_dir.mkdir(parents=True)
         split = activation.max_file_size is not None
-        uploads = FileSetUploads(pool, stem, suffix, fmt, split=split, progress=progress)
+        uploads = FileSetUploads(
+            pool, stem, suffix, fmt, split=split, progress=progress, properties=properties
+        )
         # A fresh cursor: the stream must not collide with results left open on `con`.
         cursor = con.cursor()
         try:
@@ -403,7 +449,7 @@ def run_export(
     stem = stem_name(run.activation, run.path_prefix, run.logical_time)
     fmt = FormatSpec.from_activation(run.activation)
     with storage.container(run.container) as container:
-        preflight(container)
+        preflight(container, tags=bool(run.activation.blob_properties.tags))
         change, report, written = retry_transient(
             lambda: _write_change_set(run, warehouse, container, stem, log),
             what=f"export of '{run.name}' (reading its change set from the warehouse)",
@@ -425,7 +471,7 @@ def run_export(
             document = manifest_document(
                 report, run.name, run.activation, change, run.run_id, run.logical_time
             )
-            upload_manifest(container, report, document)
+            upload_manifest(container, report, document, blob_properties(run, manifest=True))
 
     def commit() -> bool:
         with warehouse.connect(holder=f"run {run.run_id[:8]} {run.name}/commit") as con:
@@ -473,7 +519,15 @@ def _write_change_set(
                 ):
                     return change, None, time.monotonic()
                 report, pending = write_and_upload(
-                    con, spec, change, run.activation, Path(workdir), pool, stem, progress
+                    con,
+                    spec,
+                    change,
+                    run.activation,
+                    Path(workdir),
+                    pool,
+                    stem,
+                    progress,
+                    blob_properties(run),
                 )
             written = time.monotonic()
             finish_uploads(report, pending)
@@ -515,7 +569,10 @@ def run_table_export(
     with storage.container(run.container) as container:
         preflight(container)
     target = DeltaTarget.at(
-        strip_query(storage.account_url), run.container, path, storage.object_store_options()
+        strip_query(storage.endpoint(run.container)),
+        run.container,
+        path,
+        storage.object_store_options(),
     )
     holder = f"run {run.run_id[:8]} {run.name}/export"
     with warehouse.connect(holder=holder, sources=run.sources) as con:
@@ -618,10 +675,20 @@ def manifest_document(
     }
 
 
-def upload_manifest(container: ContainerClient, report: ExportReport, document: dict) -> None:
+def upload_manifest(
+    container: ContainerClient,
+    report: ExportReport,
+    document: dict,
+    properties: BlobProperties | None = None,
+) -> None:
     name = naming.validate_blob_name(f"{report.stem}_manifest.json")
     data = json.dumps(document, indent=2, ensure_ascii=False).encode("utf-8")
-    report.manifest = upload_bytes(container, name, data, content_type="application/json")
+    properties = (properties or BlobProperties()).with_metadata(
+        {"rows": str(report.rows), "md5": hashlib.md5(data).hexdigest()}
+    )
+    report.manifest = upload_bytes(
+        container, name, data, content_type="application/json", properties=properties
+    )
 
 
 class MissingSourceTableError(RuntimeError):

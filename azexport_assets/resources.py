@@ -9,14 +9,16 @@ one line.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Union
 
 import dagster as dg
 from dagster_azure.blob import (
+    AzureBlobStorageAnonymousCredential,
     AzureBlobStorageDefaultCredential,
     AzureBlobStorageKeyCredential,
     AzureBlobStorageResource,
@@ -24,9 +26,9 @@ from dagster_azure.blob import (
 )
 from pydantic import Field
 
-from azexport_assets.config import DestinationConfig, unset_variables_message
+from azexport_assets.config import DestinationConfig, SecretRef, unset_variables_message
 from azexport_assets.storage import BlobStorage, ExportContainerClient
-from azexport_assets.storage.resource import MiB
+from azexport_assets.storage.resource import MiB, ServicePrincipal
 from azexport_assets.warehouse import (
     DEFAULT_LOCK_TIMEOUT,
     DEFAULT_MEMORY_LIMIT,
@@ -95,12 +97,61 @@ class WarehouseResource(dg.ConfigurableResource):
         )
 
 
+class ConnectionStringCredential(dg.Resolvable, dg.Config):
+    """A storage connection string (with AccountKey or SharedAccessSignature); it also names
+    the account's endpoint, so the resource's account_url stays empty."""
+
+    credential_type: Literal["connection_string"] = "connection_string"
+    connection_string: str
+
+
+class ContainerSasUrlCredential(dg.Resolvable, dg.Config):
+    """A container SAS URL (https://<account>.blob.core.windows.net/<container>?<SAS>); it also
+    names the endpoint, so the resource's account_url stays empty."""
+
+    credential_type: Literal["sas_url"] = "sas_url"
+    sas_url: str
+
+
+class ServicePrincipalCredential(dg.Resolvable, dg.Config):
+    """A Microsoft Entra application, through azure-identity's ClientSecretCredential or
+    CertificateCredential."""
+
+    credential_type: Literal["service_principal"] = "service_principal"
+    tenant_id: str
+    client_id: str
+    client_secret: str | None = None
+    certificate_path: str | None = None
+    certificate_password: str | None = None
+
+
 class ExportBlobStorage(AzureBlobStorageResource):
-    """dagster-azure's blob resource plus the retry and transfer settings of an export.
+    """dagster-azure's blob resource plus the retry and transfer settings of an export, and
+    three more sign-ins: a connection string, a container SAS URL and a service principal.
 
     `client()` gives the plain `BlobStorage` the export code uses; `container(name)` opens a
     client for one container (closed when the block exits).
     """
+
+    account_url: str = Field(
+        default="",
+        description="The account's blob endpoint; empty with a connection string or a SAS URL, "
+        "which carry it.",
+    )
+    # typing.Union: Dagster's config schema reads discriminated unions only in that form.
+    credential: Union[  # noqa: UP007
+        AzureBlobStorageKeyCredential,
+        AzureBlobStorageSASTokenCredential,
+        AzureBlobStorageDefaultCredential,
+        AzureBlobStorageAnonymousCredential,
+        ConnectionStringCredential,
+        ContainerSasUrlCredential,
+        ServicePrincipalCredential,
+    ] = Field(
+        discriminator="credential_type",
+        description="SAS token, account key, DefaultAzureCredential, connection string, "
+        "container SAS URL or service principal.",
+    )
 
     max_retries: int = Field(
         default=5, ge=0, le=20, description="Retries per request for timeouts, resets, 5xx and 429."
@@ -141,16 +192,31 @@ class ExportBlobStorage(AzureBlobStorageResource):
 
     def client(self) -> BlobStorage:
         credential = self.credential
+        principal = None
         if isinstance(credential, AzureBlobStorageSASTokenCredential):
             kind, secret = "sas", credential.token
         elif isinstance(credential, AzureBlobStorageKeyCredential):
             kind, secret = "key", credential.key
+        elif isinstance(credential, ConnectionStringCredential):
+            kind, secret = "connection_string", credential.connection_string
+        elif isinstance(credential, ContainerSasUrlCredential):
+            kind, secret = "sas_url", credential.sas_url
+        elif isinstance(credential, ServicePrincipalCredential):
+            kind, secret = "service_principal", None
+            principal = ServicePrincipal(
+                tenant_id=credential.tenant_id,
+                client_id=credential.client_id,
+                client_secret=credential.client_secret,
+                certificate_path=credential.certificate_path,
+                certificate_password=credential.certificate_password,
+            )
         else:
             kind, secret = "default", None
         return BlobStorage(
             account_url=self.account_url,
             credential_type=kind,
             secret=secret,
+            principal=principal,
             max_retries=self.max_retries,
             retry_backoff_seconds=self.retry_backoff_seconds,
             max_backoff_seconds=self.max_backoff_seconds,
@@ -181,10 +247,28 @@ def unset_variables(destination: str, names: list[str]) -> dg.Failure | None:
     return dg.Failure(unset_variables_message(destination, unset), allow_retries=False)
 
 
+# How a destination signs in (DestinationConfig.credential_kind).
+CredentialType = Literal[
+    "sas_token",
+    "account_key",
+    "connection_string",
+    "sas_url",
+    "service_principal",
+    "default_azure_credential",
+]
+PRINCIPAL_FIELDS = (
+    "tenant_id",
+    "client_id",
+    "client_secret",
+    "certificate_path",
+    "certificate_password",
+)
+
+
 class DestinationStorage(dg.ConfigurableResource):
     """One destination of a defs.yaml: its account, its credential and transfer settings.
 
-    The account URL (when given as `{env: VAR}`) and the secret are named by environment
+    The account URL (when given as `{env: VAR}`) and the secrets are named by environment
     variable and read when a step opens the destination, not when Dagster resolves the run's
     configuration: a variable that is not set fails that step with one line naming it and the
     destination (`dg.EnvVar` would stop the launch with a configuration-error traceback). The
@@ -198,13 +282,16 @@ class DestinationStorage(dg.ConfigurableResource):
     account_url_env: str | None = Field(
         None, description="The environment variable holding the account URL, read at run time."
     )
-    credential_type: Literal["sas_token", "account_key", "default_azure_credential"] = Field(
-        description="How the run authenticates."
-    )
+    credential_type: CredentialType = Field(description="How the run signs in.")
     secret_env: str | None = Field(
         None,
-        description="The environment variable holding the SAS token or account key, read at "
-        "run time.",
+        description="The environment variable holding the SAS token, account key, connection "
+        "string or container SAS URL, read at run time.",
+    )
+    service_principal: str | None = Field(
+        None,
+        description="A service principal's fields as JSON: each a literal ({'value': ...}) or "
+        "an environment variable read at run time ({'env': NAME}); never a secret's value.",
     )
     max_retries: int = Field(
         default=5, ge=0, le=20, description="Retries per request for timeouts, resets, 5xx and 429."
@@ -216,9 +303,21 @@ class DestinationStorage(dg.ConfigurableResource):
         default=4, ge=1, le=10, description="Parallel block uploads per export (connections)."
     )
 
+    def _principal(self) -> dict[str, dict[str, str]]:
+        return json.loads(self.service_principal) if self.service_principal else {}
+
     @property
     def environment_variables(self) -> list[str]:
-        return [v for v in (self.account_url_env, self.secret_env) if v]
+        names = [v for v in (self.account_url_env, self.secret_env) if v]
+        names += [f["env"] for f in self._principal().values() if "env" in f]
+        return names
+
+    def _principal_credential(self) -> ServicePrincipalCredential:
+        values: dict[str, Any] = {
+            name: os.environ[field["env"]] if "env" in field else field["value"]
+            for name, field in self._principal().items()
+        }
+        return ServicePrincipalCredential(**{k: values.get(k) for k in PRINCIPAL_FIELDS})
 
     def storage(self) -> ExportBlobStorage:
         """The destination with its variables read now; a dg.Failure naming any unset one."""
@@ -227,10 +326,17 @@ class DestinationStorage(dg.ConfigurableResource):
             raise unset
         url = os.environ[self.account_url_env] if self.account_url_env else self.account_url
         secret = os.environ[self.secret_env] if self.secret_env else ""
+        credential: Any
         if self.credential_type == "sas_token":
             credential = AzureBlobStorageSASTokenCredential(token=secret)
         elif self.credential_type == "account_key":
             credential = AzureBlobStorageKeyCredential(key=secret)
+        elif self.credential_type == "connection_string":
+            credential = ConnectionStringCredential(connection_string=secret)
+        elif self.credential_type == "sas_url":
+            credential = ContainerSasUrlCredential(sas_url=secret)
+        elif self.credential_type == "service_principal":
+            credential = self._principal_credential()
         else:
             credential = AzureBlobStorageDefaultCredential()
         return ExportBlobStorage(
@@ -245,6 +351,21 @@ class DestinationStorage(dg.ConfigurableResource):
         return self.storage().client()
 
 
+def _principal_fields(destination: DestinationConfig) -> str | None:
+    """The service principal's fields for DestinationStorage: names of variables, literals."""
+    principal = destination.service_principal
+    if principal is None:
+        return None
+    fields = {}
+    for name in PRINCIPAL_FIELDS:
+        value = getattr(principal, name)
+        if isinstance(value, SecretRef):
+            fields[name] = {"env": value.env}
+        elif value is not None:
+            fields[name] = {"value": value}
+    return json.dumps(fields)
+
+
 def destination_resource(name: str, destination: DestinationConfig) -> DestinationStorage:
     """The resource of one destination; its variables are read when a step opens it."""
     return DestinationStorage(
@@ -253,6 +374,7 @@ def destination_resource(name: str, destination: DestinationConfig) -> Destinati
         account_url_env=destination.account_url_env,
         credential_type=destination.credential_kind,
         secret_env=destination.secret_env,
+        service_principal=_principal_fields(destination),
         max_retries=destination.max_retries,
         retry_backoff_seconds=destination.retry_backoff_seconds,
         max_concurrency=destination.max_concurrency,

@@ -556,11 +556,13 @@ def test_spec_from_activation_and_properties() -> None:
     )
     spec = FormatSpec.from_activation(activation)
     assert spec == FormatSpec("json", json_style="lines", compression="zstd")
-    assert (spec.extension, spec.content_type, spec.content_encoding) == (
+    assert (spec.extension, spec.content_type, spec.stored_content_type) == (
         ".jsonl.zst",
         "application/x-ndjson",
-        None,
+        "application/zstd",
     )
+    assert FormatSpec("csv", compression="gzip").stored_content_type == "application/gzip"
+    assert FormatSpec("csv").stored_content_type == "text/csv; charset=utf-8"
     assert FormatSpec("csv", csv_delimiter="\t").content_type == "text/csv; charset=utf-8"
     assert FormatSpec("json").content_type == "application/json"
     assert FormatSpec("xml", compression="gzip").extension == ".xml.gz"

@@ -279,5 +279,6 @@ def _reexecuted_runs(context: dg.AssetExecutionContext, name: str) -> frozenset[
 def _sas_expiry_inputs(project: Project, name: str) -> tuple[str | None, datetime]:
     """The SAS token (read at run time from its variable) and 'now' for the sas_expiry check."""
     destination = project.destinations[project.activations[name].destination]
-    token = os.environ.get(destination.sas_token.env, "") if destination.sas_token else None
+    ref = destination.sas_token or destination.sas_url  # sas_expiry reads a URL's query too
+    token = os.environ.get(ref.env, "") if ref else None
     return token, datetime.now(timezone.utc)

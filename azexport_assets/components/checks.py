@@ -39,10 +39,8 @@ def _wanted_checks(project: Project, name: str) -> list[str]:
         for check in ("min_rows", "max_removed_ratio", "max_change_ratio")
         if getattr(warnings, check) is not None
     ]
-    if (
-        warnings.sas_expiry_days is not None
-        and project.destinations[activation.destination].sas_token
-    ):
+    destination = project.destinations[activation.destination]
+    if warnings.sas_expiry_days is not None and (destination.sas_token or destination.sas_url):
         checks.append("sas_expiry")
     if activation.format == "xml":
         checks.append("xml_removed_characters")

@@ -39,6 +39,15 @@ attributes:
       container: exports
       path_prefix: {name}
       sas_token: {{env: AZURE_STORAGE_SAS_TOKEN}}
+      # Or exactly one other sign-in (README "Destinations"):
+      #   connection_string: {{env: AZURE_STORAGE_CONNECTION_STRING}}   # no account_url
+      #   sas_url: {{env: AZURE_STORAGE_CONTAINER_SAS_URL}}             # no account_url
+      #   account_key: {{env: AZURE_STORAGE_KEY}}
+      #   service_principal:
+      #     tenant_id: {{env: AZURE_TENANT_ID}}
+      #     client_id: {{env: AZURE_CLIENT_ID}}
+      #     client_secret: {{env: AZURE_CLIENT_SECRET}}    # or certificate_path: sp.pem
+      #   default_azure_credential: true    # managed / workload identity (https only)
 
   activations:
     # run_type full_only + sync_mode snapshot; or full_then_delta + upsert/insert/difference.
@@ -49,6 +58,12 @@ attributes:
       format: csv
       schedule: "0 6 * * *"
       timezone: UTC
+      # Properties every blob gets when it is committed (README "Blob properties"):
+      # blob_properties:
+      #   cache_control: no-cache
+      #   access_tier: Cool          # Hot | Cool | Cold | Archive (read only after rehydration)
+      #   tags: {{team: data, run: "{{run_id}}"}}   # index tags; a SAS needs 't'
+      #   metadata: {{owner: data}}    # besides activation, run_id, logical_time, rows, md5
 """
 
 

@@ -126,7 +126,8 @@ def secret_variables(raw: Mapping[str, Any]) -> dict[str, str]:
     `webhook_url_env`."""
     found: dict[str, str] = {}
     for name, destination in _mapping(raw.get("destinations")).items():
-        for ref in _env_refs(_mapping(destination).values()):
+        principal = _mapping(_mapping(destination).get("service_principal"))
+        for ref in _env_refs([*_mapping(destination).values(), *principal.values()]):
             found.setdefault(ref, f"destination '{name}'")
     for name, source in _mapping(raw.get("sources")).items():
         for ref in _env_refs(_mapping(source).values()):

@@ -23,6 +23,7 @@ _CONTENT_TYPES = {
     "xml": "application/xml",
     "parquet": "application/vnd.apache.parquet",
 }
+_COMPRESSED_TYPES = {"gzip": "application/gzip", "zstd": "application/zstd"}
 
 
 @dataclass(frozen=True)
@@ -67,19 +68,22 @@ class FormatSpec:
 
     @property
     def content_type(self) -> str:
-        """The MIME type of the *uncompressed* content (see `content_encoding`)."""
+        """The MIME type of the *uncompressed* content (see `stored_content_type`)."""
         key = "jsonl" if self.format == "json" and self.json_style == "lines" else self.format
         return _CONTENT_TYPES[key]
 
     @property
-    def content_encoding(self) -> str | None:
-        """Always None: a `.gz` / `.zst` file is uploaded as opaque bytes.
+    def stored_content_type(self) -> str:
+        """The MIME type of the file's bytes as stored: `content_type`, or for a `.gz` / `.zst`
+        file application/gzip / application/zstd.
 
-        Setting `Content-Encoding: gzip` would make browsers and some HTTP clients decompress
-        transparently on download, so the bytes received would differ from the blob (and its
-        MD5) and the file name's `.gz` would lie. Consumers decompress by extension instead.
+        Blobs declare no Content-Encoding by default: `Content-Encoding: gzip` makes browsers
+        and some HTTP clients decompress transparently on download, so the bytes received would
+        differ from the blob (and its MD5) and the file name's `.gz` would lie. An activation
+        may still declare it (`blob_properties.content_encoding`); the blob's Content-Type is
+        then `content_type`.
         """
-        return None
+        return _COMPRESSED_TYPES.get(self.compression, self.content_type)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ See docs/storage.md for retries, atomicity, preflight and how secrets are kept o
 """
 
 from azexport_assets.storage.blobs import (
+    BlobProperties,
     UploadedBlob,
     delete_blobs,
     list_blob_names,
@@ -26,6 +27,7 @@ from azexport_assets.storage.resource import (
 from azexport_assets.storage.secrets import redact, sas_expiry, strip_query
 
 __all__ = [
+    "BlobProperties",
     "BlobStorage",
     "CappedExponentialRetry",
     "ExportContainerClient",

@@ -15,13 +15,15 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
-from azure.storage.blob import BlobClient, ContainerClient, ContentSettings
+from azure.storage.blob import BlobClient, ContainerClient, ContentSettings, StandardBlobTier
 
 from azexport_assets.storage.errors import StorageError, error_code, short_reason, storage_error
 from azexport_assets.storage.resource import TransferSettings
@@ -43,13 +45,70 @@ class UploadedBlob:
     etag: str
 
 
+@dataclass(frozen=True)
+class BlobProperties:
+    """What a blob carries besides its bytes, set in the request that commits it (Put Blob or
+    Put Block List), so a blob is never visible without them.
+
+    `access_tier` is 'Hot', 'Cool', 'Cold' or 'Archive' (None: the account's default);
+    `tags` are blob index tags (a SAS needs the 't' permission); `metadata` is user metadata.
+    The blob's Content-MD5 is always set from the bytes sent.
+    """
+
+    content_type: str = "application/octet-stream"
+    content_encoding: str | None = None
+    cache_control: str | None = None
+    access_tier: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    def with_metadata(self, extra: Mapping[str, str] | None) -> BlobProperties:
+        return replace(self, metadata={**self.metadata, **(extra or {})}) if extra else self
+
+    def request_options(self, digest: bytes) -> dict[str, Any]:
+        """Keyword arguments of `upload_blob` / `commit_block_list`."""
+        return {
+            # x-ms-blob-content-md5: stored with the blob, so consumers (and
+            # `azcopy --check-md5`) verify.
+            "content_settings": ContentSettings(
+                content_type=self.content_type,
+                content_encoding=self.content_encoding,
+                cache_control=self.cache_control,
+                content_md5=bytearray(digest),
+            ),
+            "metadata": dict(self.metadata) or None,
+            "tags": dict(self.tags) or None,
+            "standard_blob_tier": StandardBlobTier(self.access_tier) if self.access_tier else None,
+        }
+
+
+def _properties(
+    properties: BlobProperties | None, content_type: str | None, metadata: Mapping[str, str] | None
+) -> BlobProperties:
+    """`properties`, or plain ones of `content_type`, plus `metadata`."""
+    if properties is None:
+        properties = BlobProperties(content_type=content_type or "application/octet-stream")
+    elif content_type is not None:
+        properties = replace(properties, content_type=content_type)
+    return properties.with_metadata(metadata)
+
+
+def replacing_archived(blob: BlobClient, commit: Callable[[], dict]) -> dict:
+    """Run `commit` (a Put Blob or Put Block List); if the blob it replaces is in the Archive
+    tier, which no write may touch until it is rehydrated, delete that blob and commit again.
+    The archived blob could not be read anyway; Azure may charge its early deletion."""
+    try:
+        return commit()
+    except HttpResponseError as error:
+        if error_code(error) != "BlobArchived":
+            raise
+    log.warning("blob %r is archived: deleting it to write the new one", blob.blob_name)
+    blob.delete_blob(delete_snapshots="include")
+    return commit()
+
+
 def _transfer(container: ContainerClient) -> TransferSettings:
     return getattr(container, "transfer", None) or TransferSettings()
-
-
-def _content(content_type: str, digest: bytes) -> ContentSettings:
-    # x-ms-blob-content-md5: stored with the blob, so consumers (and `azcopy --check-md5`) verify.
-    return ContentSettings(content_type=content_type, content_md5=bytearray(digest))
 
 
 def _check_md5(expected: str | None, actual: str, blob_name: str) -> None:
@@ -64,21 +123,22 @@ def _check_md5(expected: str | None, actual: str, blob_name: str) -> None:
 def _put_whole(
     blob: BlobClient,
     data: bytes,
-    content_type: str,
-    metadata: dict[str, str] | None,
+    properties: BlobProperties,
     md5_hex: str | None = None,
 ) -> tuple[dict, str]:
     """One Put Blob request: atomic by itself; the service verifies the body's Content-MD5."""
     digest = hashlib.md5(data).digest()
     _check_md5(md5_hex, digest.hex(), blob.blob_name)
-    result = blob.upload_blob(
-        data,
-        length=len(data),
-        overwrite=True,
-        content_settings=_content(content_type, digest),
-        metadata=metadata,
-        validate_content="md5",
-        max_concurrency=1,
+    result = replacing_archived(
+        blob,
+        lambda: blob.upload_blob(
+            data,
+            length=len(data),
+            overwrite=True,
+            **properties.request_options(digest),
+            validate_content="md5",
+            max_concurrency=1,
+        ),
     )
     return result, digest.hex()
 
@@ -142,8 +202,7 @@ def _put_blocks(
     path: Path,
     size: int,
     settings: TransferSettings,
-    content_type: str,
-    metadata: dict[str, str] | None,
+    properties: BlobProperties,
     md5_hex: str | None,
 ) -> tuple[dict, str, int]:
     block_size = max(settings.block_size, math.ceil(size / MAX_BLOCKS))
@@ -158,9 +217,8 @@ def _put_blocks(
             )
         _check_md5(md5_hex, digest.hex(), blob.blob_name)
         try:
-            result = blob.commit_block_list(
-                ids, content_settings=_content(content_type, digest), metadata=metadata
-            )
+            commit = partial(blob.commit_block_list, ids, **properties.request_options(digest))
+            result = replacing_archived(blob, commit)
             return result, digest.hex(), len(ids)
         except HttpResponseError as error:
             # Another writer committing the same blob name discards our uncommitted blocks;
@@ -180,11 +238,15 @@ def upload_file(
     blob_name: str,
     path: Path,
     *,
-    content_type: str,
+    content_type: str | None = None,
     md5_hex: str | None = None,
-    metadata: dict[str, str] | None = None,
+    metadata: Mapping[str, str] | None = None,
+    properties: BlobProperties | None = None,
 ) -> UploadedBlob:
     """Upload a local file as blob `blob_name`, atomically replacing any existing blob.
+
+    The blob gets `properties` (content settings, tier, tags, metadata) in the request that
+    commits it; `content_type` and `metadata`, when given, override / add to them.
 
     Streams the file; above the container's `single_put_threshold` it goes as blocks staged in
     parallel, committed at the end. Transient errors are retried per request by the client's
@@ -192,6 +254,7 @@ def upload_file(
     Content-MD5 is set from the bytes actually sent (and checked against `md5_hex` if given).
     """
     path = Path(path)
+    props = _properties(properties, content_type, metadata)
     settings = _transfer(container)
     blob = container.get_blob_client(blob_name)
     started = time.monotonic()
@@ -201,12 +264,10 @@ def upload_file(
         if size <= settings.single_put_threshold:
             data = path.read_bytes()  # at most single_put_threshold bytes
             size = len(data)
-            result, digest_hex = _put_whole(blob, data, content_type, metadata, md5_hex)
+            result, digest_hex = _put_whole(blob, data, props, md5_hex)
             blocks = 0
         else:
-            result, digest_hex, blocks = _put_blocks(
-                blob, path, size, settings, content_type, metadata, md5_hex
-            )
+            result, digest_hex, blocks = _put_blocks(blob, path, size, settings, props, md5_hex)
     except Exception as error:  # noqa: BLE001 - every failure becomes one clear StorageError
         failure = storage_error(container, error, f"uploading blob '{blob_name}'")
     if failure is not None:
@@ -230,13 +291,19 @@ def upload_file(
 
 
 def upload_bytes(
-    container: ContainerClient, blob_name: str, data: bytes, *, content_type: str
+    container: ContainerClient,
+    blob_name: str,
+    data: bytes,
+    *,
+    content_type: str | None = None,
+    properties: BlobProperties | None = None,
 ) -> UploadedBlob:
     """Upload a small payload (a manifest) in one atomic request."""
     blob = container.get_blob_client(blob_name)
+    props = _properties(properties, content_type, None)
     failure: StorageError | None = None
     try:
-        result, digest_hex = _put_whole(blob, bytes(data), content_type, None)
+        result, digest_hex = _put_whole(blob, bytes(data), props)
     except Exception as error:  # noqa: BLE001
         failure = storage_error(container, error, f"uploading blob '{blob_name}'")
     if failure is not None:

@@ -173,7 +173,8 @@ def auth_message(container: ContainerClient, error: HttpResponseError, action: s
         if kind == "identity":
             return (
                 f"{action} failed: permission missing: the identity has no write access to "
-                f"{where}; grant it the 'Storage Blob Data Contributor' role on the container"
+                f"{where}; grant it the 'Storage Blob Data Contributor' role on the container "
+                "('Storage Blob Data Owner' when the activation sets blob index tags)"
             )
         return (
             f"{action} failed: permission missing: the credential may not write to {where} ({code})"
@@ -246,7 +247,8 @@ def storage_error(container: ContainerClient, error: BaseException, action: str)
     ):
         return StorageError(
             f"{action} failed: could not get an Azure identity token ({short_reason(error)}); "
-            "check the managed identity / az login / AZURE_* environment"
+            "check the managed or workload identity / az login / AZURE_* environment, or the "
+            "service principal's tenant, client id and secret or certificate"
         )
     if isinstance(error, ServiceRequestError) and host_not_found(error):
         return StorageError(

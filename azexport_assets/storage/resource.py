@@ -40,6 +40,7 @@ class ExportContainerClient(ContainerClient):
     """A `ContainerClient` that also carries the resource's `TransferSettings`."""
 
     transfer: TransferSettings = TransferSettings()
+    sign_in: str = ""  # how the client signs in, for messages: 'a connection string', ...
 
 
 class CappedExponentialRetry(ExponentialRetry):
@@ -97,21 +98,138 @@ def account_name_from_url(account_url: str) -> str | None:
     return segment or None
 
 
-CredentialType = Literal["sas", "key", "default"]
+CredentialType = Literal[
+    "sas", "key", "default", "connection_string", "sas_url", "service_principal"
+]
+
+# How each credential type is named in messages ("signed in with ...").
+SIGN_IN_NAMES: dict[str, str] = {
+    "sas": "a SAS token",
+    "key": "the account key",
+    "default": "DefaultAzureCredential (managed / workload identity, environment, Azure CLI)",
+    "connection_string": "a connection string",
+    "sas_url": "a container SAS URL",
+    "service_principal": "a service principal",
+}
+
+
+@dataclass(frozen=True)
+class ServicePrincipal:
+    """A Microsoft Entra application: tenant, client id, and a client secret or a certificate.
+    `client_secret` and `certificate_password` are never part of `repr`."""
+
+    tenant_id: str
+    client_id: str
+    client_secret: str | None = field(default=None, repr=False)
+    certificate_path: str | None = None
+    certificate_password: str | None = field(default=None, repr=False)
+
+    def credential(self) -> Any:
+        """azure-identity's ClientSecretCredential or CertificateCredential (no request yet:
+        the token is asked for at the first storage request)."""
+        from azure.identity import CertificateCredential, ClientSecretCredential
+
+        if not self.tenant_id.strip() or not self.client_id.strip():
+            raise StorageError("the service principal's tenant_id and client_id must not be empty")
+        if self.certificate_path:
+            path = os.path.expanduser(self.certificate_path)
+            if not os.path.isfile(path):
+                raise StorageError(
+                    f"the service principal's certificate {path} does not exist or is not a file"
+                )
+            remember_secret(self.certificate_password)
+            return CertificateCredential(
+                self.tenant_id, self.client_id, path, password=self.certificate_password or None
+            )
+        secret = (self.client_secret or "").strip()
+        if not secret:
+            raise StorageError("the service principal's client secret is empty: set its variable")
+        remember_secret(secret)
+        return ClientSecretCredential(self.tenant_id, self.client_id, secret)
+
+
+def parse_connection_string(text: str) -> tuple[str, Any]:
+    """A storage connection string -> (blob endpoint, credential): the account key as
+    {'account_name', 'account_key'} or a SAS token. Raises StorageError without its value."""
+    fields: dict[str, str] = {}
+    for part in text.strip().split(";"):
+        if part.strip():
+            key, sep, value = part.partition("=")
+            if not sep:
+                raise StorageError("the connection string is not 'Key=value;...' pairs")
+            fields[key.strip().lower()] = value.strip()
+    name = fields.get("accountname")
+    endpoint = fields.get("blobendpoint")
+    if not endpoint and name:
+        protocol = fields.get("defaultendpointsprotocol", "https")
+        endpoint = f"{protocol}://{name}.blob.{fields.get('endpointsuffix', 'core.windows.net')}"
+    if not endpoint:
+        raise StorageError(
+            "the connection string has neither BlobEndpoint nor AccountName: copy it from the "
+            "storage account's 'Access keys' or 'Shared access signature' page"
+        )
+    endpoint = endpoint.rstrip("/")
+    if fields.get("accountkey"):
+        remember_secret(fields["accountkey"])
+        name = name or account_name_from_url(endpoint)
+        if not name:
+            raise StorageError("the connection string has an AccountKey but no AccountName")
+        return endpoint, {"account_name": name, "account_key": fields["accountkey"]}
+    if fields.get("sharedaccesssignature"):
+        token = fields["sharedaccesssignature"].lstrip("?")
+        remember_secret(token)
+        return endpoint, token
+    raise StorageError(
+        "the connection string has neither AccountKey nor SharedAccessSignature: azexport "
+        "does not write anonymously"
+    )
+
+
+def parse_sas_url(url: str, container: str | None = None) -> tuple[str, str]:
+    """A container SAS URL -> (account endpoint, SAS token); checks it names `container`."""
+    url = url.strip()
+    remember_secret(url)
+    parsed = urlparse(url)
+    token = parsed.query
+    if parsed.scheme not in ("http", "https") or not parsed.netloc or "sig=" not in token:
+        raise StorageError(
+            "the SAS URL must be https://<account>.blob.core.windows.net/<container>?<SAS token> "
+            "(the container's 'Generate SAS' page gives it as 'Blob SAS URL')"
+        )
+    remember_secret(token)
+    segments = [s for s in parsed.path.split("/") if s]
+    path_style = ".blob." not in (parsed.hostname or "")
+    account_segments = segments[:1] if path_style else []
+    rest = segments[len(account_segments) :]
+    if len(rest) != 1:
+        raise StorageError(
+            f"the SAS URL {strip_query(url)} must name one container (and no blob): "
+            "use a container SAS URL"
+        )
+    if container is not None and rest[0] != container:
+        raise StorageError(
+            f"the SAS URL is for container '{rest[0]}', but the destination's container is "
+            f"'{container}'"
+        )
+    endpoint = f"{parsed.scheme}://{parsed.netloc}" + "".join(f"/{s}" for s in account_segments)
+    return endpoint, token
 
 
 @dataclass(frozen=True)
 class BlobStorage:
     """An account URL, a credential and how to talk to the service.
 
-    `secret` is the SAS token (`credential_type="sas"`) or the account key (`"key"`); it is
-    never part of `repr` and is registered for redaction before any request is made.
+    `secret` is the SAS token (`credential_type="sas"`), the account key (`"key"`), the
+    connection string (`"connection_string"`) or the container SAS URL (`"sas_url"`; these two
+    carry the endpoint, and `account_url` may be empty); `principal` holds a service principal.
+    Secrets are never part of `repr` and are registered for redaction before any request.
     `container()` builds a client with a fast, capped exponential retry policy.
     """
 
     account_url: str
     credential_type: CredentialType
     secret: str | None = field(default=None, repr=False)
+    principal: ServicePrincipal | None = None
     max_retries: int = 5  # per request, for timeouts, resets, 5xx and 429
     retry_backoff_seconds: float = 1.0  # first retry delay; doubles per retry, with jitter
     max_backoff_seconds: float = 30.0  # upper bound of one retry delay
@@ -131,15 +249,34 @@ class BlobStorage:
             verify_blocks=self.verify_blocks,
         )
 
-    def _sdk_credential(self) -> Any:
-        """The credential in the form the SDK needs for this account URL."""
-        if self.credential_type == "sas":
+    @property
+    def sign_in(self) -> str:
+        """How this storage signs in, for messages: 'a connection string', ..."""
+        return SIGN_IN_NAMES[self.credential_type]
+
+    def endpoint(self, container: str | None = None) -> str:
+        """The account's blob endpoint (from the connection string or SAS URL if they hold it)."""
+        return self._endpoint_and_credential(container)[0]
+
+    def _endpoint_and_credential(self, container: str | None = None) -> tuple[str, Any]:
+        """The account URL and the credential in the form the SDK needs."""
+        kind = self.credential_type
+        if kind == "connection_string":
+            if not (self.secret or "").strip():
+                raise StorageError("the connection string is empty: set the destination's secret")
+            remember_secret(self.secret)
+            return parse_connection_string(self.secret or "")
+        if kind == "sas_url":
+            if not (self.secret or "").strip():
+                raise StorageError("the SAS URL is empty: set the destination's secret")
+            return parse_sas_url(self.secret or "", container)
+        if kind == "sas":
             token = (self.secret or "").strip().lstrip("?")
             if not token:
                 raise StorageError("the SAS token is empty: set the destination's secret")
             remember_secret(token)
-            return token
-        if self.credential_type == "key":
+            return self.account_url, token
+        if kind == "key":
             key = (self.secret or "").strip()
             if not key:
                 raise StorageError("the account key is empty: set the destination's secret")
@@ -152,10 +289,18 @@ class BlobStorage:
                     f"cannot tell the storage account name from {strip_query(self.account_url)}: "
                     "use https://<account>.blob.core.windows.net or http://<host>/<account>"
                 )
-            return {"account_name": name, "account_key": key}
+            return self.account_url, {"account_name": name, "account_key": key}
+        if kind == "service_principal":
+            if self.principal is None:
+                raise StorageError("a service principal sign-in needs its tenant and client id")
+            return self.account_url, self.principal.credential()
         from azure.identity import DefaultAzureCredential  # only this credential needs it
 
-        return DefaultAzureCredential()
+        return self.account_url, DefaultAzureCredential()
+
+    def _sdk_credential(self) -> Any:
+        """The credential in the form the SDK needs for this account URL."""
+        return self._endpoint_and_credential()[1]
 
     def object_store_options(self) -> dict[str, str]:
         """The same account and credential as delta-rs storage options (its `object_store`
@@ -164,11 +309,12 @@ class BlobStorage:
         DefaultAzureCredential a bearer token from that same credential chain (managed
         identity, workload identity, environment, Azure CLI…). The values are secrets: never
         log them."""
-        parsed = urlparse(self.account_url)
-        name = account_name_from_url(self.account_url)
+        account_url, credential = self._endpoint_and_credential()
+        parsed = urlparse(account_url)
+        name = account_name_from_url(account_url)
         if not name or parsed.scheme not in ("http", "https"):
             raise StorageError(
-                f"cannot tell the storage account name from {strip_query(self.account_url)}: "
+                f"cannot tell the storage account name from {strip_query(account_url)}: "
                 "use https://<account>.blob.core.windows.net or http://<host>/<account>"
             )
         options = {
@@ -183,23 +329,22 @@ class BlobStorage:
             os.environ[EMULATOR_URL_VARIABLE] = f"{parsed.scheme}://{parsed.netloc}"
             options["azure_storage_use_emulator"] = "true"
         elif ".blob." not in (parsed.hostname or ""):
-            options["endpoint"] = self.account_url.rstrip("/")  # a custom host
+            options["endpoint"] = account_url.rstrip("/")  # a custom host
         if parsed.scheme == "http":
             options["allow_http"] = "true"
-        credential = self._sdk_credential()
-        if self.credential_type == "sas":
+        if isinstance(credential, str):  # a SAS token (also from a connection string / URL)
             options["sas_token"] = credential
-        elif self.credential_type == "key":
+        elif isinstance(credential, dict):
             options["account_key"] = credential["account_key"]
         else:
             try:
                 token = credential.get_token("https://storage.azure.com/.default").token
             except Exception as error:  # azure-identity raises its own ClientAuthenticationError
                 raise StorageError(
-                    "DefaultAzureCredential found no identity for the storage account "
-                    f"({short_reason(error)}): give the process a managed identity, or set "
-                    "AZURE_CLIENT_ID / AZURE_TENANT_ID / AZURE_CLIENT_SECRET, or sign in "
-                    "with the Azure CLI"
+                    f"{self.sign_in} got no token for the storage account "
+                    f"({short_reason(error)}): check the identity (managed or workload "
+                    "identity, AZURE_CLIENT_ID / AZURE_TENANT_ID / AZURE_CLIENT_SECRET, the "
+                    "service principal's tenant, client id and secret or certificate)"
                 ) from None
             finally:
                 credential.close()
@@ -211,18 +356,18 @@ class BlobStorage:
     def container(self, name: str) -> Iterator[ExportContainerClient]:
         """A client for container `name` with our retry policy; closed when the block exits."""
         secure_sdk_logging()
-        parsed = urlparse(self.account_url)
-        if "?" in self.account_url or parsed.scheme not in ("http", "https") or not parsed.netloc:
+        account_url, credential = self._endpoint_and_credential(name)
+        parsed = urlparse(account_url)
+        if "?" in account_url or parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise StorageError(
-                f"invalid account_url {strip_query(self.account_url)!r}: use "
+                f"invalid account_url {strip_query(account_url)!r}: use "
                 "https://<account>.blob.core.windows.net (no query string: the SAS token goes "
                 "in its own secret)"
             )
-        credential = self._sdk_credential()
         failure: StorageError | None = None
         try:
             client = ExportContainerClient(
-                self.account_url,
+                account_url,
                 name,
                 credential=credential,
                 retry_policy=CappedExponentialRetry(
@@ -238,13 +383,14 @@ class BlobStorage:
             )
         except ValueError as error:  # the SDK rejects the URL / credential combination
             failure = StorageError(
-                f"cannot use account_url {strip_query(self.account_url)} with container "
-                f"'{name}': {short_reason(error)}"
+                f"cannot use account_url {strip_query(account_url)} with container "
+                f"'{name}' ({self.sign_in}): {short_reason(error)}"
             )
         if failure is not None:
             failure.__context__ = None
             raise failure
         client.transfer = self.transfer
+        client.sign_in = self.sign_in
         try:
             yield client
         finally:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,10 +25,11 @@ from azure.storage.blob import ContainerClient
 
 from azexport_assets.storage.blobs import (
     MAX_BLOCKS,
+    BlobProperties,
     UploadedBlob,
-    _content,
     _put_whole,
     _transfer,
+    replacing_archived,
     upload_file,
 )
 from azexport_assets.storage.errors import StorageError, error_code, storage_error
@@ -59,8 +60,9 @@ class UploadPool:
 class GrowingFileUpload:
     """One blob uploaded from a file that may still grow (see module docstring).
 
-    The writer calls `grew(size)` after each flush and `finish(size, md5_hex)` after closing
-    the file; `result()` waits for the commit and returns the blob (or raises StorageError).
+    The writer calls `grew(size)` after each flush and `finish(size, md5_hex, metadata)` after
+    closing the file (`metadata`: entries known only then, e.g. the file's rows); `result()`
+    waits for the commit and returns the blob (or raises StorageError).
     """
 
     def __init__(
@@ -69,13 +71,13 @@ class GrowingFileUpload:
         blob_name: str,
         path: Path,
         *,
-        content_type: str,
+        properties: BlobProperties,
         on_committed: Callable[[UploadedBlob], None] | None = None,
     ) -> None:
         self.pool = pool
         self.blob_name = blob_name
         self.path = Path(path)
-        self.content_type = content_type
+        self.properties = properties
         self.on_committed = on_committed
         self._available = 0
         self._final: tuple[int, str] | None = None  # (size, md5) once the writer closed it
@@ -98,10 +100,11 @@ class GrowingFileUpload:
             self._available = size
             self._changed.notify()
 
-    def finish(self, size: int, md5_hex: str) -> None:
+    def finish(self, size: int, md5_hex: str, metadata: Mapping[str, str] | None = None) -> None:
         with self._changed:
             self._available = size
             self._final = (size, md5_hex)
+            self.properties = self.properties.with_metadata(metadata)
             self._changed.notify()
 
     def abort(self) -> None:
@@ -179,9 +182,7 @@ class GrowingFileUpload:
                 ):
                     # Small file: one atomic Put Blob, as upload_file does.
                     data = stream.read()
-                    result, digest_hex = _put_whole(
-                        blob, data, self.content_type, None, self._final[1]
-                    )
+                    result, digest_hex = _put_whole(blob, data, self.properties, self._final[1])
                     self.pool.count(len(data))
                     return result, digest_hex, len(data)
                 if final_size is not None and final_size > block_size * MAX_BLOCKS:
@@ -214,9 +215,8 @@ class GrowingFileUpload:
             )
         md5_hex = self._final[1]
         try:
-            result = blob.commit_block_list(
-                ids, content_settings=_content(self.content_type, bytes.fromhex(md5_hex))
-            )
+            options = self.properties.request_options(bytes.fromhex(md5_hex))
+            result = replacing_archived(blob, lambda: blob.commit_block_list(ids, **options))
         except HttpResponseError as error:
             # A concurrent writer of the same name discarded our blocks: upload once more.
             if error_code(error) != "InvalidBlockList":
@@ -230,7 +230,7 @@ class GrowingFileUpload:
             self.pool.container,
             self.blob_name,
             self.path,
-            content_type=self.content_type,
+            properties=self.properties,
             md5_hex=self._final[1],
         )
         self.pool.count(uploaded.bytes)
