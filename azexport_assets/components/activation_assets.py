@@ -19,10 +19,15 @@ from azexport_assets.components.metadata import change_metadata, export_metadata
 from azexport_assets.config import ConfigError
 from azexport_assets.delta import KeyViolationError
 from azexport_assets.formats import FormatSpec
-from azexport_assets.introspect import ProjectShape, check_mapping, exported_columns
+from azexport_assets.introspect import (
+    ProjectShape,
+    check_mapping,
+    check_partition_columns,
+    exported_columns,
+)
 from azexport_assets.lakehouse import DeltaTypeError, TableAheadError
 from azexport_assets.logical_time import logical_time
-from azexport_assets.project import Project
+from azexport_assets.project import Project, path_names
 from azexport_assets.resources import (
     WAREHOUSE_KEY,
     ExportBlobStorage,
@@ -58,6 +63,7 @@ def delta_run(project: Project, shape: ProjectShape, name: str) -> exporting.Del
 
     def exported(columns: list[tuple[str, str]]) -> list[tuple[str, str]]:
         check_mapping(project, name, columns)
+        check_partition_columns(project, name, columns)
         return exported_columns(project, name, [c for c, _ in columns])
 
     return exporting.DeltaRun(
@@ -146,7 +152,9 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
     storage_key = destination_resource_key(activation.destination)
     prefix = f" under `{destination.path_prefix}/`" if destination.path_prefix else ""
     if activation.is_table:
-        path = exporting.table_path(activation, destination.path_prefix)
+        path = exporting.table_path(
+            activation, destination.path_prefix, path_names(project, name, "")
+        )
         what = (
             f"Delta table `{path}` in container `{destination.container}` "
             f"({activation.sync_mode}). Applies the change set of the last delta as one "
@@ -185,6 +193,8 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
             logical_time=logical_time(context),
             run_id=context.run.run_id,
             sources=activation_sources(project, shape, name),
+            # A retry or re-execution writes the names of the run it re-executes.
+            names=path_names(project, name, context.run.root_run_id or context.run.run_id),
             reexecuting=_reexecuted_runs(context, name),
         )
         lock = _activation_lock(store, name, context)
