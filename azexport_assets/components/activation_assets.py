@@ -13,7 +13,7 @@ from pydantic import Field
 
 from azexport_assets import export as exporting
 from azexport_assets.asset_keys import delta_key, export_key
-from azexport_assets.components.checks import warning_results, warning_specs
+from azexport_assets.components.checks import last_failures, warning_results, warning_specs
 from azexport_assets.components.lineage import sources_to_attach
 from azexport_assets.components.metadata import change_metadata, export_metadata
 from azexport_assets.config import ConfigError
@@ -240,7 +240,13 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
         sas_expiry = _sas_expiry_inputs(project, name)
         return dg.MaterializeResult(
             metadata=export_metadata(outcome, run.logical_time),
-            check_results=warning_results(project, name, outcome, *sas_expiry),
+            check_results=warning_results(
+                project,
+                name,
+                outcome,
+                *sas_expiry,
+                failed_before=last_failures(context.instance, project, name, context.run.run_id),
+            ),
         )
 
     return _export
