@@ -279,3 +279,25 @@ def load_error(root, text) -> str:
     with pytest.raises(ConfigError) as error:
         load(root, text)
     return str(error.value)
+
+
+def test_the_scaffold_writes_the_new_options_commented_and_the_schema_has_them(tmp_path):
+    from azexport_assets.components.scaffold import example_yaml
+    from azexport_assets.components.schema import attributes_json_schema
+
+    text = example_yaml("azexport_assets.components.AzureExport", "crm")
+    assert "      # partition_by: [country]\n" in text and "      # warnings: {" in text
+    assert "preview_crm_customers_csv" in text and "{run_id}" in text
+    uncommented = text.replace("      # partition_by:", "      partition_by:").replace(
+        "      # warnings:", "      warnings:"
+    )
+    (tmp_path / "defs" / "main").mkdir(parents=True)
+    (tmp_path / "defs" / "main" / "defs.yaml").write_text(uncommented)
+    project = load_project(tmp_path / "defs", tmp_path)
+    describe_project(project)
+    activation = project.activations["crm_customers_csv"]
+    assert activation.partition_by == ["country"] and activation.warnings.min_rows == 1
+
+    properties = attributes_json_schema()["properties"]["activations"]["additionalProperties"]
+    partition_by = properties["properties"]["partition_by"]
+    assert partition_by["type"] == "array" and "Hive-style" in partition_by["description"]
