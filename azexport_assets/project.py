@@ -249,7 +249,7 @@ def _check_tables(project: Project) -> None:
         if used:
             raise ConfigError(
                 f"{project.where('activations', name, 'file_name')}: a Delta table is one "
-                f"table kept up to date, so its path cannot hold variables that change per run "
+                f"table kept up to date, so its path cannot hold time variables or {{run_id}} "
                 f"({', '.join(used)}); use a fixed path such as 'lake/customers'"
             )
         refused = [

@@ -256,7 +256,7 @@ def test_segment_variable_needs_a_segment_and_tables_take_fixed_names(tmp_path):
     message = load_error(
         tmp_path, BASE.replace("people/{YYYY}", "'t/{run_id}'") + "      format: delta\n"
     )
-    assert "cannot hold variables that change per run ({run_id})" in message
+    assert "cannot hold time variables or {run_id} ({run_id})" in message
     # A table path may name the activation and the model (fixed), and partition_by maps to
     # the table's partition columns.
     project = load(tmp_path, BASE.replace("people/{YYYY}", "'t/{activation}_{model}'")

@@ -42,7 +42,7 @@ def preview_metadata(kit, name: str, logical_time: datetime | None = None, **con
     """Run preview_<name> and return the metadata of its op's output."""
     job = kit.definitions().resolve_job_def(f"preview_{name}")
     tags = {"azexport/logical_time": logical_time.isoformat()} if logical_time else None
-    run_config = {"ops": {f"preview_{name}": {"config": config}}} if config else None
+    run_config = {"ops": {f"{name}_preview": {"config": config}}} if config else None
     result = job.execute_in_process(instance=kit.instance, tags=tags, run_config=run_config)
     assert result.success
     outputs = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
@@ -222,7 +222,7 @@ def test_preview_job_has_no_asset_and_waits_for_nothing_but_the_computation(proj
     kit.write_defs(DEFS)
     defs = kit.definitions()
     job = defs.resolve_job_def("preview_diff")
-    assert [node.name for node in job.graph.nodes] == ["preview_diff"]
+    assert [node.name for node in job.graph.nodes] == ["diff_preview"]
     kit.run("diff", logical_time=T1)
     _, result = preview_metadata(kit, "diff", T2)
     assert result.get_asset_materialization_events() == []  # a preview materializes nothing

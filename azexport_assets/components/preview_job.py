@@ -134,7 +134,7 @@ def preview_job(project: Project, shape: ProjectShape, name: str) -> dg.JobDefin
     activation = project.activations[name]
 
     @dg.op(
-        name=f"preview_{name}",
+        name=f"{name}_preview",
         out=dg.Out(dg.Nothing),
         description=(
             f"What the next run of activation `{name}` would export, against its current "
