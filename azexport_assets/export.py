@@ -193,10 +193,6 @@ def file_set_query(spec: DeltaSpec, file_set: FileSet, activation: ActivationCon
     )
 
 
-def rows_of(change: ChangeSet, kinds: tuple[str, ...]) -> int:
-    return sum(getattr(change, kind) for kind in kinds)
-
-
 class Progress:
     """Rows and bytes written and uploaded, in the run log: a line per file written and per
     blob committed, and a summary at least every ~10 s while the export runs.
