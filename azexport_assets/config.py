@@ -764,6 +764,13 @@ class ActivationConfig(_Strict):
     )
     on_empty: Literal["skip", "write"] | None = None
     manifest: bool = False
+    partition_by: list[str] = Field(
+        default_factory=list,
+        description="Destination columns whose values make Hive-style folders "
+        "(<column>=<value>/) between the file name's folder and its file name: one complete "
+        "file (with its own parts) per partition. With format delta: the table's partition "
+        "columns (same as delta.partition_by).",
+    )
     change_column: str | None = Field(
         None,
         description="Name of an extra last column holding each row's change kind: "
@@ -783,6 +790,15 @@ class ActivationConfig(_Strict):
     @classmethod
     def _size(cls, value: Any) -> Any:
         return None if value is None else parse_size(value)
+
+    @field_validator("partition_by")
+    @classmethod
+    def _partition_columns(cls, value: list[str]) -> list[str]:
+        if any(not isinstance(v, str) or not v.strip() for v in value):
+            raise ValueError("names an empty column")
+        if len({v.lower() for v in value}) != len(value):
+            raise ValueError("names a column twice")
+        return value
 
     @field_validator("file_name")
     @classmethod
@@ -834,6 +850,15 @@ class ActivationConfig(_Strict):
                     f"change_column {self.change_column!r} is also the destination name of "
                     f"column {taken[self.change_column.lower()]!r}; pick another name"
                 )
+        if self.partition_by and self.delta.partition_by:
+            raise ValueError(
+                "give the table's partition columns once: 'partition_by' or "
+                "'delta.partition_by' (with format delta they mean the same)"
+            )
+        if self.change_column is not None and self.change_column.lower() in {
+            c.lower() for c in self.partition_by
+        }:
+            raise ValueError(f"change_column {self.change_column!r} cannot be a partition column")
         if self.compression != "none" and self.format == "parquet":
             raise ValueError(
                 "'compression' applies to csv/json/xml; Parquet compresses inside the file: "
@@ -860,6 +885,12 @@ class ActivationConfig(_Strict):
     def is_table(self) -> bool:
         """True when the activation keeps a table (`format: delta`) instead of writing files."""
         return self.format == "delta"
+
+    @property
+    def table_partition_by(self) -> list[str]:
+        """`format: delta`: the table's partition columns (`partition_by` or its twin
+        `delta.partition_by`)."""
+        return list(self.partition_by or self.delta.partition_by)
 
     def effective_on_empty(self, full_export: bool) -> Literal["skip", "write"]:
         """Spec default: deltas skip empty output, full exports write an empty file."""

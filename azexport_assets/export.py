@@ -30,7 +30,7 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,6 +49,7 @@ from azexport_assets.delta import (
     compute_change_set,
     export_kinds,
     load_change_set,
+    partition_counts_query,
     reset_baseline,
 )
 from azexport_assets.formats import FormatSpec, WriteResult, WrittenFile, write_export
@@ -87,6 +88,24 @@ class ExportedFile:
     part: int | None
     rows: int
     blob: UploadedBlob
+    partition: tuple[tuple[str, str | None], ...] = ()
+
+
+@dataclass(frozen=True)
+class FileSet:
+    """The rows of one file name (split into parts when large): the change kinds of one
+    suffix (`_added`, or '' for a single file), within one partition when partitioned."""
+
+    stem: str  # the blob name before suffix, part and extension (partition folders included)
+    suffix: str
+    kinds: tuple[str, ...]
+    rows: int
+    partition: tuple[tuple[str, str | None], ...] = ()  # (column, value as text or None)
+
+    @property
+    def kind(self) -> str:
+        """'rows' for a single file, else the change kind of its suffix."""
+        return self.suffix.strip("_") or "rows"
 
 
 @dataclass
@@ -110,14 +129,70 @@ class ExportReport:
         return sum(f.blob.bytes for f in self.files)
 
 
-def stem_name(activation: ActivationConfig, path_prefix: str, logical_time: datetime) -> str:
-    """'prefix/crm/25-04-14_export' — the blob name before suffixes and extension."""
-    rendered = naming.render(activation.file_name, logical_time, activation.timezone)
+def stem_name(
+    activation: ActivationConfig,
+    path_prefix: str,
+    logical_time: datetime,
+    names: Mapping[str, str] | None = None,
+) -> str:
+    """'prefix/crm/25-04-14_export' — the blob name before suffixes and extension (and
+    before partition folders). `names`: values of `{activation}`, `{run_id}`, `{model}`,
+    `{segment}`."""
+    rendered = naming.render(activation.file_name, logical_time, activation.timezone, names)
     return naming.join_prefix(path_prefix, rendered)
 
 
-def rows_of(change: ChangeSet, kinds: tuple[str, ...]) -> int:
-    return sum(getattr(change, kind) for kind in kinds)
+def plan_file_sets(
+    con: duckdb.DuckDBPyConnection,
+    spec: DeltaSpec,
+    change: ChangeSet,
+    activation: ActivationConfig,
+    stem: str,
+) -> tuple[list[FileSet], list[str]]:
+    """The files the change set makes (in write order), and the names skipped as empty.
+
+    Without `partition_by`: one file set per suffix of `export_kinds`. With it: per partition
+    that holds rows of the exported kinds (Hive-style folders, see `naming.partitioned_stem`),
+    per suffix. `on_empty: skip` leaves out empty file sets.
+    """
+    fmt = FormatSpec.from_activation(activation)
+    on_empty = activation.effective_on_empty(full_export=change.full)
+    suffixes = export_kinds(spec, change)
+    if activation.partition_by:
+        columns = list(activation.partition_by)
+        counts: dict[tuple[tuple[str, str | None], ...], dict[str, int]] = {}
+        for *values, kind, rows in con.execute(partition_counts_query(spec, columns)).fetchall():
+            partition = tuple(zip(columns, values, strict=True))
+            counts.setdefault(partition, {})[kind] = int(rows)
+        exported = {k for kinds in suffixes.values() for k in kinds}
+        groups = [
+            (naming.partitioned_stem(stem, partition), partition, by_kind)
+            for partition, by_kind in counts.items()
+            if any(by_kind.get(k, 0) for k in exported)
+        ]
+    else:
+        by_kind = {"added": change.added, "updated": change.updated, "removed": change.removed}
+        groups = [(stem, (), by_kind)]
+    sets: list[FileSet] = []
+    skipped: list[str] = []
+    for file_stem, partition, by_kind in groups:
+        for suffix, kinds in suffixes.items():
+            rows = sum(by_kind.get(k, 0) for k in kinds)
+            if rows == 0 and on_empty == "skip":
+                skipped.append(f"{file_stem}{suffix}{fmt.extension}")
+                continue
+            sets.append(FileSet(file_stem, suffix, kinds, rows, partition))
+    return sets, skipped
+
+
+def file_set_query(spec: DeltaSpec, file_set: FileSet, activation: ActivationConfig) -> str:
+    """The SELECT whose rows go into the file set's file(s)."""
+    return change_rows_query(
+        spec,
+        file_set.kinds,
+        change_column=activation.change_column,
+        partition=file_set.partition,
+    )
 
 
 class Progress:
@@ -206,7 +281,9 @@ class FileSetUploads:
         split: bool,
         progress: Progress,
         properties: BlobProperties,
+        partition: tuple[tuple[str, str | None], ...] = (),
     ) -> None:
+        self.partition = partition
         self.pool = pool
         self.stem = stem
         self.suffix = suffix
@@ -280,7 +357,7 @@ class FileSetUploads:
                 self.progress.tick()  # a long upload tail still reports every ~10 s
             blob = upload.result()
             part = index if len(result.files) > 1 else None
-            exported.append(ExportedFile(self.suffix, part, local.rows, blob))
+            exported.append(ExportedFile(self.suffix, part, local.rows, blob, self.partition))
         return exported
 
     def abort(self) -> None:
@@ -346,23 +423,27 @@ def write_and_upload(
     starting while its file is written. Returns the report so far and the uploads to finish
     once the warehouse is released (`finish_uploads`)."""
     fmt = FormatSpec.from_activation(activation)
-    on_empty = activation.effective_on_empty(full_export=change.full)
-    report = ExportReport(stem=stem)
+    file_sets, skipped = plan_file_sets(con, spec, change, activation, stem)
+    report = ExportReport(stem=stem, skipped=skipped)
     pending: list[tuple[FileSetUploads, WriteResult]] = []
-    for suffix, kinds in export_kinds(spec, change).items():
-        if rows_of(change, kinds) == 0 and on_empty == "skip":
-            report.skipped.append(f"{stem}{suffix}{fmt.extension}")
-            continue
-        out_dir = workdir / (suffix.strip("_") or "rows")
+    for index, file_set in enumerate(file_sets, start=1):
+        out_dir = workdir / f"{index:05d}-{file_set.kind}"
         out_dir.mkdir(parents=True)
         split = activation.max_file_size is not None
         uploads = FileSetUploads(
-            pool, stem, suffix, fmt, split=split, progress=progress, properties=properties
+            pool,
+            file_set.stem,
+            file_set.suffix,
+            fmt,
+            split=split,
+            progress=progress,
+            properties=properties,
+            partition=file_set.partition,
         )
         # A fresh cursor: the stream must not collide with results left open on `con`.
         cursor = con.cursor()
         try:
-            query = change_rows_query(spec, kinds, change_column=activation.change_column)
+            query = file_set_query(spec, file_set, activation)
             result = write_export(
                 cursor, query, fmt, out_dir, activation.max_file_size, observer=uploads
             )
@@ -407,6 +488,8 @@ class ExportRun:
     logical_time: datetime
     run_id: str
     sources: Mapping[str, SourceConfig] = field(default_factory=dict)  # see DeltaRun.sources
+    names: Mapping[str, str] = field(default_factory=dict)
+    """Values of the file name's `{activation}`, `{run_id}`, `{model}`, `{segment}`."""
     reexecuting: frozenset[str] | None = None
     """When this run re-executes an earlier one (a retry) without computing a change set of
     its own: the ids of the runs of its group, whose delta computed the change set it is
@@ -446,7 +529,7 @@ def run_export(
     if run.activation.is_table:
         return run_table_export(run, warehouse, storage, log)
     started = time.monotonic()
-    stem = stem_name(run.activation, run.path_prefix, run.logical_time)
+    stem = stem_name(run.activation, run.path_prefix, run.logical_time, run.names)
     fmt = FormatSpec.from_activation(run.activation)
     with storage.container(run.container) as container:
         preflight(container, tags=bool(run.activation.blob_properties.tags))
@@ -466,7 +549,7 @@ def run_export(
                 superseded_by=change.delta_id,
             )
         uploaded = time.monotonic()
-        remove_stale_parts(container, report, fmt)
+        remove_stale_parts(container, report, fmt, run.activation.partition_by)
         if run.activation.manifest and report.files:
             document = manifest_document(
                 report, run.name, run.activation, change, run.run_id, run.logical_time
@@ -537,9 +620,15 @@ def _write_change_set(
     return change, report, written
 
 
-def table_path(activation: ActivationConfig, path_prefix: str) -> str:
-    """The table's folder in the container: the prefix plus the (fixed) file name."""
-    return naming.validate_blob_name(naming.join_prefix(path_prefix, activation.file_name))
+def table_path(
+    activation: ActivationConfig, path_prefix: str, names: Mapping[str, str] | None = None
+) -> str:
+    """The table's folder in the container: the prefix plus the file name (fixed but for
+    `{activation}`, `{model}`, `{segment}`)."""
+    rendered = naming.render(
+        activation.file_name, datetime.now(timezone.utc), activation.timezone, names
+    )
+    return naming.validate_blob_name(naming.join_prefix(path_prefix, rendered))
 
 
 def run_table_export(
@@ -560,12 +649,12 @@ def run_table_export(
     started = time.monotonic()
     options = run.activation.delta
     care = TableCare(
-        partition_by=tuple(options.partition_by),
+        partition_by=tuple(run.activation.table_partition_by),
         change_data_feed=options.change_data_feed,
         optimize_every=options.optimize_every,
         vacuum_retain_hours=options.vacuum_retain_hours,
     )
-    path = table_path(run.activation, run.path_prefix)
+    path = table_path(run.activation, run.path_prefix, run.names)
     with storage.container(run.container) as container:
         preflight(container)
     target = DeltaTarget.at(
@@ -619,16 +708,30 @@ def blob_names(stem: str, suffix: str, extension: str, count: int) -> list[str]:
     ]
 
 
-def remove_stale_parts(container: ContainerClient, report: ExportReport, fmt: FormatSpec) -> None:
+def remove_stale_parts(
+    container: ContainerClient,
+    report: ExportReport,
+    fmt: FormatSpec,
+    partition_by: Sequence[str] = (),
+) -> None:
     """Delete blobs of this name pattern that this run did not write (an earlier run's extra
-    parts, or the plain file when this run wrote parts, or the reverse)."""
+    parts, or the plain file when this run wrote parts, or the reverse; with `partition_by`,
+    also the files of this name in partitions this run did not write)."""
     written = {f.blob.name for f in report.files}
+    folder, _, base_name = report.stem.rpartition("/")
+    folder = f"{folder}/" if folder else ""
+    partitions = "".join(f"{re.escape(naming.partition_value(c))}=[^/]*/" for c in partition_by)
     for suffix in {f.suffix for f in report.files}:
-        base = f"{report.stem}{suffix}"
-        pattern = re.compile(re.escape(base) + r"(?:_part-\d{5})?" + re.escape(fmt.extension) + "$")
+        if partition_by:
+            listed = f"{folder}{naming.partition_value(partition_by[0])}="
+            head = re.escape(folder) + partitions + re.escape(f"{base_name}{suffix}")
+        else:
+            listed = f"{report.stem}{suffix}"
+            head = re.escape(listed)
+        pattern = re.compile(head + r"(?:_part-\d{5})?" + re.escape(fmt.extension))
         stale = [
             name
-            for name in list_blob_names(container, base)
+            for name in list_blob_names(container, listed)
             if pattern.fullmatch(name) and name not in written
         ]
         if stale:
@@ -659,6 +762,7 @@ def manifest_document(
         }
         | {"compression": fmt.compression},
         "columns": [{"name": n, "type": t} for n, t in report.columns],
+        **({"partition_by": list(activation.partition_by)} if activation.partition_by else {}),
         "changes": {"added": change.added, "updated": change.updated, "removed": change.removed},
         "files": [
             {
@@ -668,6 +772,7 @@ def manifest_document(
                 "rows": f.rows,
                 "bytes": f.blob.bytes,
                 "md5": f.blob.md5_hex,
+                **({"partition": dict(f.partition)} if f.partition else {}),
             }
             for f in report.files
         ],

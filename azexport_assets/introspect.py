@@ -24,7 +24,7 @@ import duckdb
 
 from azexport_assets.config import ConfigError
 from azexport_assets.lakehouse import DeltaTypeError, check_column_types
-from azexport_assets.project import Project
+from azexport_assets.project import Project, partition_field
 from azexport_assets.sandbox import (
     UnsafeSQLError,
     ascii_lower,
@@ -261,6 +261,7 @@ def describe_project(project: Project) -> ProjectShape:
     for activation in project.activations:
         columns = shape.columns.get(project.activations[activation].source)
         check_mapping(project, activation, columns)
+        check_partition_columns(project, activation, columns)
         check_table_columns(project, activation, columns)
     return shape
 
@@ -330,6 +331,23 @@ def check_mapping(project: Project, activation: str, columns: list[tuple[str, st
         )
 
 
+def check_partition_columns(
+    project: Project, activation: str, columns: list[tuple[str, str]] | None
+) -> None:
+    """Files: `partition_by` names exported (destination) columns (at load and at run time)."""
+    config = project.activations[activation]
+    if config.is_table or not config.partition_by or columns is None:
+        return
+    names = [dest for _, dest in exported_columns(project, activation, [c for c, _ in columns])]
+    unknown = [c for c in config.partition_by if c not in names]
+    if unknown:
+        raise ConfigError(
+            f"{project.where('activations', activation, 'partition_by')}: unknown "
+            f"column(s) {', '.join(repr(c) for c in unknown)}; partition by exported "
+            f"(destination) names: {', '.join(names)}"
+        )
+
+
 def check_table_columns(
     project: Project, activation: str, columns: list[tuple[str, str]] | None
 ) -> None:
@@ -346,10 +364,10 @@ def check_table_columns(
         field_ = "mapping" if config.mapping else "source"
         raise ConfigError(f"{project.where('activations', activation, field_)}: {error}") from None
     names = [dest for _, dest in exported]
-    unknown = [c for c in config.delta.partition_by if c not in names]
+    unknown = [c for c in config.table_partition_by if c not in names]
     if unknown:
         raise ConfigError(
-            f"{project.where('activations', activation, 'delta.partition_by')}: unknown "
+            f"{project.where('activations', activation, partition_field(config))}: unknown "
             f"column(s) {', '.join(repr(c) for c in unknown)}; partition by exported "
             f"(destination) names: {', '.join(names)}"
         )

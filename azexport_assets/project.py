@@ -113,6 +113,7 @@ def build_project(files: list[DeclaredFile], project_root: Path) -> Project:
     _check_name_clashes(project)
     _read_model_sql(project)
     _check_references(project)
+    _check_path_variables(project)
     _check_blob_names(project)
     _check_tables(project)
     return project
@@ -189,13 +190,43 @@ def _check_references(project: Project) -> None:
             )
 
 
+def partition_field(activation: ActivationConfig) -> str:
+    """The field that names the partition columns, for messages."""
+    return "delta.partition_by" if activation.delta.partition_by else "partition_by"
+
+
+def path_names(project: Project, name: str, run_id: str) -> dict[str, str]:
+    """The values of a file name's `{activation}`, `{run_id}`, `{model}` and `{segment}`."""
+    source = project.activations[name].source
+    names = {"activation": name, "run_id": run_id, "model": project.model_of(source)}
+    if source in project.segments:
+        names["segment"] = source
+    return names
+
+
+def _check_path_variables(project: Project) -> None:
+    """`{segment}` needs a segment source (a model has no segment to name)."""
+    for name, activation in project.activations.items():
+        if "{segment}" in activation.file_name and activation.source not in project.segments:
+            raise ConfigError(
+                f"{project.where('activations', name, 'file_name')}: {{segment}} names the "
+                f"activation's segment, but its source '{activation.source}' is a model; use "
+                "{model}"
+            )
+
+
 def _check_blob_names(project: Project) -> None:
     """The destination's prefix plus the longest name an activation can write fits Azure's
     1024 characters (each part is checked on its own when the config is parsed)."""
     sample_time = datetime(2025, 4, 14, 12, 0, 0, tzinfo=ZoneInfo("UTC"))
     for name, activation in project.activations.items():
         prefix = project.destinations[activation.destination].path_prefix
-        rendered = naming.render(activation.file_name, sample_time, activation.timezone)
+        rendered = naming.render(
+            activation.file_name,
+            sample_time,
+            activation.timezone,
+            path_names(project, name, naming.SAMPLE_NAMES["run_id"]) | {"segment": "segment"},
+        )
         longest = len(naming.join_prefix(prefix, rendered)) + _LONGEST_SUFFIX
         if longest > 1024:
             raise ConfigError(
@@ -212,11 +243,13 @@ def _check_tables(project: Project) -> None:
     for name, activation in project.activations.items():
         if not activation.is_table:
             continue
-        used = naming.template_variables(activation.file_name)
+        used = naming.time_variables(activation.file_name)
+        if "{run_id}" in activation.file_name:
+            used.append("{run_id}")
         if used:
             raise ConfigError(
                 f"{project.where('activations', name, 'file_name')}: a Delta table is one "
-                f"table kept up to date, so its path cannot hold time variables "
+                f"table kept up to date, so its path cannot hold time variables or {{run_id}} "
                 f"({', '.join(used)}); use a fixed path such as 'lake/customers'"
             )
         refused = [
@@ -246,10 +279,10 @@ def _check_tables(project: Project) -> None:
                 f"'{activation.sync_mode}' is merged on the primary key, so the mapping must "
                 f"export the key column(s) {', '.join(unmapped)} of model '{model}'"
             )
-        unknown = [c for c in activation.delta.partition_by if c not in mapping.values()]
+        unknown = [c for c in activation.table_partition_by if c not in mapping.values()]
         if unknown:
             raise ConfigError(
-                f"{project.where('activations', name, 'delta.partition_by')}: unknown "
+                f"{project.where('activations', name, partition_field(activation))}: unknown "
                 f"column(s) {', '.join(repr(c) for c in unknown)}; partition by exported "
                 f"(destination) names: {', '.join(mapping.values())}"
             )

@@ -9,6 +9,7 @@ import sys
 
 PLAIN_MODULES = [
     "azexport_assets.export",
+    "azexport_assets.preview",
     "azexport_assets.storage",
     "azexport_assets.storage.streaming",
     "azexport_assets.formats",

@@ -34,8 +34,12 @@ def test_every_variable(variable, expected):
     assert naming.render(f"a_{{{variable}}}_b", AT, "UTC") == f"a_{expected}_b"
 
 
-def test_all_ten_variables_are_known():
+def test_the_ten_time_variables_and_the_four_names_are_known():
     assert set(naming.VALID_VARIABLES) == {
+        "activation",
+        "run_id",
+        "model",
+        "segment",
         "YYYY",
         "YY",
         "MM",

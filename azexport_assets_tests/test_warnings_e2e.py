@@ -124,3 +124,65 @@ def test_failed_warnings_are_posted_to_the_webhook_once(project, azurite, contai
         assert len(received) == 1 and again.skip_message == "no new warnings"
     finally:
         server.shutdown()
+
+
+def test_a_warning_that_passes_again_says_so_once_and_the_webhook_posts_it(project, monkeypatch):
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        kit = project
+        monkeypatch.setenv("AZEXPORT_TEST_HOOK", f"http://127.0.0.1:{server.server_port}/hook")
+        kit.source_sql("CREATE TABLE people AS SELECT range AS id, 'n' AS name FROM range(10)")
+        body = DEFS.replace("sync_mode: difference", "sync_mode: upsert")
+        kit.write_defs(body + "      webhook_url_env: AZEXPORT_TEST_HOOK\n")
+        sensor = kit.definitions().resolve_sensor_def("activate_watched_warnings")
+
+        def run_and_tick(hour: int, cursor: str | None):
+            at = datetime(2025, 4, 14, hour, tzinfo=timezone.utc)
+            found = checks(kit.run("watched", logical_time=at))
+            tick = sensor.evaluate_tick(
+                dg.build_sensor_context(cursor=cursor, instance=kit.instance)
+            )
+            return found, tick.cursor or cursor
+
+        first, cursor = run_and_tick(1, None)  # 10 rows: passes, nothing to say
+        assert first["min_rows"] == (True, {"rows": 10, "min_rows": 3})
+        assert received == []
+
+        kit.source_sql("UPDATE people SET name = 'x' WHERE id = 1")
+        second, cursor = run_and_tick(2, cursor)  # 1 row: fails
+        assert second["min_rows"][0] is False
+        assert [(r["check"], r["status"]) for r in received] == [("min_rows", "failed")]
+        failed_run = received[0]["run_id"]
+
+        kit.source_sql("UPDATE people SET name = 'y' WHERE id < 5")
+        third, cursor = run_and_tick(3, cursor)  # 5 rows: passes again, and says so
+        assert third["min_rows"] == (
+            True,
+            {"rows": 5, "min_rows": 3, "recovered": True, "failed_in_run": failed_run},
+        )
+        assert [(r["check"], r["status"]) for r in received[1:]] == [("min_rows", "recovered")]
+        assert received[1]["description"].startswith(f"Recovered (failed in run {failed_run[:8]})")
+        assert received[1]["metadata"]["failed_in_run"] == failed_run
+
+        kit.source_sql("UPDATE people SET name = 'z' WHERE id < 5")
+        fourth, cursor = run_and_tick(4, cursor)  # passes again: an ordinary pass
+        assert fourth["min_rows"] == (True, {"rows": 5, "min_rows": 3})
+        assert len(received) == 2
+    finally:
+        server.shutdown()

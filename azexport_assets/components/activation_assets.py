@@ -13,16 +13,21 @@ from pydantic import Field
 
 from azexport_assets import export as exporting
 from azexport_assets.asset_keys import delta_key, export_key
-from azexport_assets.components.checks import warning_results, warning_specs
+from azexport_assets.components.checks import last_failures, warning_results, warning_specs
 from azexport_assets.components.lineage import sources_to_attach
 from azexport_assets.components.metadata import change_metadata, export_metadata
 from azexport_assets.config import ConfigError
 from azexport_assets.delta import ChangeSet, KeyViolationError
 from azexport_assets.formats import FormatSpec
-from azexport_assets.introspect import ProjectShape, check_mapping, exported_columns
+from azexport_assets.introspect import (
+    ProjectShape,
+    check_mapping,
+    check_partition_columns,
+    exported_columns,
+)
 from azexport_assets.lakehouse import DeltaTypeError, TableAheadError
 from azexport_assets.logical_time import logical_time
-from azexport_assets.project import Project
+from azexport_assets.project import Project, path_names
 from azexport_assets.resources import (
     WAREHOUSE_KEY,
     DestinationStorage,
@@ -59,6 +64,7 @@ def delta_run(project: Project, shape: ProjectShape, name: str) -> exporting.Del
 
     def exported(columns: list[tuple[str, str]]) -> list[tuple[str, str]]:
         check_mapping(project, name, columns)
+        check_partition_columns(project, name, columns)
         return exported_columns(project, name, [c for c, _ in columns])
 
     return exporting.DeltaRun(
@@ -168,7 +174,9 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
     storage_key = destination_resource_key(activation.destination)
     prefix = f" under `{destination.path_prefix}/`" if destination.path_prefix else ""
     if activation.is_table:
-        path = exporting.table_path(activation, destination.path_prefix)
+        path = exporting.table_path(
+            activation, destination.path_prefix, path_names(project, name, "")
+        )
         what = (
             f"Delta table `{path}` in container `{destination.container}` "
             f"({activation.sync_mode}). Applies the change set of the last delta as one "
@@ -211,6 +219,8 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
             logical_time=logical_time(context),
             run_id=context.run.run_id,
             sources=activation_sources(project, shape, name),
+            # A retry or re-execution writes the names of the run it re-executes.
+            names=path_names(project, name, context.run.root_run_id or context.run.run_id),
             reexecuting=_reexecuted_runs(context, name),
         )
         client = storage.client()  # reads the destination's variables: one line if unset
@@ -258,7 +268,13 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
         sas_expiry = _sas_expiry_inputs(project, name)
         return dg.MaterializeResult(
             metadata=export_metadata(outcome, run.logical_time, activation.sync_mode),
-            check_results=warning_results(project, name, outcome, *sas_expiry),
+            check_results=warning_results(
+                project,
+                name,
+                outcome,
+                *sas_expiry,
+                failed_before=last_failures(context.instance, project, name, context.run.run_id),
+            ),
         )
 
     return _export

@@ -16,6 +16,7 @@ from azexport_assets.components.jobs import (
     tick_job,
 )
 from azexport_assets.components.model_assets import model_asset, segment_asset, source_table_specs
+from azexport_assets.components.preview_job import preview_job
 from azexport_assets.components.sensors import source_change_sensor, warning_webhook_sensor
 from azexport_assets.introspect import ProjectShape
 from azexport_assets.project import Project
@@ -56,6 +57,7 @@ def build_definitions(
     for name in activations:
         assets += [delta_asset(project, shape, name), export_asset(project, shape, name)]
         job = jobs[f"activate_{name}"] = activation_job(project, shape, name)
+        jobs[f"preview_{name}"] = preview_job(project, shape, name)
         if project.activations[name].trigger == "on_change":
             sensors.append(source_change_sensor(project, shape, name, job))
         if project.activations[name].warnings.webhook_url_env:

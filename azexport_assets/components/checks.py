@@ -1,8 +1,14 @@
 """The WARN checks of an export (`warnings:` in YAML): declared next to the asset, evaluated
-from the export's outcome. Each shows its threshold beside the observed value."""
+from the export's outcome. Each shows its threshold beside the observed value.
+
+A check that failed in its last evaluation and passes now says so, once: its description
+starts with "Recovered" and its metadata holds `recovered: true` and the run it failed in
+(the warnings webhook posts that evaluation as a recovery). The next passing evaluation is
+an ordinary pass again."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -61,13 +67,46 @@ def next_scheduled_run(cron: str | None, tz: str, now: datetime) -> datetime | N
     return croniter(cron, now.astimezone(ZoneInfo(tz))).get_next(datetime).astimezone(timezone.utc)
 
 
+RECOVERED = "recovered"
+
+
+def last_failures(
+    instance: dg.DagsterInstance, project: Project, name: str, current_run: str
+) -> dict[str, str]:
+    """{check: run id} of the activation's checks whose last finished evaluation (before
+    `current_run`) failed."""
+    failed = {}
+    for check in _wanted_checks(project, name):
+        records = instance.event_log_storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(export_key(name), check), limit=10
+        )
+        for record in records:  # newest first; this run's own planned record is skipped
+            status = check_status(record)
+            if record.run_id == current_run or status not in ("SUCCEEDED", "FAILED"):
+                continue
+            if status == "FAILED":
+                failed[check] = record.run_id
+            break
+    return failed
+
+
+def check_status(record) -> str:
+    """'SUCCEEDED' / 'FAILED' / ... of a check execution record (compared by name, so no
+    import from Dagster's private modules is needed)."""
+    status = record.status
+    return str(getattr(status, "value", status))
+
+
 def warning_results(
     project: Project,
     name: str,
     outcome: ExportOutcome,
     sas_token: str | None,
     now: datetime,
+    failed_before: Mapping[str, str] | None = None,
 ) -> list[dg.AssetCheckResult]:
+    """The checks' results; `failed_before` ({check: run id}, see `last_failures`) marks a
+    check that passes again as recovered."""
     activation = project.activations[name]
     warnings = activation.warnings
     change, report = outcome.change, outcome.report
@@ -76,6 +115,10 @@ def warning_results(
     results = []
 
     def result(check: str, passed: bool, description: str, **metadata) -> None:
+        failed_in = (failed_before or {}).get(check)
+        if passed and failed_in:
+            description = f"Recovered (failed in run {failed_in[:8]}): {description}"
+            metadata = {**metadata, RECOVERED: True, "failed_in_run": failed_in}
         if check in wanted:
             results.append(
                 dg.AssetCheckResult(

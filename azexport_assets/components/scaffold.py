@@ -64,6 +64,14 @@ attributes:
       #   access_tier: Cool          # Hot | Cool | Cold | Archive (read only after rehydration)
       #   tags: {{team: data, run: "{{run_id}}"}}   # index tags; a SAS needs 't'
       #   metadata: {{owner: data}}    # besides activation, run_id, logical_time, rows, md5
+      # file_name may also use {{activation}}, {{model}}, {{segment}} and {{run_id}}.
+      # Hive-style folders (country=FR/) before the file name, one complete file each:
+      # partition_by: [country]
+      # WARN checks; a check that failed and passes again says so once (and the webhook
+      # in $EXPORT_WEBHOOK_URL posts failures and recoveries):
+      # warnings: {{min_rows: 1, max_change_ratio: 0.5, webhook_url_env: EXPORT_WEBHOOK_URL}}
+      # See what the next run would export, writing nothing: the job
+      # preview_{name}_customers_csv, or `python -m azexport_assets.preview <activation>`.
 """
 
 

@@ -20,6 +20,7 @@ import urllib.request
 import dagster as dg
 
 from azexport_assets.asset_keys import export_key
+from azexport_assets.components.checks import RECOVERED, check_status
 from azexport_assets.components.fingerprints import source_fingerprint
 from azexport_assets.components.lineage import upstream_models
 from azexport_assets.introspect import ProjectShape
@@ -86,7 +87,8 @@ def _previous_fingerprints(cursor: str | None) -> dict | None:
 def warning_webhook_sensor(
     project: Project, activation: str, check_names: list[str]
 ) -> dg.SensorDefinition:
-    """Posts every failed warning check of the activation's export to a webhook, once.
+    """Posts every failed warning check of the activation's export to a webhook, once, and
+    every recovery (a check that failed and passes again, see `checks.py`), once.
 
     The URL is read from the environment variable named by `warnings.webhook_url_env` at
     each evaluation (it often embeds a token: it is never logged). The cursor is the id of the
@@ -104,31 +106,40 @@ def warning_webhook_sensor(
     )
     def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
         seen = int(context.cursor or 0)
-        failed = []
+        news = []
         for check in check_names:
             records = context.instance.event_log_storage.get_asset_check_execution_history(
                 dg.AssetCheckKey(asset_key, check), limit=100
             )
-            failed += [
-                r for r in records if r.id > seen and r.event is not None and _status(r) == "FAILED"
+            news += [
+                r
+                for r in records
+                if r.id > seen and r.event is not None and _delivered_status(r) is not None
             ]
-        if not failed:
+        if not news:
             return dg.SkipReason("no new warnings")
         url = os.environ.get(url_env)
         if not url:
-            return dg.SkipReason(f"{len(failed)} warning(s) to send, but ${url_env} is not set")
-        for record in sorted(failed, key=lambda r: r.id):
+            return dg.SkipReason(f"{len(news)} warning(s) to send, but ${url_env} is not set")
+        for record in sorted(news, key=lambda r: r.id):
             post_json(url, warning_payload(activation, record))
-        return dg.SensorResult(cursor=str(max(r.id for r in failed)))
+        return dg.SensorResult(cursor=str(max(r.id for r in news)))
 
     return _sensor
 
 
-def _status(record) -> str:
-    """'SUCCEEDED' / 'FAILED' / ... of a check execution record (compared by name, so no
-    import from Dagster's private modules is needed)."""
-    status = record.status
-    return str(getattr(status, "value", status))
+def _delivered_status(record) -> str | None:
+    """'failed' for a failed evaluation, 'recovered' for the first pass after a failure,
+    None for anything the webhook does not hear about."""
+    status = check_status(record)
+    if status == "FAILED":
+        return "failed"
+    if status == "SUCCEEDED":
+        evaluation = record.event.dagster_event.event_specific_data
+        recovered = evaluation.metadata.get(RECOVERED)
+        if recovered is not None and recovered.value is True:
+            return "recovered"
+    return None
 
 
 def warning_payload(activation: str, record) -> dict:
@@ -137,6 +148,7 @@ def warning_payload(activation: str, record) -> dict:
         "activation": activation,
         "asset": record.key.asset_key.to_user_string(),
         "check": record.key.name,
+        "status": _delivered_status(record),
         "severity": evaluation.severity.value,
         "run_id": record.run_id,
         "timestamp": record.create_timestamp,

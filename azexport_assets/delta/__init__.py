@@ -14,6 +14,7 @@ from azexport_assets.delta.engine import (
     fingerprint,
     key_violations,
     load_change_set,
+    preview_change_set,
     reset_baseline,
 )
 from azexport_assets.delta.spec import (
@@ -22,7 +23,7 @@ from azexport_assets.delta.spec import (
     DeltaSpec,
     KeyViolationError,
 )
-from azexport_assets.delta.sql import change_rows_query
+from azexport_assets.delta.sql import change_rows_query, partition_counts_query
 
 __all__ = [
     "STATE_SCHEMA",
@@ -38,5 +39,7 @@ __all__ = [
     "fingerprint",
     "key_violations",
     "load_change_set",
+    "partition_counts_query",
+    "preview_change_set",
     "reset_baseline",
 ]

@@ -20,7 +20,7 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from datetime import timezone
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 
@@ -38,6 +38,8 @@ from azexport_assets.delta.spec import (
 from azexport_assets.sql_text import quote_ident
 
 FINGERPRINT_VERSION = 1
+
+T = TypeVar("T")
 
 
 # A delta commit deletes the updated and removed rows from the baseline; DuckDB keeps them in
@@ -242,74 +244,102 @@ def compute_change_set(
     modes; the previous state is then untouched. `log` receives a line when the baseline's
     row hashes had to be recomputed (once after an upgrade).
     """
-    activation = spec.activation
     with state.transaction(con):
-        state.ensure_schema(con)
-        fp, fp_detail = fingerprint(con, spec)
-        row = state.read(con, activation) or {}
-        has_baseline = (
-            row.get("baseline_delta_id") is not None
-            and state.relation_kind(con, state_name("baseline", activation)) == "table"
-        )
-        if not spec.is_delta:
-            reason = "full_only"
-        elif not has_baseline:
-            reason = "resync" if row.get("reset_at") else "first_run"
-        elif row.get("baseline_fingerprint") != fp:
-            reason = "mapping_changed"
-        else:
-            reason = "delta"
-        state.drop_relation(con, state_name("changes", activation))
-        state.drop_relation(con, state_name("pending", activation))
-        baseline_rows = _count(con, state_table("baseline", activation)) if has_baseline else 0
-        lay = sql.layout(spec, _column_types(fp_detail))
-        computed_at = state.utc_now()
-        if reason == "delta":
-            counts = _compute_delta(con, spec, lay, baseline_rows, log)
-        else:
-            counts = _compute_full(con, spec, lay)
-        change = ChangeSet(
-            activation=activation,
-            delta_id=delta_id,
-            full=reason != "delta",
-            reason=reason,
-            added=counts["added"],
-            updated=counts["updated"],
-            removed=counts["removed"],
-            unchanged=counts["current_rows"] - counts["added"] - counts["updated"],
-            current_rows=counts["current_rows"],
-            baseline_rows=baseline_rows,
-            committed=False,
-            computed_at=computed_at,
-        )
-        state.write(
-            con,
-            activation,
-            {
-                "pending_delta_id": delta_id,
-                "pending_fingerprint": fp,
-                "pending_columns": fp_detail,
-                "pending_layout": json.dumps(
-                    {
-                        "keys": list(lay.keys),
-                        "stored": [name for name, _ in lay.stored],
-                        "hash": True,
-                    }
-                ),
-                "compared_delta_id": row.get("baseline_delta_id") if has_baseline else None,
-                "computed_at": computed_at,
-                "full_export": change.full,
-                "reason": reason,
-                "added": change.added,
-                "updated": change.updated,
-                "removed": change.removed,
-                "unchanged": change.unchanged,
-                "current_rows": change.current_rows,
-                "compared_rows": baseline_rows,
-                "committed": False,
-                **({"dead_rows": 0} if counts.get("rehashed") else {}),
-            },
-        )
+        return _compute_in_transaction(con, spec, delta_id, log)
+
+
+def preview_change_set(
+    con: duckdb.DuckDBPyConnection,
+    spec: DeltaSpec,
+    inspect: Callable[[ChangeSet], T],
+    log: Callable[[str], None] | None = None,
+) -> tuple[ChangeSet, T]:
+    """What `compute_change_set` would compute now, and `inspect(change)` of it, leaving
+    nothing behind: the change set is computed in a transaction that is always rolled back,
+    so the baseline, the last computed change set and the state row stay exactly as they
+    were. `inspect` runs inside the transaction and may read `change_rows_query(spec, ...)`.
+    """
+    con.execute("BEGIN TRANSACTION")
+    try:
+        change = _compute_in_transaction(con, spec, "preview", log)
+        return change, inspect(change)
+    finally:
+        con.execute("ROLLBACK")
+
+
+def _compute_in_transaction(
+    con: duckdb.DuckDBPyConnection,
+    spec: DeltaSpec,
+    delta_id: str,
+    log: Callable[[str], None] | None,
+) -> ChangeSet:
+    activation = spec.activation
+    state.ensure_schema(con)
+    fp, fp_detail = fingerprint(con, spec)
+    row = state.read(con, activation) or {}
+    has_baseline = (
+        row.get("baseline_delta_id") is not None
+        and state.relation_kind(con, state_name("baseline", activation)) == "table"
+    )
+    if not spec.is_delta:
+        reason = "full_only"
+    elif not has_baseline:
+        reason = "resync" if row.get("reset_at") else "first_run"
+    elif row.get("baseline_fingerprint") != fp:
+        reason = "mapping_changed"
+    else:
+        reason = "delta"
+    state.drop_relation(con, state_name("changes", activation))
+    state.drop_relation(con, state_name("pending", activation))
+    baseline_rows = _count(con, state_table("baseline", activation)) if has_baseline else 0
+    lay = sql.layout(spec, _column_types(fp_detail))
+    computed_at = state.utc_now()
+    if reason == "delta":
+        counts = _compute_delta(con, spec, lay, baseline_rows, log)
+    else:
+        counts = _compute_full(con, spec, lay)
+    change = ChangeSet(
+        activation=activation,
+        delta_id=delta_id,
+        full=reason != "delta",
+        reason=reason,
+        added=counts["added"],
+        updated=counts["updated"],
+        removed=counts["removed"],
+        unchanged=counts["current_rows"] - counts["added"] - counts["updated"],
+        current_rows=counts["current_rows"],
+        baseline_rows=baseline_rows,
+        committed=False,
+        computed_at=computed_at,
+    )
+    state.write(
+        con,
+        activation,
+        {
+            "pending_delta_id": delta_id,
+            "pending_fingerprint": fp,
+            "pending_columns": fp_detail,
+            "pending_layout": json.dumps(
+                {
+                    "keys": list(lay.keys),
+                    "stored": [name for name, _ in lay.stored],
+                    "hash": True,
+                }
+            ),
+            "compared_delta_id": row.get("baseline_delta_id") if has_baseline else None,
+            "computed_at": computed_at,
+            "full_export": change.full,
+            "reason": reason,
+            "added": change.added,
+            "updated": change.updated,
+            "removed": change.removed,
+            "unchanged": change.unchanged,
+            "current_rows": change.current_rows,
+            "compared_rows": baseline_rows,
+            "committed": False,
+            **({"dead_rows": 0} if counts.get("rehashed") else {}),
+        },
+    )
     return change
 
 

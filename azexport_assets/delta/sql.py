@@ -252,11 +252,13 @@ def change_rows_query(
     change_column: str | None = None,
     *,
     kind_column: str | None = None,
+    partition: Sequence[tuple[str, str | None]] = (),
 ) -> str:
     """The stored change set's rows of `kinds`, as destination columns in export order:
     preceded by the change kind as `kind_column` (for table writers), and followed by a VARCHAR
     column `change_column` with each row's kind (the files' optional change column), when
-    given.
+    given. `partition` narrows the rows to one partition: (destination column, value as
+    VARCHAR or None for NULL) pairs, as `partition_counts_query` lists them.
 
     Delta change sets are ordered by the primary key, so files are deterministic. full_only
     exports keep the model's own row order (DuckDB scans a table in insertion order): sorting
@@ -280,7 +282,29 @@ def change_rows_query(
             )
         items += f", ch.kind AS {quote_ident(change_column)}"
     where = f"ch.kind IN ({', '.join(quote_literal(k) for k in kinds)})" if kinds else "false"
+    if partition:
+        internal = {dest: name for name, dest in lay.exported}
+        for dest, value in partition:
+            text = "NULL" if value is None else quote_literal(value)
+            where += f" AND CAST(ch.{internal[dest]} AS VARCHAR) IS NOT DISTINCT FROM {text}"
     query = f"SELECT {items} FROM {state_table('changes', spec.activation)} AS ch WHERE {where}"
     if not spec.is_delta:
         return query
     return f"{query} ORDER BY {', '.join('ch.' + name for name in lay.keys)}"
+
+
+def partition_counts_query(spec: DeltaSpec, columns: Sequence[str]) -> str:
+    """(value of each partition column as VARCHAR, kind, rows) of the stored change set, one
+    row per partition and kind, in partition order (NULL last). `columns` are destination
+    names of exported columns."""
+    internal = {dest: name for name, dest in layout(spec).exported}
+    missing = [c for c in columns if c not in internal]
+    if missing:
+        raise ValueError(f"partition column(s) {missing} are not exported")
+    values = [f"CAST(ch.{internal[c]} AS VARCHAR)" for c in columns]
+    items = ", ".join(f"{v} AS p{i}" for i, v in enumerate(values))
+    groups = ", ".join(f"p{i}" for i in range(len(values)))
+    return (
+        f"SELECT {items}, ch.kind, count(*) FROM {state_table('changes', spec.activation)} AS ch "
+        f"GROUP BY {groups}, ch.kind ORDER BY {groups}, ch.kind"
+    )
