@@ -131,17 +131,19 @@ def _read_only(folder: Path) -> None:
 
 
 def _listing(folder: Path, skip: str = "") -> dict[str, tuple[int, int, int]]:
-    """Every path under `folder` with its mode, size and modification time (but those with a
-    part named `skip`)."""
+    """Every path under `folder` with its mode, and a file's size and modification time (but
+    those with a part named `skip`). A folder's own time is left out: it changes when an entry
+    is added, such as a skipped `__pycache__` that Python creates on first import."""
     found = {}
     for path in sorted([folder, *folder.rglob("*")]):
         if skip and skip in path.relative_to(folder).parts:
             continue
         info = path.lstat()
+        regular = stat.S_ISREG(info.st_mode)
         found[str(path.relative_to(folder))] = (
             info.st_mode,
-            info.st_size if stat.S_ISREG(info.st_mode) else 0,
-            info.st_mtime_ns,
+            info.st_size if regular else 0,
+            info.st_mtime_ns if regular else 0,
         )
     return found
 

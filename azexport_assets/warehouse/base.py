@@ -94,3 +94,9 @@ def create_schemas(con: duckdb.DuckDBPyConnection) -> list[str]:
     for name in missing:
         con.execute(f'CREATE SCHEMA IF NOT EXISTS "{name}"')
     return missing
+
+
+def quiet(con: duckdb.DuckDBPyConnection) -> None:
+    """No progress bars: a step's output is the run log (and a CLI's output is read by
+    scripts), not a terminal. Cursors of `con` inherit the setting."""
+    con.execute("SET enable_progress_bar = false")

@@ -32,6 +32,7 @@ from azexport_assets.warehouse.base import (
     WarehouseBackend,
     WarehouseBusyError,
     create_schemas,
+    quiet,
 )
 from azexport_assets.warehouse.sources import attach_sources
 
@@ -188,6 +189,7 @@ class Warehouse(WarehouseBackend):
         ):
             con = duckdb.connect(str(self.path))
             try:
+                quiet(con)
                 if self.memory_limit:
                     # Past the limit DuckDB spills to <warehouse>.tmp/ instead of failing.
                     con.execute("SET memory_limit = ?", [self.memory_limit])

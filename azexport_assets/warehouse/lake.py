@@ -38,6 +38,7 @@ from azexport_assets.warehouse.base import (
     DEFAULT_MEMORY_LIMIT,
     WarehouseBackend,
     create_schemas,
+    quiet,
 )
 from azexport_assets.warehouse.extensions import install_extensions
 from azexport_assets.warehouse.pglock import PostgresActivationLock
@@ -194,6 +195,7 @@ class LakeWarehouse(WarehouseBackend):
         creates the catalog tables in Postgres the first time, and checks the path after)."""
         con = duckdb.connect(config=self._config())
         try:
+            quiet(con)
             if self.settings.remote:
                 self._azure_secret(con)
             target = quote_literal(f"ducklake:postgres:{self.settings.conninfo}")
@@ -221,6 +223,7 @@ class LakeWarehouse(WarehouseBackend):
             conninfo += f" application_name={name}"
         con = duckdb.connect(f"ducklake:postgres:{conninfo}", config=self._config())
         try:
+            quiet(con)
             if self.settings.remote:
                 self._azure_secret(con)
         except BaseException:
