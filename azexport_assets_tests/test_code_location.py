@@ -106,7 +106,7 @@ def test_webserver_shows_the_lineage(tmp_path):
         # Asset descriptions (docstrings) show the SQL in the UI.
         assert "crm.customers" in deps[("models", "customers")]["description"]
     finally:
-        # The webserver and the code server it started (which outlives it when left alone).
+        # The webserver and the code server it started.
         stop_trees([server])
         log.close()
     assert not with_environment("DAGSTER_HOME", str(home)), "a process of the test survived"
