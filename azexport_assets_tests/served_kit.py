@@ -14,6 +14,7 @@ import pytest
 
 from azexport_assets.demo.azurite import free_port
 from azexport_assets.demo.instance import prepare_dagster_home
+from azexport_assets.demo.processes import with_environment
 from azexport_assets.demo.server import DagsterServer, start_dagster
 
 WORKSPACE = """
@@ -29,7 +30,8 @@ def serve_project(
     kit, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, location: str
 ) -> Iterator[DagsterServer]:
     """Write entry.py + workspace.yaml into the kit's root, prepare a DAGSTER_HOME under
-    tmp_path (set in the environment) and run `dagster dev` until the block ends."""
+    tmp_path (set in the environment) and run `dagster dev` until the block ends; then
+    check that no process carrying that DAGSTER_HOME is left."""
     kit.write_entry()
     (kit.root / "workspace.yaml").write_text(WORKSPACE.format(location=location))
     home = prepare_dagster_home(tmp_path / "dagster_home")
@@ -45,3 +47,5 @@ def serve_project(
             yield server
         finally:
             server.stop()
+    left = with_environment("DAGSTER_HOME", str(home))
+    assert not left, f"processes of this Dagster still running: {sorted(left)}"

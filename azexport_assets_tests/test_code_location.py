@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 import urllib.request
@@ -13,6 +12,7 @@ import dagster as dg
 import pytest
 
 from azexport_assets.demo.azurite import PROJECT_ROOT, free_port
+from azexport_assets.demo.processes import spawn, stop_trees, with_environment
 
 CHAIN = [
     (["sources", "crm", "crm.customers"], ["models", "customers"]),
@@ -81,13 +81,13 @@ def test_webserver_shows_the_lineage(tmp_path):
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     env = {**os.environ, "DAGSTER_HOME": str(home)}
-    server = subprocess.Popen(
+    log = open(tmp_path / "webserver.log", "wb")  # noqa: SIM115 (closed below)
+    server = spawn(
         [sys.executable, "-m", "dagster_webserver", "-w", "workspace.yaml"]
         + ["-h", "127.0.0.1", "-p", str(port)],
         cwd=PROJECT_ROOT,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        log=log,
     )
     try:
         deadline = time.monotonic() + 240
@@ -109,5 +109,7 @@ def test_webserver_shows_the_lineage(tmp_path):
         # Asset descriptions (docstrings) show the SQL in the UI.
         assert "crm.customers" in deps[("models", "customers")]["description"]
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        # The webserver and the code server it started.
+        stop_trees([server])
+        log.close()
+    assert not with_environment("DAGSTER_HOME", str(home)), "a process of the test survived"

@@ -5,6 +5,11 @@ daemon starts the first `a` and the `b` together; the second `a` stays QUEUED un
 has finished (the per-activation tag limit), then runs. The test keeps the first `a` in
 progress by holding the activation's lock, so the order does not depend on timing. Every run
 is a real process started by the daemon, writing to a DuckLake and exporting to Azurite.
+
+Every process the test starts is stopped before the Postgres server is: the daemon's code
+servers, left alone, outlive it, waiting for heartbeats and for the database, and never end
+once it is gone. The test stops the daemon's whole tree (`stop_trees`) and then checks that no
+process carrying its DAGSTER_HOME is left.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from azexport_assets.demo.processes import spawn, stop_trees, with_environment
 from azexport_assets.warehouse import open_warehouse
 from azexport_assets_tests.lake_kit import (  # noqa: F401
     PASSWORD,
@@ -135,12 +141,12 @@ def test_daemon_runs_one_run_per_activation_at_a_time(deployment: ProjectKit):
     # step waits) until the test has seen `b` finish alongside it.
     held = open_warehouse().activation_lock("a", holder="test")
     held.acquire()
-    daemon = subprocess.Popen(
+    daemon_log = open(kit.root / "daemon.log", "wb")  # noqa: SIM115 (closed below)
+    daemon = spawn(
         [bin_of("dagster-daemon"), "run", "-w", str(kit.root / "workspace.yaml")],
         cwd=kit.root,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
         env=os.environ.copy(),
+        log=daemon_log,
     )
     while_b_finished = None
     try:
@@ -155,12 +161,11 @@ def test_daemon_runs_one_run_per_activation_at_a_time(deployment: ProjectKit):
             time.sleep(0.2)
     finally:
         held.release()
-        daemon.terminate()
-        try:
-            daemon.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
+        # The daemon, its code servers and any run worker: everything this test started.
+        stop_trees([daemon])
+        daemon_log.close()
+    left = with_environment("DAGSTER_HOME", os.environ["DAGSTER_HOME"])
+    assert not left, f"processes of this test still running: {sorted(left)}"
 
     # `b` ran and finished while the first `a` was in progress and the second `a` queued.
     assert while_b_finished == {
@@ -174,8 +179,8 @@ def test_daemon_runs_one_run_per_activation_at_a_time(deployment: ProjectKit):
         second_a: dg.DagsterRunStatus.SUCCESS,
         b: dg.DagsterRunStatus.SUCCESS,
     }
-    # The second run of `a` started only after the first had ended; `b` ended while the first
-    # was running (which of the two started first is up to the daemon's dequeue threads).
+    # The second run of `a` started only after the first had ended; `b` ended inside the
+    # first (which of the two the daemon started first is up to it).
     assert records[second_a].start_time >= records[first_a].end_time
     assert records[first_a].start_time < records[b].end_time < records[first_a].end_time
 

@@ -1,9 +1,12 @@
 """Start long-running helper processes in their own process group and stop whole trees.
 
 `dagster dev` starts a webserver, a daemon and code servers, which start run workers. A
-terminal's Ctrl-C or a plain `terminate()` of the parent can leave some of them running, so
-stopping here means: an interrupt to the parent (its own orderly shutdown), then SIGTERM to
-every process group and every descendant found under /proc, then SIGKILL to what is left.
+terminal's Ctrl-C or a plain `terminate()` of the parent can leave some of them running: a
+code server whose parent has gone waits for its runs and for heartbeats, and when the
+instance's database is gone as well it never ends (one SIGTERM only starts its shutdown).
+So stopping here means: an interrupt to the parent (its own orderly shutdown), then SIGTERM
+to every descendant found under /proc (children first: a parent waiting for them then ends
+by itself), then to the parents and process groups, then SIGKILL to what is left.
 """
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ def spawn(
     command: Sequence[str],
     cwd: Path,
     env: dict[str, str] | None = None,
-    log: IO[bytes] | None = None,
+    log: IO[bytes] | int | None = None,
 ) -> subprocess.Popen:
     """Start `command` as the leader of a new session (so of a new process group).
 
     Its own group keeps the terminal's Ctrl-C away from it: the caller decides how and when
-    the tree stops (see `stop_trees`), instead of each process racing to shut down alone."""
+    the tree stops (see `stop_trees`), instead of each process racing to shut down alone.
+    `log` receives stdout and stderr: a file, `subprocess.PIPE`, or None (this terminal)."""
     return subprocess.Popen(
         list(command),
         cwd=cwd,
@@ -91,6 +95,27 @@ def alive(identity: dict[int, int]) -> set[int]:
     return remaining
 
 
+def with_environment(name: str, value: str) -> set[int]:
+    """Live processes (zombies excluded) whose environment holds `name=value`.
+
+    Every process a command starts inherits its environment, whatever its session, group or
+    parent: a variable set for one command (a test's DAGSTER_HOME) finds them all, including
+    those whose parent has gone."""
+    entry = f"{name}={value}".encode()
+    found = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:  # gone, or not ours to read
+            continue
+        stat = _stat(int(proc.name))
+        if entry in environ and stat is not None and stat[1] != "Z":
+            found.add(int(proc.name))
+    return found
+
+
 def _signal_all(groups: set[int], pids: set[int], sig: signal.Signals) -> None:
     for group in groups:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -115,12 +140,17 @@ def stop_trees(
     interrupt_grace: float = INTERRUPT_GRACE_SECONDS,
     term_grace: float = TERM_GRACE_SECONDS,
 ) -> None:
-    """Stop each process, its process group and all its descendants, in three steps:
+    """Stop each process, its process group and all its descendants, in four steps:
 
     1. SIGINT to each root only: `dagster dev` then shuts its services down in order;
-    2. SIGTERM to every process group and every descendant still running;
-    3. SIGKILL to whatever is left (and to the groups, for children started meanwhile).
-    All trees are stopped together: the whole takes at most the two grace periods + 1 s."""
+    2. SIGTERM to every descendant still running, not to the roots: a root that waits for
+       its children (`dagster dev` does) then ends its own shutdown normally, instead of
+       being cut short in the middle of it (click's "Aborted!");
+    3. SIGTERM to the roots and process groups still running (1 s);
+    4. SIGKILL to whatever is left (and to the groups, for children started meanwhile).
+    Descendants are found once, before any signal, so that a child whose parent ends first
+    is still known. All trees are stopped together: the whole takes at most
+    `interrupt_grace` + `term_grace` + 2 s."""
     roots = [p for p in processes if p.poll() is None]
     tree = {p.pid for p in roots}
     for process in roots:
@@ -132,9 +162,12 @@ def stop_trees(
             group = os.getpgid(pid)
             if group != os.getpgrp():  # never signal our own group
                 groups.add(group)
-    _signal_all(set(), {p.pid for p in roots}, signal.SIGINT)
+    root_pids = {p.pid for p in roots}
+    _signal_all(set(), root_pids, signal.SIGINT)
     _wait_gone(roots, identity, interrupt_grace)
-    _signal_all(groups, alive(identity), signal.SIGTERM)
+    _signal_all(set(), alive(identity) - root_pids, signal.SIGTERM)
     _wait_gone(roots, identity, term_grace)
+    _signal_all(groups, alive(identity), signal.SIGTERM)
+    _wait_gone(roots, identity, 1.0)
     _signal_all(groups, alive(identity), signal.SIGKILL)
     _wait_gone(roots, identity, 1.0)  # SIGKILL is delivered asynchronously

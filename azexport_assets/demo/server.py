@@ -128,10 +128,11 @@ def start_dagster(
     port: int,
     host: str = "127.0.0.1",
     env: dict[str, str] | None = None,
-    log: IO[bytes] | None = None,
+    log: IO[bytes] | int | None = None,
     workspace: Path | None = None,
 ) -> DagsterServer:
-    """Start Dagster for the project in its own process group (stop it with `.stop()`)."""
+    """Start Dagster for the project in its own process group (stop it with `.stop()`).
+    Its output goes to `log`: a file, `subprocess.PIPE`, or None (this terminal)."""
     env = dict(os.environ if env is None else env)
     # dg compares the active venv with the project's .venv and warns when they differ.
     env.setdefault("VIRTUAL_ENV", sys.prefix)
