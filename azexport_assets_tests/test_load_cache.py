@@ -161,3 +161,21 @@ def test_the_code_location_builds_once_per_dagster_command(tmp_path: Path) -> No
         [sys.executable, str(probe)], capture_output=True, text=True, env=env, timeout=300
     )
     assert "VALIDATIONS=1" in result.stderr, result.stderr[-3000:]
+
+
+def test_a_process_that_loaded_the_project_exits_without_a_full_collection():
+    # The exit handlers of a process that built the code location freeze the collector, so
+    # the interpreter's last collection does not walk Dagster's whole object graph.
+    code = (
+        "import atexit, gc\n"
+        "from azexport_assets.definitions import defs\n"
+        "defs()\n"
+        "assert gc.get_freeze_count() == 0\n"
+        "atexit._run_exitfuncs()\n"
+        "print(gc.get_freeze_count())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert int(done.stdout.strip().splitlines()[-1]) > 100_000

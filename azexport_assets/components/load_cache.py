@@ -26,6 +26,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from azexport_assets.fast_exit import freeze_at_exit
 from azexport_assets.project import Project
 from azexport_assets.warehouse import resolve_path, source_files
 
@@ -89,6 +90,7 @@ def cached_definitions(
 ) -> dg.Definitions:
     """`build()`'s definitions, reused while the defs folder, the environment and the sources
     are unchanged. `project_of()` names the project the last build validated."""
+    freeze_at_exit()  # a process that loads the project exits without a last full collection
     key = (os.getpid(), str(defs_root.resolve()))  # a forked child builds its own
     inputs = folder_digest(defs_root)
     with _lock:
