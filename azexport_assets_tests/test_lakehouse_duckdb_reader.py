@@ -1,17 +1,18 @@
 """A reader we did not write: DuckDB's own `delta` extension (DuckDB 1.5.5, the lake
-environment's extension wheels) reads the Delta table an activation keeps, after each sync
-mode and after a delete: every row and type as the model has them, and the previous version
-through time travel."""
+environment's extension wheels) reads the Delta table an activation keeps, straight from the
+container (Azurite, through the azure extension and a secret), after each sync mode and after
+a delete: every row and type as the model has them, and the previous version through time
+travel."""
 
 from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
-from pathlib import Path
 
 import duckdb
 import pytest
 
+from azexport_assets.demo.azurite import DEV_ACCOUNT, DEV_KEY, Azurite
 from azexport_assets.warehouse.extensions import install_extensions
 from azexport_assets_tests.project_kit import ProjectKit
 
@@ -42,20 +43,27 @@ activations:
 """
 
 
-def local_copy(kit: ProjectKit, folder: Path) -> Path:
-    """The table's blobs as they are in the container, in a local folder."""
-    for name in kit.blob_names("lake/people/"):
-        path = folder / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(kit.download(name))
-    return folder / "lake" / "people"
+def table_uri(kit: ProjectKit) -> str:
+    return f"az://{kit.container.container_name}/lake/people"
 
 
-def read(table: Path, version: int | None = None) -> tuple[list[tuple], list[tuple]]:
-    con = duckdb.connect(config={"extension_directory": str(install_extensions(["delta"]))})
+def read(
+    table: str, azurite: Azurite, version: int | None = None
+) -> tuple[list[tuple], list[tuple]]:
+    """The table as DuckDB's delta extension reads it from the container."""
+    con = duckdb.connect(
+        config={"extension_directory": str(install_extensions(["delta", "azure"]))}
+    )
     try:
         con.execute("LOAD delta")
+        con.execute("LOAD azure")
         con.execute("SET TimeZone = 'UTC'")
+        blob_endpoint = f"http://127.0.0.1:{azurite.port}/{DEV_ACCOUNT}"
+        connection = (
+            f"DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};"
+            f"BlobEndpoint={blob_endpoint};"
+        )
+        con.execute(f"CREATE SECRET azurite (TYPE azure, CONNECTION_STRING '{connection}')")
         options = f", version := {version}" if version is not None else ""
         relation = f"delta_scan('{table}'{options})"
         types = con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
@@ -90,11 +98,14 @@ FIRST = [
 ]
 
 
-def test_duckdb_reads_every_version_exactly(project: ProjectKit, tmp_path: Path) -> None:
+def test_duckdb_reads_every_version_exactly(project: ProjectKit, azurite, monkeypatch) -> None:
+    # The delta extension reaches a storage emulator on its default port unless told.
+    monkeypatch.setenv("AZURITE_BLOB_STORAGE_URL", f"http://127.0.0.1:{azurite.port}")
     project.source_sql(SOURCE)
     project.write_defs(DEFS)
     assert project.run("people_lake").success
-    types, rows = read(local_copy(project, tmp_path / "v0"))
+    table = table_uri(project)
+    types, rows = read(table, azurite)
     assert types == TYPES
     assert rows == FIRST
 
@@ -104,8 +115,7 @@ def test_duckdb_reads_every_version_exactly(project: ProjectKit, tmp_path: Path)
         "INSERT INTO people VALUES (4, 'Dee', NULL, NULL, NULL, NULL, ['d'])",
     )
     assert project.run("people_lake").success
-    table = local_copy(project, tmp_path / "v1")
-    types, rows = read(table)
+    types, rows = read(table, azurite)
     assert types == TYPES
     assert rows == [
         (1, "Ann B.", *FIRST[0][2:]),
@@ -113,4 +123,4 @@ def test_duckdb_reads_every_version_exactly(project: ProjectKit, tmp_path: Path)
         (4, "Dee", None, None, None, None, ["d"]),
     ]
     # Time travel with DuckDB too: version 0 is the first state.
-    assert read(table, version=0)[1] == FIRST
+    assert read(table, azurite, version=0)[1] == FIRST
