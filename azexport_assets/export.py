@@ -42,6 +42,8 @@ from azexport_assets import naming
 from azexport_assets.delta import (
     ChangeSet,
     DeltaSpec,
+    SyncLogEntry,
+    SyncLogSlice,
     change_rows_query,
     change_set_spec,
     commit_baseline,
@@ -49,6 +51,7 @@ from azexport_assets.delta import (
     export_kinds,
     load_change_set,
     reset_baseline,
+    run_slice,
 )
 from azexport_assets.formats import FormatSpec, WriteResult, WrittenFile, write_export
 from azexport_assets.lakehouse import (
@@ -378,6 +381,7 @@ class ExportOutcome:
     total_seconds: float
     table: TableCommit | None = None  # `format: delta`: what the export did to the table
     superseded_by: str | None = None  # see ExportRun.reexecuting
+    sync_log: SyncLogSlice | None = None  # `sync_log:` the rows this run's commit logged
 
     @property
     def rows(self) -> int:
@@ -427,11 +431,9 @@ def run_export(
             )
             upload_manifest(container, report, document)
 
-    def commit() -> bool:
-        with warehouse.connect(holder=f"run {run.run_id[:8]} {run.name}/commit") as con:
-            return commit_baseline(con, run.name, change.delta_id)
-
-    advanced = retry_transient(commit, what=f"baseline commit of '{run.name}'")
+    advanced, logged = retry_transient(
+        lambda: commit_run(run, warehouse, change), what=f"baseline commit of '{run.name}'"
+    )
     finished = time.monotonic()
     return ExportOutcome(
         report=report,
@@ -440,7 +442,30 @@ def run_export(
         write_seconds=written - started,
         upload_seconds=uploaded - written,
         total_seconds=finished - started,
+        sync_log=logged,
     )
+
+
+def sync_log_entry(run: ExportRun) -> SyncLogEntry | None:
+    """What the commit appends to the sync log, when the activation keeps one."""
+    options = run.activation.sync_log_options
+    if options is None:
+        return None
+    return SyncLogEntry(
+        run_id=run.run_id, logical_time=run.logical_time, retention_days=options.retention_days
+    )
+
+
+def commit_run(
+    run: ExportRun, warehouse: WarehouseBackend, change: ChangeSet
+) -> tuple[bool, SyncLogSlice | None]:
+    """Advance the baseline (and append to the sync log in the same transaction); returns
+    whether it advanced and, with a sync log, the rows this run logged."""
+    entry = sync_log_entry(run)
+    with warehouse.connect(holder=f"run {run.run_id[:8]} {run.name}/commit") as con:
+        advanced = commit_baseline(con, run.name, change.delta_id, entry)
+        logged = run_slice(con, run.name, run.run_id) if advanced and entry else None
+    return advanced, logged
 
 
 def _write_change_set(
@@ -530,8 +555,7 @@ def run_table_export(
             con, spec, change, target, care, run.run_id, write_empty=on_empty == "write", log=log
         )
     written = time.monotonic()
-    with warehouse.connect(holder=f"run {run.run_id[:8]} {run.name}/commit") as con:
-        advanced = commit_baseline(con, run.name, change.delta_id)
+    advanced, logged = commit_run(run, warehouse, change)
     try:
         table.maintenance = care_for_table(target, care, log)
     except StorageError as error:
@@ -549,6 +573,7 @@ def run_table_export(
         upload_seconds=0.0,
         total_seconds=finished - started,
         table=table,
+        sync_log=logged,
     )
 
 

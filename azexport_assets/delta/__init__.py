@@ -23,12 +23,16 @@ from azexport_assets.delta.spec import (
     KeyViolationError,
 )
 from azexport_assets.delta.sql import change_rows_query
+from azexport_assets.delta.synclog import LOG_SCHEMA, SyncLogEntry, SyncLogSlice, run_slice
 
 __all__ = [
+    "LOG_SCHEMA",
     "STATE_SCHEMA",
     "ChangeSet",
     "DeltaSpec",
     "KeyViolationError",
+    "SyncLogEntry",
+    "SyncLogSlice",
     "baseline_info",
     "change_rows_query",
     "change_set_spec",
@@ -39,4 +43,5 @@ __all__ = [
     "key_violations",
     "load_change_set",
     "reset_baseline",
+    "run_slice",
 ]
