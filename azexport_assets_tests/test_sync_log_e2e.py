@@ -179,13 +179,22 @@ def test_retention_deletes_rows_committed_before_it(project: ProjectKit) -> None
     project.write_defs(defs("difference", sync_log="{retention_days: 7}"))
     first = project.run("people_out", logical_time=T0)
     aged = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(days=8)
-    warehouse_sql(project, f"UPDATE azexport_log.people_out SET committed_at = TIMESTAMP '{aged}'")
+    warehouse_sql(
+        project, f"UPDATE azexport_log.people_out__runs SET committed_at = TIMESTAMP '{aged}'"
+    )
     change_source(project)
     second = project.run("people_out", logical_time=T1)
     rows = log_rows(project)
     assert {r[0] for r in rows} == {second.run_id}
     assert first.run_id not in {r[0] for r in rows}
     assert len(rows) == 3
+    con = duckdb.connect(str(project.warehouse_path), read_only=True)
+    try:  # the expired run is gone from both tables behind the view
+        runs = con.execute("SELECT run_id FROM azexport_log.people_out__runs").fetchall()
+        keys = con.execute("SELECT count(*) FROM azexport_log.people_out__keys").fetchone()
+    finally:
+        con.close()
+    assert runs == [(second.run_id,)] and keys == (3,)
 
 
 def test_no_sync_log_writes_no_log_table(project: ProjectKit) -> None:
