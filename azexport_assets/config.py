@@ -426,7 +426,7 @@ _SCOPE_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{1,61})[A-Za-z0-9]")
 
 # pgpy encrypts a whole file in memory (about 4x its size at the peak): encrypted files are
 # kept under this size by `max_file_size`.
-MAX_ENCRYPTED_FILE_SIZE = 128 * 1000**2
+MAX_ENCRYPTED_FILE_SIZE = 64 * 1000**2
 
 
 class EncryptionConfig(_Strict):

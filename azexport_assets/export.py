@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,6 +54,8 @@ from azexport_assets.delta import (
     run_slice,
 )
 from azexport_assets.formats import FormatSpec, WriteResult, WrittenFile, write_export
+from azexport_assets.formats.pgp import CONTENT_TYPE as PGP_CONTENT_TYPE
+from azexport_assets.formats.pgp import ENCRYPTED_SUFFIX, PgpRecipient
 from azexport_assets.lakehouse import (
     DeltaTarget,
     TableCare,
@@ -206,6 +208,7 @@ class FileSetUploads:
         fmt: FormatSpec,
         split: bool,
         progress: Progress,
+        encrypt: PgpRecipient | None = None,
     ) -> None:
         self.pool = pool
         self.stem = stem
@@ -213,6 +216,10 @@ class FileSetUploads:
         self.fmt = fmt
         self.split = split
         self.progress = progress
+        # Encrypted files are uploaded once encrypted, i.e. after they are closed.
+        self.encrypt = encrypt
+        self.extension = blob_extension(fmt, encrypt is not None)
+        self.content_type = PGP_CONTENT_TYPE if encrypt else fmt.content_type
         self.uploads: dict[int, GrowingFileUpload] = {}
         self.closed_files: dict[int, WrittenFile] = {}
         self.paths: dict[int, Path] = {}
@@ -222,7 +229,7 @@ class FileSetUploads:
             self.pool,
             name,
             self.paths[index],
-            content_type=self.fmt.content_type,
+            content_type=self.content_type,
             on_committed=self.progress.committed,
         )
         self.uploads[index] = upload
@@ -241,10 +248,11 @@ class FileSetUploads:
         self._raise_if_failed()
         self.paths[index] = path
         if not self.split:
-            self._start(index, blob_names(self.stem, self.suffix, self.fmt.extension, 1)[0])
+            if self.encrypt is None:
+                self._start(index, blob_names(self.stem, self.suffix, self.extension, 1)[0])
         elif index >= 2 and index - 1 not in self.uploads:
             part = naming.part_suffix(index - 1)
-            name = f"{self.stem}{self.suffix}{part}{self.fmt.extension}"
+            name = f"{self.stem}{self.suffix}{part}{self.extension}"
             self._start(index - 1, naming.validate_blob_name(name))
 
     def grew(self, index: int, size: int) -> None:
@@ -255,23 +263,37 @@ class FileSetUploads:
         self.progress.grew(size)
 
     def closed(self, index: int, written: WrittenFile) -> None:
-        self.closed_files[index] = written
         self.progress.file_closed(written)
+        if self.encrypt is not None:
+            written = self._encrypted(written)
+            self.paths[index] = written.path
+        self.closed_files[index] = written
         upload = self.uploads.get(index)
         if upload is not None:
             upload.finish(written.bytes, written.md5_hex)
+        elif self.encrypt is not None and not self.split:
+            self._start(index, blob_names(self.stem, self.suffix, self.extension, 1)[0])
+
+    def _encrypted(self, written: WrittenFile) -> WrittenFile:
+        """The file encrypted to a file beside it (the plain one is removed at once)."""
+        assert self.encrypt is not None
+        target = written.path.with_name(written.path.name + ENCRYPTED_SUFFIX)
+        size, md5_hex = self.encrypt.encrypt_file(written.path, target)
+        written.path.unlink()
+        return WrittenFile(path=target, rows=written.rows, bytes=size, md5_hex=md5_hex)
 
     # -- after writing
 
     def complete(self, result: WriteResult) -> list[ExportedFile]:
         """Start what has not started (the last part; Parquet files), wait for every commit."""
-        names = blob_names(self.stem, self.suffix, self.fmt.extension, len(result.files))
+        names = blob_names(self.stem, self.suffix, self.extension, len(result.files))
         for index, (name, local) in enumerate(zip(names, result.files, strict=True), start=1):
             if index not in self.uploads:
                 self.paths.setdefault(index, local.path)
                 if index not in self.closed_files:
                     self.closed(index, local)
-                self._start(index, name)
+                if index not in self.uploads:
+                    self._start(index, name)
         exported = []
         for index, local in enumerate(result.files, start=1):
             upload = self.uploads[index]
@@ -300,6 +322,7 @@ def write_and_upload(
     pool: UploadPool,
     stem: str,
     progress: Progress,
+    encrypt: PgpRecipient | None = None,
 ) -> tuple[ExportReport, list[tuple[FileSetUploads, WriteResult]]]:
     """Write every file of the change set under workdir (the warehouse is held), each upload
     starting while its file is written. Returns the report so far and the uploads to finish
@@ -310,12 +333,14 @@ def write_and_upload(
     pending: list[tuple[FileSetUploads, WriteResult]] = []
     for suffix, kinds in export_kinds(spec, change).items():
         if rows_of(change, kinds) == 0 and on_empty == "skip":
-            report.skipped.append(f"{stem}{suffix}{fmt.extension}")
+            report.skipped.append(f"{stem}{suffix}{blob_extension(fmt, encrypt is not None)}")
             continue
         out_dir = workdir / (suffix.strip("_") or "rows")
         out_dir.mkdir(parents=True)
         split = activation.max_file_size is not None
-        uploads = FileSetUploads(pool, stem, suffix, fmt, split=split, progress=progress)
+        uploads = FileSetUploads(
+            pool, stem, suffix, fmt, split=split, progress=progress, encrypt=encrypt
+        )
         # A fresh cursor: the stream must not collide with results left open on `con`.
         cursor = con.cursor()
         try:
@@ -369,6 +394,8 @@ class ExportRun:
     its own: the ids of the runs of its group, whose delta computed the change set it is
     to export. If the last change set came from another run and is already committed, that
     run has exported these changes: this one writes nothing (`ExportOutcome.superseded_by`)."""
+    pgp_public_key: str | None = field(default=None, repr=False)
+    """`encryption.pgp_public_key`: the ASCII-armored key, read from its variable at run time."""
 
 
 @dataclass
@@ -406,10 +433,14 @@ def run_export(
     started = time.monotonic()
     stem = stem_name(run.activation, run.path_prefix, run.logical_time)
     fmt = FormatSpec.from_activation(run.activation)
+    recipient = pgp_recipient(run)
     with storage.container(run.container) as container:
+        if run.activation.encryption_scope:
+            scope = run.activation.encryption_scope
+            container.transfer = replace(container.transfer, encryption_scope=scope)
         preflight(container)
         change, report, written = retry_transient(
-            lambda: _write_change_set(run, warehouse, container, stem, log),
+            lambda: _write_change_set(run, warehouse, container, stem, log, recipient),
             what=f"export of '{run.name}' (reading its change set from the warehouse)",
         )
         if report is None:  # superseded: another run exported these changes
@@ -424,11 +455,16 @@ def run_export(
                 superseded_by=change.delta_id,
             )
         uploaded = time.monotonic()
-        remove_stale_parts(container, report, fmt)
+        remove_stale_parts(container, report, blob_extension(fmt, recipient is not None))
         if run.activation.manifest and report.files:
             document = manifest_document(
                 report, run.name, run.activation, change, run.run_id, run.logical_time
             )
+            if recipient is not None:
+                document["encryption"] = {
+                    "format": "openpgp",
+                    "recipient_fingerprint": recipient.fingerprint,
+                }
             upload_manifest(container, report, document)
 
     advanced, logged = retry_transient(
@@ -444,6 +480,20 @@ def run_export(
         total_seconds=finished - started,
         sync_log=logged,
     )
+
+
+def pgp_recipient(run: ExportRun) -> PgpRecipient | None:
+    """The key files are encrypted to (`encryption.pgp_public_key`), checked before any work;
+    raises `EncryptionKeyError` naming the variable (never its value)."""
+    env = run.activation.pgp_key_env
+    if env is None:
+        return None
+    return PgpRecipient.from_armored(run.pgp_public_key or "", where=f"${env}")
+
+
+def blob_extension(fmt: FormatSpec, encrypted: bool) -> str:
+    """'.csv', '.csv.gz', ...; with OpenPGP encryption '.csv.pgp', '.csv.gz.pgp', ..."""
+    return fmt.extension + (ENCRYPTED_SUFFIX if encrypted else "")
 
 
 def sync_log_entry(run: ExportRun) -> SyncLogEntry | None:
@@ -474,6 +524,7 @@ def _write_change_set(
     container: ContainerClient,
     stem: str,
     log: Callable[[str], None] | None,
+    encrypt: PgpRecipient | None = None,
 ) -> tuple[ChangeSet, ExportReport | None, float]:
     """Read the change set, write its files and upload them (all committed on return).
     Returns the change set, the report (None when superseded) and when writing ended."""
@@ -498,7 +549,7 @@ def _write_change_set(
                 ):
                     return change, None, time.monotonic()
                 report, pending = write_and_upload(
-                    con, spec, change, run.activation, Path(workdir), pool, stem, progress
+                    con, spec, change, run.activation, Path(workdir), pool, stem, progress, encrypt
                 )
             written = time.monotonic()
             finish_uploads(report, pending)
@@ -587,13 +638,14 @@ def blob_names(stem: str, suffix: str, extension: str, count: int) -> list[str]:
     ]
 
 
-def remove_stale_parts(container: ContainerClient, report: ExportReport, fmt: FormatSpec) -> None:
-    """Delete blobs of this name pattern that this run did not write (an earlier run's extra
-    parts, or the plain file when this run wrote parts, or the reverse)."""
+def remove_stale_parts(container: ContainerClient, report: ExportReport, extension: str) -> None:
+    """Delete blobs of this name pattern (`extension`: see `blob_extension`) that this run did
+    not write (an earlier run's extra parts, or the plain file when this run wrote parts, or
+    the reverse)."""
     written = {f.blob.name for f in report.files}
     for suffix in {f.suffix for f in report.files}:
         base = f"{report.stem}{suffix}"
-        pattern = re.compile(re.escape(base) + r"(?:_part-\d{5})?" + re.escape(fmt.extension) + "$")
+        pattern = re.compile(re.escape(base) + r"(?:_part-\d{5})?" + re.escape(extension) + "$")
         stale = [
             name
             for name in list_blob_names(container, base)

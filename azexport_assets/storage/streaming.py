@@ -166,6 +166,7 @@ class GrowingFileUpload:
         futures: list[Future] = []
         offset = 0
         checks = {"validate_content": "md5"} if settings.verify_blocks else {}
+        checks |= settings.scope
         with self.path.open("rb") as stream:
             while True:
                 available, closed = self._wait_for(offset, block_size)
@@ -180,7 +181,7 @@ class GrowingFileUpload:
                     # Small file: one atomic Put Blob, as upload_file does.
                     data = stream.read()
                     result, digest_hex = _put_whole(
-                        blob, data, self.content_type, None, self._final[1]
+                        blob, data, self.content_type, None, self._final[1], settings.scope
                     )
                     self.pool.count(len(data))
                     return result, digest_hex, len(data)
@@ -215,7 +216,9 @@ class GrowingFileUpload:
         md5_hex = self._final[1]
         try:
             result = blob.commit_block_list(
-                ids, content_settings=_content(self.content_type, bytes.fromhex(md5_hex))
+                ids,
+                content_settings=_content(self.content_type, bytes.fromhex(md5_hex)),
+                **settings.scope,
             )
         except HttpResponseError as error:
             # A concurrent writer of the same name discarded our blocks: upload once more.
