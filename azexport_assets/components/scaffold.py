@@ -49,6 +49,15 @@ attributes:
       format: csv
       schedule: "0 6 * * *"
       timezone: UTC
+      # Keep each run's exported keys (run id, logical time, operation) in the warehouse
+      # table azexport_log.<activation>, committed with the baseline:
+      # sync_log: {{retention_days: 30}}
+      # Encrypt each file to a public key (blobs end in .pgp; files at most 64MB each),
+      # and/or name Azure's server-side encryption scope (Azurite ignores it):
+      # max_file_size: 64MB
+      # encryption:
+      #   pgp_public_key: {{env: EXPORT_PGP_PUBLIC_KEY}}
+      #   encryption_scope: my-scope
 """
 
 
