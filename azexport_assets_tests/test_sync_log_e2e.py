@@ -1,15 +1,16 @@
 """The sync log: one row per exported key and run in `azexport_log.<activation>`, written in
 the transaction that advances the baseline. Real Dagster runs into Azurite, a real DuckDB
-warehouse; a FaultProxy fails the manifest to show a failed run logs nothing."""
+warehouse; a FaultProxy fails the manifest to show a failed run logs nothing. The warehouse is
+read through its own backend, so `test_sync_log_lake.py` runs the same scenarios on DuckLake."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-import duckdb
 import pytest
 
 from azexport_assets.config import ConfigError
+from azexport_assets.warehouse import open_warehouse
 from azexport_assets_tests.fault_proxy import FaultProxy
 from azexport_assets_tests.project_kit import URL_ENV, ProjectKit, export_metadata
 
@@ -36,23 +37,18 @@ activations:
 """
 
 
+def warehouse_sql(kit: ProjectKit, statement: str) -> list[tuple]:
+    """Run a statement on the project's warehouse (the DuckDB file or the DuckLake)."""
+    with open_warehouse(project_root=kit.root).connect(holder="test") as con:
+        return con.execute(statement).fetchall()
+
+
 def log_rows(kit: ProjectKit, where: str = "true") -> list[tuple]:
-    con = duckdb.connect(str(kit.warehouse_path), read_only=True)
-    try:
-        return con.execute(
-            "SELECT run_id, logical_time, operation, region, id FROM azexport_log.people_out "
-            f"WHERE {where} ORDER BY run_id, operation, region, id"
-        ).fetchall()
-    finally:
-        con.close()
-
-
-def warehouse_sql(kit: ProjectKit, statement: str) -> None:
-    con = duckdb.connect(str(kit.warehouse_path))
-    try:
-        con.execute(statement)
-    finally:
-        con.close()
+    return warehouse_sql(
+        kit,
+        "SELECT run_id, logical_time, operation, region, id FROM azexport_log.people_out "
+        f"WHERE {where} ORDER BY run_id, operation, region, id",
+    )
 
 
 def seed(kit: ProjectKit) -> None:
@@ -101,12 +97,8 @@ def test_difference_logs_every_exported_key_with_its_operation(project: ProjectK
     )
     assert sum(second.run_id in line for line in preview.splitlines()) == 3
     # The query in the metadata reads exactly this run's slice.
-    con = duckdb.connect(str(project.warehouse_path), read_only=True)
-    try:
-        query = metadata["sync_log_query"].strip("`").removeprefix("sql").strip()
-        assert len(con.execute(query).fetchall()) == 3
-    finally:
-        con.close()
+    query = metadata["sync_log_query"].strip("`").removeprefix("sql").strip()
+    assert len(warehouse_sql(project, query)) == 3
 
 
 @pytest.mark.parametrize(
@@ -188,13 +180,10 @@ def test_retention_deletes_rows_committed_before_it(project: ProjectKit) -> None
     assert {r[0] for r in rows} == {second.run_id}
     assert first.run_id not in {r[0] for r in rows}
     assert len(rows) == 3
-    con = duckdb.connect(str(project.warehouse_path), read_only=True)
-    try:  # the expired run is gone from both tables behind the view
-        runs = con.execute("SELECT run_id FROM azexport_log.people_out__runs").fetchall()
-        keys = con.execute("SELECT count(*) FROM azexport_log.people_out__keys").fetchone()
-    finally:
-        con.close()
-    assert runs == [(second.run_id,)] and keys == (3,)
+    # The expired run is gone from both tables behind the view.
+    runs = warehouse_sql(project, "SELECT run_id FROM azexport_log.people_out__runs")
+    keys = warehouse_sql(project, "SELECT count(*) FROM azexport_log.people_out__keys")
+    assert runs == [(second.run_id,)] and keys == [(3,)]
 
 
 def test_no_sync_log_writes_no_log_table(project: ProjectKit) -> None:
@@ -202,13 +191,10 @@ def test_no_sync_log_writes_no_log_table(project: ProjectKit) -> None:
     project.write_defs(defs("difference", sync_log="false"))
     result = project.run("people_out", logical_time=T0)
     assert "sync_log_rows" not in export_metadata(result, "people_out")
-    con = duckdb.connect(str(project.warehouse_path), read_only=True)
-    try:
-        tables = con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'azexport_log'"
-        ).fetchall()
-    finally:
-        con.close()
+    tables = warehouse_sql(
+        project,
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'azexport_log'",
+    )
     assert tables == []
 
 
