@@ -210,3 +210,21 @@ def test_a_key_column_named_like_a_log_column_is_refused_at_load(project: Projec
     message = str(caught.value)
     assert "defs.yaml:" in message and "activation 'people_out'" in message
     assert "sync_log" in message and "'operation'" in message
+
+
+def test_a_delta_table_export_logs_its_commit(project: ProjectKit) -> None:
+    seed(project)
+    project.write_defs(
+        defs("upsert").replace("file_name: out/{YYYY}{MM}{DD}", "file_name: tables/people")
+        + "    format: delta\n"
+    )
+    project.run("people_out", logical_time=T0)
+    change_source(project)
+    second = project.run("people_out", logical_time=T1)
+    rows = log_rows(project, f"run_id = '{second.run_id}'")
+    assert [(op, region, key) for _, _, op, region, key in rows] == [
+        ("added", "eu", 10),
+        ("updated", "us", 1),
+    ]
+    metadata = export_metadata(second, "people_out")
+    assert metadata["rows_updated"] == 1 and metadata["sync_log_rows"] == 2
