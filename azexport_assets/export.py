@@ -11,7 +11,12 @@ The order is what makes exports safe:
 4. `remove_stale_parts`: parts of an earlier, longer export of the same name go away.
 5. `upload_manifest`: `<name>_manifest.json` is written last, so a consumer that waits for it
    never reads a half-finished export.
-6. `commit_baseline`: the delta baseline advances only after all of this succeeded.
+6. `commit_baseline`: the delta baseline advances only after all of this succeeded; with
+   `sync_log`, the exported keys are logged in the same transaction (`delta.synclog`).
+
+With `encryption.pgp_public_key`, each file is encrypted (`formats.pgp`) to a file beside it
+once written, and that file is uploaded as `<name>.pgp`; `encryption.encryption_scope` goes
+with every upload request of the export.
 
 A transient fault of the lake (`retry_transient`) while the change set is read runs step 2
 again from the start (new files and uploads; a blob already committed is rewritten with the
@@ -514,7 +519,9 @@ def commit_run(
     entry = sync_log_entry(run)
     with warehouse.connect(holder=f"run {run.run_id[:8]} {run.name}/commit") as con:
         advanced = commit_baseline(con, run.name, change.delta_id, entry)
-        logged = run_slice(con, run.name, run.run_id) if advanced and entry else None
+        # Also after a retried commit whose first attempt had committed (advanced is then
+        # False): the slice is whatever this run logged.
+        logged = run_slice(con, run.name, run.run_id) if entry else None
     return advanced, logged
 
 
