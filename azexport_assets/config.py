@@ -709,6 +709,59 @@ class WarningsConfig(_Strict):
         return value if value is None else _not_sql_variable(value)
 
 
+class SyncLogOptions(_Strict):
+    """`sync_log:` keep one row per exported key and run in `azexport_log.<activation>`."""
+
+    retention_days: int = Field(
+        30,
+        ge=1,
+        le=36500,
+        description="Delete log rows committed more than this many days ago (at each commit).",
+    )
+
+
+# Azure's rule for encryption scope names: 3-63 letters, digits and hyphens.
+_SCOPE_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{1,61})[A-Za-z0-9]")
+
+# pgpy encrypts a whole file in memory (about 4x its size at the peak): encrypted files are
+# kept under this size by `max_file_size`.
+MAX_ENCRYPTED_FILE_SIZE = 64 * 1000**2
+
+
+class EncryptionConfig(_Strict):
+    """`encryption:` OpenPGP encryption of each file before upload, and/or Azure's
+    server-side encryption scope."""
+
+    pgp_public_key: SecretRef | None = Field(
+        None,
+        description="{env: VAR}: the recipient's ASCII-armored OpenPGP public key; each file "
+        "is encrypted to it and its blob name ends in '.pgp'.",
+    )
+    encryption_scope: str | None = Field(
+        None,
+        description="Azure encryption scope the service encrypts the blobs with "
+        "(x-ms-encryption-scope on every upload).",
+    )
+
+    @field_validator("encryption_scope")
+    @classmethod
+    def _scope(cls, value: str | None) -> str | None:
+        if value is not None and not _SCOPE_NAME.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not an encryption scope name: use 3-63 letters, digits and "
+                "hyphens, starting and ending with a letter or digit"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _something(self) -> EncryptionConfig:
+        if self.pgp_public_key is None and self.encryption_scope is None:
+            raise ValueError(
+                "give 'pgp_public_key: {env: VAR}', 'encryption_scope: <name>' or both"
+            )
+        return self
+
+
 _SIZE_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4}
 _SIZE_UNITS |= {"KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4}
 
@@ -782,6 +835,12 @@ class ActivationConfig(_Strict):
         description="Content type and encoding, cache control, access tier, index tags and "
         "metadata of every blob written (not for format: delta).",
     )
+    sync_log: bool | SyncLogOptions = Field(
+        False,
+        description="true or {retention_days: N}: log every exported key of every run in the "
+        "warehouse table azexport_log.<activation> (committed with the baseline).",
+    )
+    encryption: EncryptionConfig | None = None
     warnings: WarningsConfig = WarningsConfig()
     owners: Owners = []
     description: str | None = None
@@ -859,6 +918,20 @@ class ActivationConfig(_Strict):
             c.lower() for c in self.partition_by
         }:
             raise ValueError(f"change_column {self.change_column!r} cannot be a partition column")
+        if self.encryption is not None and self.format == "delta":
+            raise ValueError(
+                "'encryption' applies to files; a Delta table (format: delta) is read in "
+                "place by its consumers and cannot be encrypted file by file: remove "
+                "'encryption' or use another format"
+            )
+        if self.encryption is not None and self.encryption.pgp_public_key is not None:
+            limit = MAX_ENCRYPTED_FILE_SIZE
+            if self.max_file_size is None or self.max_file_size > limit:
+                raise ValueError(
+                    "'encryption.pgp_public_key' encrypts each file in memory: set "
+                    f"'max_file_size' to at most {limit // 1000**2}MB (files are split into "
+                    "parts of that size), so that a run's memory stays bounded"
+                )
         if self.compression != "none" and self.format == "parquet":
             raise ValueError(
                 "'compression' applies to csv/json/xml; Parquet compresses inside the file: "
@@ -880,6 +953,23 @@ class ActivationConfig(_Strict):
     @property
     def is_delta(self) -> bool:
         return self.run_type == "full_then_delta"
+
+    @property
+    def sync_log_options(self) -> SyncLogOptions | None:
+        """The sync log's options, or None when the activation keeps no sync log."""
+        if self.sync_log is True:
+            return SyncLogOptions()
+        return self.sync_log or None
+
+    @property
+    def pgp_key_env(self) -> str | None:
+        """The variable holding the OpenPGP public key files are encrypted to, if any."""
+        key = self.encryption.pgp_public_key if self.encryption else None
+        return key.env if key else None
+
+    @property
+    def encryption_scope(self) -> str | None:
+        return self.encryption.encryption_scope if self.encryption else None
 
     @property
     def is_table(self) -> bool:

@@ -11,7 +11,12 @@ The order is what makes exports safe:
 4. `remove_stale_parts`: parts of an earlier, longer export of the same name go away.
 5. `upload_manifest`: `<name>_manifest.json` is written last, so a consumer that waits for it
    never reads a half-finished export.
-6. `commit_baseline`: the delta baseline advances only after all of this succeeded.
+6. `commit_baseline`: the delta baseline advances only after all of this succeeded; with
+   `sync_log`, the exported keys are logged in the same transaction (`delta.synclog`).
+
+With `encryption.pgp_public_key`, each file is encrypted (`formats.pgp`) to a file beside it
+once written, and that file is uploaded as `<name>.pgp`; `encryption.encryption_scope` goes
+with every upload request of the export.
 
 A transient fault of the lake (`retry_transient`) while the change set is read runs step 2
 again from the start (new files and uploads; a blob already committed is rewritten with the
@@ -31,7 +36,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,6 +48,8 @@ from azexport_assets import naming
 from azexport_assets.delta import (
     ChangeSet,
     DeltaSpec,
+    SyncLogEntry,
+    SyncLogSlice,
     change_rows_query,
     change_set_spec,
     commit_baseline,
@@ -51,8 +58,11 @@ from azexport_assets.delta import (
     load_change_set,
     partition_counts_query,
     reset_baseline,
+    run_slice,
 )
 from azexport_assets.formats import FormatSpec, WriteResult, WrittenFile, write_export
+from azexport_assets.formats.pgp import CONTENT_TYPE as PGP_CONTENT_TYPE
+from azexport_assets.formats.pgp import ENCRYPTED_SUFFIX, PgpRecipient
 from azexport_assets.lakehouse import (
     DeltaTarget,
     TableCare,
@@ -179,7 +189,8 @@ def plan_file_sets(
         for suffix, kinds in suffixes.items():
             rows = sum(by_kind.get(k, 0) for k in kinds)
             if rows == 0 and on_empty == "skip":
-                skipped.append(f"{file_stem}{suffix}{fmt.extension}")
+                encrypted = activation.pgp_key_env is not None
+                skipped.append(f"{file_stem}{suffix}{blob_extension(fmt, encrypted)}")
                 continue
             sets.append(FileSet(file_stem, suffix, kinds, rows, partition))
     return sets, skipped
@@ -282,15 +293,22 @@ class FileSetUploads:
         progress: Progress,
         properties: BlobProperties,
         partition: tuple[tuple[str, str | None], ...] = (),
+        encrypt: PgpRecipient | None = None,
     ) -> None:
         self.partition = partition
         self.pool = pool
         self.stem = stem
         self.suffix = suffix
         self.fmt = fmt
-        self.properties = properties
         self.split = split
         self.progress = progress
+        # Encrypted files are uploaded once encrypted, i.e. after they are closed, as
+        # OpenPGP messages (their own content type, no content encoding).
+        self.encrypt = encrypt
+        self.extension = blob_extension(fmt, encrypt is not None)
+        if encrypt is not None:
+            properties = replace(properties, content_type=PGP_CONTENT_TYPE, content_encoding=None)
+        self.properties = properties
         self.uploads: dict[int, GrowingFileUpload] = {}
         self.closed_files: dict[int, WrittenFile] = {}
         self.paths: dict[int, Path] = {}
@@ -319,10 +337,11 @@ class FileSetUploads:
         self._raise_if_failed()
         self.paths[index] = path
         if not self.split:
-            self._start(index, blob_names(self.stem, self.suffix, self.fmt.extension, 1)[0])
+            if self.encrypt is None:
+                self._start(index, blob_names(self.stem, self.suffix, self.extension, 1)[0])
         elif index >= 2 and index - 1 not in self.uploads:
             part = naming.part_suffix(index - 1)
-            name = f"{self.stem}{self.suffix}{part}{self.fmt.extension}"
+            name = f"{self.stem}{self.suffix}{part}{self.extension}"
             self._start(index - 1, naming.validate_blob_name(name))
 
     def grew(self, index: int, size: int) -> None:
@@ -333,23 +352,37 @@ class FileSetUploads:
         self.progress.grew(size)
 
     def closed(self, index: int, written: WrittenFile) -> None:
-        self.closed_files[index] = written
         self.progress.file_closed(written)
+        if self.encrypt is not None:
+            written = self._encrypted(written)
+            self.paths[index] = written.path
+        self.closed_files[index] = written
         upload = self.uploads.get(index)
         if upload is not None:
             upload.finish(written.bytes, written.md5_hex, file_metadata(written))
+        elif self.encrypt is not None and not self.split:
+            self._start(index, blob_names(self.stem, self.suffix, self.extension, 1)[0])
+
+    def _encrypted(self, written: WrittenFile) -> WrittenFile:
+        """The file encrypted to a file beside it (the plain one is removed at once)."""
+        assert self.encrypt is not None
+        target = written.path.with_name(written.path.name + ENCRYPTED_SUFFIX)
+        size, md5_hex = self.encrypt.encrypt_file(written.path, target)
+        written.path.unlink()
+        return WrittenFile(path=target, rows=written.rows, bytes=size, md5_hex=md5_hex)
 
     # -- after writing
 
     def complete(self, result: WriteResult) -> list[ExportedFile]:
         """Start what has not started (the last part; Parquet files), wait for every commit."""
-        names = blob_names(self.stem, self.suffix, self.fmt.extension, len(result.files))
+        names = blob_names(self.stem, self.suffix, self.extension, len(result.files))
         for index, (name, local) in enumerate(zip(names, result.files, strict=True), start=1):
             if index not in self.uploads:
                 self.paths.setdefault(index, local.path)
                 if index not in self.closed_files:
                     self.closed(index, local)
-                self._start(index, name)
+                if index not in self.uploads:
+                    self._start(index, name)
         exported = []
         for index, local in enumerate(result.files, start=1):
             upload = self.uploads[index]
@@ -418,6 +451,7 @@ def write_and_upload(
     stem: str,
     progress: Progress,
     properties: BlobProperties,
+    encrypt: PgpRecipient | None = None,
 ) -> tuple[ExportReport, list[tuple[FileSetUploads, WriteResult]]]:
     """Write every file of the change set under workdir (the warehouse is held), each upload
     starting while its file is written. Returns the report so far and the uploads to finish
@@ -439,6 +473,7 @@ def write_and_upload(
             progress=progress,
             properties=properties,
             partition=file_set.partition,
+            encrypt=encrypt,
         )
         # A fresh cursor: the stream must not collide with results left open on `con`.
         cursor = con.cursor()
@@ -495,6 +530,8 @@ class ExportRun:
     its own: the ids of the runs of its group, whose delta computed the change set it is
     to export. If the last change set came from another run and is already committed, that
     run has exported these changes: this one writes nothing (`ExportOutcome.superseded_by`)."""
+    pgp_public_key: str | None = field(default=None, repr=False)
+    """`encryption.pgp_public_key`: the ASCII-armored key, read from its variable at run time."""
 
 
 @dataclass
@@ -507,6 +544,7 @@ class ExportOutcome:
     total_seconds: float
     table: TableCommit | None = None  # `format: delta`: what the export did to the table
     superseded_by: str | None = None  # see ExportRun.reexecuting
+    sync_log: SyncLogSlice | None = None  # `sync_log:` the rows this run's commit logged
 
     @property
     def rows(self) -> int:
@@ -531,10 +569,14 @@ def run_export(
     started = time.monotonic()
     stem = stem_name(run.activation, run.path_prefix, run.logical_time, run.names)
     fmt = FormatSpec.from_activation(run.activation)
+    recipient = pgp_recipient(run)
     with storage.container(run.container) as container:
+        if run.activation.encryption_scope:
+            scope = run.activation.encryption_scope
+            container.transfer = replace(container.transfer, encryption_scope=scope)
         preflight(container, tags=bool(run.activation.blob_properties.tags))
         change, report, written = retry_transient(
-            lambda: _write_change_set(run, warehouse, container, stem, log),
+            lambda: _write_change_set(run, warehouse, container, stem, log, recipient),
             what=f"export of '{run.name}' (reading its change set from the warehouse)",
         )
         if report is None:  # superseded: another run exported these changes
@@ -549,18 +591,26 @@ def run_export(
                 superseded_by=change.delta_id,
             )
         uploaded = time.monotonic()
-        remove_stale_parts(container, report, fmt, run.activation.partition_by)
+        remove_stale_parts(
+            container,
+            report,
+            blob_extension(fmt, recipient is not None),
+            run.activation.partition_by,
+        )
         if run.activation.manifest and report.files:
             document = manifest_document(
                 report, run.name, run.activation, change, run.run_id, run.logical_time
             )
+            if recipient is not None:
+                document["encryption"] = {
+                    "format": "openpgp",
+                    "recipient_fingerprint": recipient.fingerprint,
+                }
             upload_manifest(container, report, document, blob_properties(run, manifest=True))
 
-    def commit() -> bool:
-        with warehouse.connect(holder=f"run {run.run_id[:8]} {run.name}/commit") as con:
-            return commit_baseline(con, run.name, change.delta_id)
-
-    advanced = retry_transient(commit, what=f"baseline commit of '{run.name}'")
+    advanced, logged = retry_transient(
+        lambda: commit_run(run, warehouse, change), what=f"baseline commit of '{run.name}'"
+    )
     finished = time.monotonic()
     return ExportOutcome(
         report=report,
@@ -569,7 +619,46 @@ def run_export(
         write_seconds=written - started,
         upload_seconds=uploaded - written,
         total_seconds=finished - started,
+        sync_log=logged,
     )
+
+
+def pgp_recipient(run: ExportRun) -> PgpRecipient | None:
+    """The key files are encrypted to (`encryption.pgp_public_key`), checked before any work;
+    raises `EncryptionKeyError` naming the variable (never its value)."""
+    env = run.activation.pgp_key_env
+    if env is None:
+        return None
+    return PgpRecipient.from_armored(run.pgp_public_key or "", where=f"${env}")
+
+
+def blob_extension(fmt: FormatSpec, encrypted: bool) -> str:
+    """'.csv', '.csv.gz', ...; with OpenPGP encryption '.csv.pgp', '.csv.gz.pgp', ..."""
+    return fmt.extension + (ENCRYPTED_SUFFIX if encrypted else "")
+
+
+def sync_log_entry(run: ExportRun) -> SyncLogEntry | None:
+    """What the commit appends to the sync log, when the activation keeps one."""
+    options = run.activation.sync_log_options
+    if options is None:
+        return None
+    return SyncLogEntry(
+        run_id=run.run_id, logical_time=run.logical_time, retention_days=options.retention_days
+    )
+
+
+def commit_run(
+    run: ExportRun, warehouse: WarehouseBackend, change: ChangeSet
+) -> tuple[bool, SyncLogSlice | None]:
+    """Advance the baseline (and append to the sync log in the same transaction); returns
+    whether it advanced and, with a sync log, the rows this run logged."""
+    entry = sync_log_entry(run)
+    with warehouse.connect(holder=f"run {run.run_id[:8]} {run.name}/commit") as con:
+        advanced = commit_baseline(con, run.name, change.delta_id, entry)
+        # Also after a retried commit whose first attempt had committed (advanced is then
+        # False): the slice is whatever this run logged.
+        logged = run_slice(con, run.name, run.run_id) if entry else None
+    return advanced, logged
 
 
 def _write_change_set(
@@ -578,6 +667,7 @@ def _write_change_set(
     container: ContainerClient,
     stem: str,
     log: Callable[[str], None] | None,
+    encrypt: PgpRecipient | None = None,
 ) -> tuple[ChangeSet, ExportReport | None, float]:
     """Read the change set, write its files and upload them (all committed on return).
     Returns the change set, the report (None when superseded) and when writing ended."""
@@ -611,6 +701,7 @@ def _write_change_set(
                     stem,
                     progress,
                     blob_properties(run),
+                    encrypt,
                 )
             written = time.monotonic()
             finish_uploads(report, pending)
@@ -676,8 +767,7 @@ def run_table_export(
             con, spec, change, target, care, run.run_id, write_empty=on_empty == "write", log=log
         )
     written = time.monotonic()
-    with warehouse.connect(holder=f"run {run.run_id[:8]} {run.name}/commit") as con:
-        advanced = commit_baseline(con, run.name, change.delta_id)
+    advanced, logged = commit_run(run, warehouse, change)
     try:
         table.maintenance = care_for_table(target, care, log)
     except StorageError as error:
@@ -695,6 +785,7 @@ def run_table_export(
         upload_seconds=0.0,
         total_seconds=finished - started,
         table=table,
+        sync_log=logged,
     )
 
 
@@ -711,10 +802,11 @@ def blob_names(stem: str, suffix: str, extension: str, count: int) -> list[str]:
 def remove_stale_parts(
     container: ContainerClient,
     report: ExportReport,
-    fmt: FormatSpec,
+    extension: str,
     partition_by: Sequence[str] = (),
 ) -> None:
-    """Delete blobs of this name pattern that this run did not write (an earlier run's extra
+    """Delete blobs of this name pattern (`extension`: see `blob_extension`) that this run
+    did not write (an earlier run's extra
     parts, or the plain file when this run wrote parts, or the reverse; with `partition_by`,
     also the files of this name in partitions this run did not write)."""
     written = {f.blob.name for f in report.files}
@@ -728,7 +820,7 @@ def remove_stale_parts(
         else:
             listed = f"{report.stem}{suffix}"
             head = re.escape(listed)
-        pattern = re.compile(head + r"(?:_part-\d{5})?" + re.escape(fmt.extension))
+        pattern = re.compile(head + r"(?:_part-\d{5})?" + re.escape(extension))
         stale = [
             name
             for name in list_blob_names(container, listed)

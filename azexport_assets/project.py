@@ -27,6 +27,7 @@ from azexport_assets.config import (
     SourceConfig,
     file_position,
 )
+from azexport_assets.delta.synclog import LOG_SCHEMA, RESERVED_NAMES
 from azexport_assets.sandbox import ascii_lower
 
 # The longest suffix a part file can get after its rendered name: '_removed_part-00001'
@@ -187,6 +188,14 @@ def _check_references(project: Project) -> None:
                 f"{project.where('activations', name, 'sync_mode')}: sync_mode "
                 f"'{activation.sync_mode}' needs a primary key, but model "
                 f"'{project.model_of(activation.source)}' has no 'primary_key'"
+            )
+        clash = [k for k in model.primary_key if k.lower() in RESERVED_NAMES]
+        if activation.sync_log_options is not None and clash:
+            raise ConfigError(
+                f"{project.where('activations', name, 'sync_log')}: the sync log "
+                f"{LOG_SCHEMA}.{name} has columns {', '.join(sorted(RESERVED_NAMES))} besides "
+                f"the key, but the key of model '{project.model_of(activation.source)}' has a "
+                f"column named '{clash[0]}'; rename it in the model's SQL"
             )
 
 

@@ -9,6 +9,7 @@
         proxy.delay(seconds=3, comp="block", before="response")          # applied, answer late
         ...  # point an ExportBlobStorage at proxy.account_url
         proxy.requests   # [(method, path, query without SAS fields), ...] as seen, in order
+        proxy.headers    # parallel to `requests`: each request's x-ms-* headers (lower-case)
         proxy.clear()    # forget rules and the request log
 
 Rules are checked in the order they were added; `times=None` means "every matching request".
@@ -141,6 +142,8 @@ class FaultProxy:
         self.target = (target_host, target_port)
         self.requests: list[ProxiedRequest] = []
         self.outcomes: list[str] = []  # parallel to `requests`: 'forwarded 201', 'fail 503', ...
+        # Parallel to `requests`: the x-ms-* headers (no Authorization: it carries secrets).
+        self.headers: list[dict[str, str]] = []
         self._rules: list[Rule] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -271,6 +274,7 @@ class FaultProxy:
             self._rules.clear()
             self.requests.clear()
             self.outcomes.clear()
+            self.headers.clear()
 
     def count(
         self, *, method: str | None = None, comp: str | None = None, path_contains: str = ""
@@ -329,6 +333,14 @@ class FaultProxy:
             self.requests.append(ProxiedRequest(method, split.path, clean_query))
             index = len(self.requests) - 1
             self.outcomes.append("")
+            self.headers.append(
+                {
+                    k.lower(): v
+                    for k, v in handler.headers.items()
+                    if k.lower().startswith("x-ms-")
+                    and k.lower() != "x-ms-copy-source-authorization"
+                }
+            )
 
         def outcome(text: str) -> None:
             with self._lock:

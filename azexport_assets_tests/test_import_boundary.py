@@ -14,6 +14,8 @@ PLAIN_MODULES = [
     "azexport_assets.storage.streaming",
     "azexport_assets.formats",
     "azexport_assets.delta",
+    "azexport_assets.delta.synclog",
+    "azexport_assets.formats.pgp",
     "azexport_assets.warehouse",
     "azexport_assets.warehouse.csv_dialect",
     "azexport_assets.naming",

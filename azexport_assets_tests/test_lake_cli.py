@@ -31,7 +31,7 @@ def test_init_describe_maintain(postgres: PostgresServer, monkeypatch, tmp_path)
     assert first.stdout.splitlines() == [
         f"DuckLake with its catalog in Postgres ({postgres.conninfo(database)}), "
         f"data under {tmp_path / 'lake-data'}/",
-        "created schemas: models, segments, azexport_state",
+        "created schemas: models, segments, azexport_state, azexport_log",
     ]
     again = cli("init")
     assert again.stdout.splitlines()[-1] == "already set up"

@@ -147,7 +147,7 @@ def test_three_processes_run_different_activations_at_once(lake: ProjectKit):
         )
         con.close()
     # The lake is set up once, before the processes start (the deployment's init step).
-    assert open_warehouse().init() == ["models", "segments", "azexport_state"]
+    assert open_warehouse().init() == ["models", "segments", "azexport_state", "azexport_log"]
 
     outputs = run_children(kit, PROCESSES, ROUNDS)
 

@@ -171,12 +171,12 @@ def test_the_cli_sets_up_a_file_warehouse(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         f"DuckDB file {tmp_path / 'w.duckdb'}",
-        "created schemas: models, segments, azexport_state",
+        "created schemas: models, segments, azexport_state, azexport_log",
     ]
     con = duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True)
     schemas = {r[0] for r in con.execute("SELECT schema_name FROM duckdb_schemas()").fetchall()}
     con.close()
-    assert {"models", "segments", "azexport_state"} <= schemas
+    assert {"models", "segments", "azexport_state", "azexport_log"} <= schemas
 
 
 def test_an_air_gapped_extension_folder_comes_first(tmp_path):

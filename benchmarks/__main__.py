@@ -8,6 +8,7 @@ same run on the same machine:
 - upload:  upload_file vs a bare upload_blob(max_concurrency=4);
 - model_step: the model step rebuilt vs unchanged (kept, with its stored counts);
 - lakehouse: a Delta table snapshot vs COPY parquet + upload, a 1% MERGE vs deltalake's own;
+- synclog: what `sync_log: true` adds to the baseline commit, against the whole export;
 - run:     the whole `dagster job execute` a user waits for vs COPY + upload, dlt, the
            code location's import time and a bare delta join (docs/benchmarks.md).
 
@@ -21,7 +22,7 @@ import argparse
 import subprocess
 import sys
 
-SUITES = ("export", "formats", "delta", "upload", "model_step", "lakehouse", "run")
+SUITES = ("export", "formats", "delta", "upload", "model_step", "lakehouse", "synclog", "run")
 
 
 def main() -> int:

@@ -19,6 +19,7 @@ from azexport_assets.components.metadata import change_metadata, export_metadata
 from azexport_assets.config import ConfigError
 from azexport_assets.delta import ChangeSet, KeyViolationError
 from azexport_assets.formats import FormatSpec
+from azexport_assets.formats.pgp import EncryptionKeyError
 from azexport_assets.introspect import (
     ProjectShape,
     check_mapping,
@@ -222,6 +223,7 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
             # A retry or re-execution writes the names of the run it re-executes.
             names=path_names(project, name, context.run.root_run_id or context.run.run_id),
             reexecuting=_reexecuted_runs(context, name),
+            pgp_public_key=_pgp_public_key(activation.pgp_key_env),
         )
         client = storage.client()  # reads the destination's variables: one line if unset
         lock = _activation_lock(store, name, context)
@@ -240,6 +242,12 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
             raise dg.Failure(
                 f"activation '{name}': {error}. The baseline was not advanced: the next run "
                 "(or a re-execution) exports the same changes."
+            ) from None
+        except EncryptionKeyError as error:
+            raise dg.Failure(
+                f"activation '{name}', field 'encryption.pgp_public_key': {error}. Nothing was "
+                "written and the baseline was not advanced.",
+                allow_retries=False,
             ) from None
         except (DeltaTypeError, TableAheadError) as error:
             raise dg.Failure(
@@ -278,6 +286,11 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
         )
 
     return _export
+
+
+def _pgp_public_key(env: str | None) -> str | None:
+    """The armored public key, read from its variable at run time (like every secret)."""
+    return None if env is None else os.environ.get(env, "")
 
 
 def _reexecuted_runs(context: dg.AssetExecutionContext, name: str) -> frozenset[str] | None:

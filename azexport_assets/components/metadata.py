@@ -118,10 +118,32 @@ def table_metadata(outcome: ExportOutcome, logical_time: datetime) -> dict[str, 
     return metadata
 
 
+def sync_log_metadata(outcome: ExportOutcome) -> dict[str, Any]:
+    """The run's slice of the sync log: the table, rows per operation, the SQL that reads
+    the slice and its first rows."""
+    logged = outcome.sync_log
+    if logged is None:
+        return {}
+    return {
+        "sync_log_table": dg.MetadataValue.text(logged.table),
+        "sync_log_rows": dg.MetadataValue.int(logged.rows),
+        "sync_log_operations": dg.MetadataValue.json(logged.operations),
+        "sync_log_query": dg.MetadataValue.md(f"```sql\n{logged.query}\n```"),
+        "sync_log_preview": dg.MetadataValue.md(markdown_table(logged.columns, logged.sample)),
+    }
+
+
 def export_metadata(
     outcome: ExportOutcome, logical_time: datetime, sync_mode: str
 ) -> dict[str, Any]:
-    """What the UI shows of one export: counts, one table of files, a link per blob, timings."""
+    """What the UI shows of one export: counts, one table of files, a link per blob, timings,
+    and the run's slice of the sync log."""
+    return _export_metadata(outcome, logical_time, sync_mode) | sync_log_metadata(outcome)
+
+
+def _export_metadata(
+    outcome: ExportOutcome, logical_time: datetime, sync_mode: str
+) -> dict[str, Any]:
     if outcome.table is not None:
         return table_metadata(outcome, logical_time)
     report, change = outcome.report, outcome.change

@@ -72,6 +72,15 @@ attributes:
       # warnings: {{min_rows: 1, max_change_ratio: 0.5, webhook_url_env: EXPORT_WEBHOOK_URL}}
       # See what the next run would export, writing nothing: the job
       # preview_{name}_customers_csv, or `python -m azexport_assets.preview <activation>`.
+      # Keep each run's exported keys (run id, logical time, operation) in the warehouse
+      # table azexport_log.<activation>, committed with the baseline:
+      # sync_log: {{retention_days: 30}}
+      # Encrypt each file to a public key (blobs end in .pgp; files at most 64MB each),
+      # and/or name Azure's server-side encryption scope (Azurite ignores it):
+      # max_file_size: 64MB
+      # encryption:
+      #   pgp_public_key: {{env: EXPORT_PGP_PUBLIC_KEY}}
+      #   encryption_scope: my-scope
 """
 
 

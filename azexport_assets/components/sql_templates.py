@@ -123,7 +123,7 @@ def render_sql(text: str, secrets: Mapping[str, str]) -> str:
 def secret_variables(raw: Mapping[str, Any]) -> dict[str, str]:
     """The variables a file's (unrendered) attributes read as secrets, with who reads them:
     every `{env: VAR}` of a destination or of a source in Azure, and every activation's
-    `webhook_url_env`."""
+    `webhook_url_env` and `encryption.pgp_public_key`."""
     found: dict[str, str] = {}
     for name, destination in _mapping(raw.get("destinations")).items():
         principal = _mapping(_mapping(destination).get("service_principal"))
@@ -136,6 +136,9 @@ def secret_variables(raw: Mapping[str, Any]) -> dict[str, str]:
         webhook = _mapping(_mapping(activation).get("warnings")).get("webhook_url_env")
         if isinstance(webhook, str):
             found.setdefault(webhook, f"activation '{name}' (webhook_url_env)")
+        encryption = _mapping(_mapping(activation).get("encryption"))
+        for ref in _env_refs([encryption.get("pgp_public_key")]):
+            found.setdefault(ref, f"activation '{name}' (encryption.pgp_public_key)")
     return found
 
 

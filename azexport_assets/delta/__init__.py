@@ -24,12 +24,16 @@ from azexport_assets.delta.spec import (
     KeyViolationError,
 )
 from azexport_assets.delta.sql import change_rows_query, partition_counts_query
+from azexport_assets.delta.synclog import LOG_SCHEMA, SyncLogEntry, SyncLogSlice, run_slice
 
 __all__ = [
+    "LOG_SCHEMA",
     "STATE_SCHEMA",
     "ChangeSet",
     "DeltaSpec",
     "KeyViolationError",
+    "SyncLogEntry",
+    "SyncLogSlice",
     "baseline_info",
     "change_rows_query",
     "change_set_spec",
@@ -42,4 +46,5 @@ __all__ = [
     "partition_counts_query",
     "preview_change_set",
     "reset_baseline",
+    "run_slice",
 ]

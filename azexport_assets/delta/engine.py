@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import duckdb
 
-from azexport_assets.delta import sql, state
+from azexport_assets.delta import sql, state, synclog
 from azexport_assets.delta.spec import (
     STATE_SCHEMA,
     ChangeSet,
@@ -423,17 +423,26 @@ def load_change_set(
 
 
 @state.retrying
-def commit_baseline(con: duckdb.DuckDBPyConnection, activation: str, delta_id: str) -> bool:
+def commit_baseline(
+    con: duckdb.DuckDBPyConnection,
+    activation: str,
+    delta_id: str,
+    sync_log: synclog.SyncLogEntry | None = None,
+) -> bool:
     """Make the snapshot of change set `delta_id` the baseline, in one transaction.
 
     Returns False and changes nothing when `delta_id` is already committed, is not the latest
     computed change set, or was computed against a baseline that is no longer current.
+    With `sync_log`, the exported rows' keys are appended to `azexport_log.<activation>` in
+    the same transaction (see `synclog`).
     """
     check_activation(activation)
     with state.transaction(con):
         row = state.read(con, activation)
         if not row or row.get("pending_delta_id") != delta_id or row.get("committed"):
             return False
+        if sync_log is not None:
+            _log_change_set(con, activation, row, sync_log)
         baseline = state_table("baseline", activation)
         if row["full_export"] and not state.relation_kind(con, state_name("pending", activation)):
             pass  # full_only: no snapshot was copied and no baseline is kept
@@ -483,6 +492,25 @@ def commit_baseline(con: duckdb.DuckDBPyConnection, activation: str, delta_id: s
             },
         )
     return True
+
+
+def _log_change_set(
+    con: duckdb.DuckDBPyConnection,
+    activation: str,
+    row: dict[str, Any],
+    entry: synclog.SyncLogEntry,
+) -> int:
+    """Append the exported keys of the pending change set to the sync log (before the
+    baseline moves: the change set relation still reads as exported)."""
+    detail = json.loads(row["pending_columns"])
+    internal = json.loads(row["pending_layout"])["keys"]
+    keys = [
+        (name, column, kind)
+        for name, (column, kind) in zip(internal, detail["primary_key"], strict=True)
+    ]
+    exported = _kinds(detail["sync_mode"], row["full_export"]).values()
+    kinds = sorted({kind for group in exported for kind in group})
+    return synclog.append(con, activation, entry, keys, kinds)
 
 
 @state.retrying
@@ -536,10 +564,14 @@ def export_kinds(spec: DeltaSpec, change: ChangeSet) -> dict[str, tuple[str, ...
     set 'added' is every row); difference: _added/_updated/_removed, with nothing to put in
     _updated and _removed on a full run.
     """
-    if spec.sync_mode == "difference":
-        if change.full:
+    return _kinds(spec.sync_mode, change.full)
+
+
+def _kinds(sync_mode: str, full: bool) -> dict[str, tuple[str, ...]]:
+    if sync_mode == "difference":
+        if full:
             return {"_added": ("added",), "_updated": (), "_removed": ()}
         return {"_added": ("added",), "_updated": ("updated",), "_removed": ("removed",)}
-    if spec.sync_mode == "upsert":
+    if sync_mode == "upsert":
         return {"": ("added", "updated")}
     return {"": ("added",)}

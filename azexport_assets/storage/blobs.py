@@ -125,8 +125,10 @@ def _put_whole(
     data: bytes,
     properties: BlobProperties,
     md5_hex: str | None = None,
+    scope: dict[str, str] | None = None,
 ) -> tuple[dict, str]:
-    """One Put Blob request: atomic by itself; the service verifies the body's Content-MD5."""
+    """One Put Blob request: atomic by itself; the service verifies the body's Content-MD5.
+    `scope`: the encryption scope keyword (`TransferSettings.scope`)."""
     digest = hashlib.md5(data).digest()
     _check_md5(md5_hex, digest.hex(), blob.blob_name)
     result = replacing_archived(
@@ -138,13 +140,19 @@ def _put_whole(
             **properties.request_options(digest),
             validate_content="md5",
             max_concurrency=1,
+            **(scope or {}),
         ),
     )
     return result, digest.hex()
 
 
 def _stage_blocks(
-    blob: BlobClient, path: Path, block_size: int, workers: int, verify: bool
+    blob: BlobClient,
+    path: Path,
+    block_size: int,
+    workers: int,
+    verify: bool,
+    scope: dict[str, str] | None = None,
 ) -> tuple[list[str], bytes, int]:
     """Stage the file's blocks in parallel; return (block ids, MD5 digest, bytes read).
 
@@ -159,6 +167,7 @@ def _stage_blocks(
     slots = threading.Semaphore(workers + 1)
     failed = threading.Event()
     checks = {"validate_content": "md5"} if verify else {}
+    checks |= scope or {}
 
     def done(future: Future) -> None:
         slots.release()
@@ -208,7 +217,12 @@ def _put_blocks(
     block_size = max(settings.block_size, math.ceil(size / MAX_BLOCKS))
     for attempt in (1, 2):
         ids, digest, total = _stage_blocks(
-            blob, path, block_size, settings.max_concurrency, settings.verify_blocks
+            blob,
+            path,
+            block_size,
+            settings.max_concurrency,
+            settings.verify_blocks,
+            settings.scope,
         )
         if total != size:
             raise StorageError(
@@ -217,7 +231,12 @@ def _put_blocks(
             )
         _check_md5(md5_hex, digest.hex(), blob.blob_name)
         try:
-            commit = partial(blob.commit_block_list, ids, **properties.request_options(digest))
+            commit = partial(
+                blob.commit_block_list,
+                ids,
+                **properties.request_options(digest),
+                **settings.scope,
+            )
             result = replacing_archived(blob, commit)
             return result, digest.hex(), len(ids)
         except HttpResponseError as error:
@@ -264,7 +283,7 @@ def upload_file(
         if size <= settings.single_put_threshold:
             data = path.read_bytes()  # at most single_put_threshold bytes
             size = len(data)
-            result, digest_hex = _put_whole(blob, data, props, md5_hex)
+            result, digest_hex = _put_whole(blob, data, props, md5_hex, settings.scope)
             blocks = 0
         else:
             result, digest_hex, blocks = _put_blocks(blob, path, size, settings, props, md5_hex)
@@ -303,7 +322,7 @@ def upload_bytes(
     props = _properties(properties, content_type, None)
     failure: StorageError | None = None
     try:
-        result, digest_hex = _put_whole(blob, bytes(data), props)
+        result, digest_hex = _put_whole(blob, bytes(data), props, scope=_transfer(container).scope)
     except Exception as error:  # noqa: BLE001
         failure = storage_error(container, error, f"uploading blob '{blob_name}'")
     if failure is not None:

@@ -34,6 +34,13 @@ class TransferSettings:
     block_size: int = 8 * MiB
     single_put_threshold: int = 8 * MiB
     verify_blocks: bool = True
+    # Azure's server-side encryption scope for every blob written (x-ms-encryption-scope).
+    encryption_scope: str | None = None
+
+    @property
+    def scope(self) -> dict[str, str]:
+        """Keyword arguments that pass the encryption scope to an upload call, if any."""
+        return {"encryption_scope": self.encryption_scope} if self.encryption_scope else {}
 
 
 class ExportContainerClient(ContainerClient):

@@ -169,6 +169,7 @@ class GrowingFileUpload:
         futures: list[Future] = []
         offset = 0
         checks = {"validate_content": "md5"} if settings.verify_blocks else {}
+        checks |= settings.scope
         with self.path.open("rb") as stream:
             while True:
                 available, closed = self._wait_for(offset, block_size)
@@ -182,7 +183,9 @@ class GrowingFileUpload:
                 ):
                     # Small file: one atomic Put Blob, as upload_file does.
                     data = stream.read()
-                    result, digest_hex = _put_whole(blob, data, self.properties, self._final[1])
+                    result, digest_hex = _put_whole(
+                        blob, data, self.properties, self._final[1], settings.scope
+                    )
                     self.pool.count(len(data))
                     return result, digest_hex, len(data)
                 if final_size is not None and final_size > block_size * MAX_BLOCKS:
@@ -215,7 +218,7 @@ class GrowingFileUpload:
             )
         md5_hex = self._final[1]
         try:
-            options = self.properties.request_options(bytes.fromhex(md5_hex))
+            options = self.properties.request_options(bytes.fromhex(md5_hex)) | settings.scope
             result = replacing_archived(blob, lambda: blob.commit_block_list(ids, **options))
         except HttpResponseError as error:
             # A concurrent writer of the same name discarded our blocks: upload once more.

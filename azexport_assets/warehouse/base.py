@@ -19,9 +19,10 @@ import duckdb
 if TYPE_CHECKING:
     from azexport_assets.config import SourceConfig
 
-# Every schema the project writes to: materialized models and segments, delta state.
-# (The delta engine's `STATE_SCHEMA`, spelled out: the delta package imports this one.)
-WAREHOUSE_SCHEMAS = ("models", "segments", "azexport_state")
+# Every schema the project writes to: materialized models and segments, delta state, sync logs.
+# (The delta engine's `STATE_SCHEMA` and `LOG_SCHEMA`, spelled out: the delta package imports
+# this one.)
+WAREHOUSE_SCHEMAS = ("models", "segments", "azexport_state", "azexport_log")
 
 DEFAULT_LOCK_TIMEOUT = 3600.0
 # DuckDB's own default is 80% of RAM, which it fills with cached blocks of large tables; a run
