@@ -1,17 +1,20 @@
 """The deploy image on a Docker host: every run in a container of its own (`make test-containers`).
 
 The set-up builds the images from the shipped files (deploy/Dockerfile, then a project's own
-`defs/` and source file on top with deploy/project/Dockerfile, as docs/deploy.md says), and
-runs what a Docker host runs: Postgres (Dagster's storage and the DuckLake catalog) and Azurite
-(the lake's data and the destination) on the host, the code server in a container of the
-project image, and the Dagster daemon with deploy/dagster-docker.yaml as is (values from the
-environment): the run queue and DockerRunLauncher. Three activations (one delta) are launched
-at once; each run executes in a new read-only container of the project image with nothing of
-the host mounted. Every exported file is compared with the source; after the source changes
-(a new project image), a second round exports everything again for the full activations and
-only the changed rows for the delta one. Then one run's container is killed while the run is
-in progress: run monitoring marks the run failed, run retries start it again, and the retry
-exports the changes exactly once.
+`defs/` on top with deploy/project/Dockerfile, as docs/deploy.md says), once: the project image
+holds no source file. The source is Parquet files in Azurite (`parquet: az://...` with its own
+account URL and read-only SAS from the environment, forwarded to the runs by
+deploy/dagster-docker.yaml like the destination's). The set-up runs what a Docker host runs:
+Postgres (Dagster's storage and the DuckLake catalog) and Azurite (the source, the lake's data
+and the destination) on the host, the code server in a container of the project image, and
+the Dagster daemon with deploy/dagster-docker.yaml as is (values from the environment): the
+run queue and DockerRunLauncher. Three activations (one delta) are launched at once; each run
+executes in a new read-only container of the project image with nothing of the host mounted.
+Every exported file is compared with the source; after the source changes (Parquet files
+uploaded again, the same image), a second round exports everything again for the full
+activations and only the changed rows for the delta one. Then one run's container is killed
+while the run is in progress: run monitoring marks the run failed, run retries start it
+again, and the retry exports the changes exactly once.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,6 +36,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
+import yaml
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from azexport_assets.demo.azurite import Azurite, container_sas, free_port
@@ -50,14 +55,20 @@ REPO = Path(__file__).resolve().parents[1]
 FINISHED = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 ACTIVATIONS = ("everyone_csv", "high_scores_json", "changes_csv")
 
+# The source's rows live in Azurite only, in Parquet parts by id range (the last one open).
+PARTS = (("part-1", 1, 150), ("part-2", 151, 300), ("part-3", 301, None))
+
 DEFS = """\
 type: azexport_assets.components.AzureExport
 attributes:
   sources:
-    crm: {{duckdb: data/crm.duckdb}}
+    crm_customers:
+      parquet: az://{source_container}/customers/*.parquet
+      account_url: {{env: AZEXPORT_SOURCE_ACCOUNT_URL}}
+      sas_token: {{env: AZEXPORT_SOURCE_SAS_TOKEN}}
   models:
     customers:
-      sql: SELECT id, name, email, score FROM crm.customers
+      sql: SELECT id, name, email, score FROM crm_customers
       primary_key: id
   segments:
     high_scores:
@@ -111,6 +122,8 @@ FORWARDED = (
     "PGPASSWORD",
     "AZURE_STORAGE_ACCOUNT_URL",
     "AZURE_STORAGE_SAS_TOKEN",
+    "AZEXPORT_SOURCE_ACCOUNT_URL",
+    "AZEXPORT_SOURCE_SAS_TOKEN",
 )
 
 
@@ -128,29 +141,58 @@ def image() -> str:
 class Stack:
     env: dict[str, str]
     home: Path
-    context: Path  # the project image's build context: defs/ and data/
+    context: Path  # the project image's build context: defs/ and an empty data/
     exports: ContainerClient
+    sources: ContainerClient  # the source's Parquet files
+    staging: Path  # a DuckDB file on the host where the test edits the rows it uploads
     instance: dg.DagsterInstance
     code_server: str | None = None
     daemon: subprocess.Popen | None = None
+    published: dict[str, list[tuple]] | None = None  # rows of each uploaded part
 
-    @property
-    def source(self) -> Path:
-        return self.context / "data" / "crm.duckdb"
-
-    def source_sql(self, *statements: str) -> None:
-        con = duckdb.connect(str(self.source))
+    def change_source(self, *statements: str) -> list[str]:
+        """Apply `statements` to the rows, then upload every part whose rows changed as a new
+        Parquet file (deleting parts left empty). Returns the blobs written."""
+        con = duckdb.connect(str(self.staging))
         try:
             for statement in statements:
                 con.execute(statement)
+            published = self.published if self.published is not None else {}
+            written = []
+            for part, low, high in PARTS:
+                where = f"id >= {low}" + (f" AND id <= {high}" if high is not None else "")
+                select = f"SELECT id, name, email, score FROM customers WHERE {where} ORDER BY id"
+                rows = con.execute(select).fetchall()
+                if rows == published.get(part, []):
+                    continue
+                blob = f"customers/{part}.parquet"
+                if rows:
+                    local = self.staging.with_name(f"{part}.parquet")
+                    con.execute(f"COPY ({select}) TO '{local}' (FORMAT parquet)")
+                    self.sources.upload_blob(blob, local.read_bytes(), overwrite=True)
+                    local.unlink()
+                    written.append(blob)
+                else:
+                    self.sources.delete_blob(blob)
+                published[part] = rows
+            self.published = published
+            return written
         finally:
             con.close()
 
     def customers(self) -> list[tuple[int, str, str, int]]:
-        con = duckdb.connect(str(self.source), read_only=True)
+        """The source's rows, as uploaded: read back from the Parquet files."""
+        con = duckdb.connect()
         try:
-            sql = "SELECT id, name, email, score FROM customers ORDER BY id"
-            return con.execute(sql).fetchall()
+            rows = []
+            for blob in sorted(b.name for b in self.sources.list_blobs()):
+                local = self.staging.with_name("read.parquet")
+                local.write_bytes(self.sources.download_blob(blob).readall())
+                rows += con.execute(
+                    f"SELECT id, name, email, score FROM read_parquet('{local}')"
+                ).fetchall()
+                local.unlink()
+            return sorted(rows)
         finally:
             con.close()
 
@@ -228,6 +270,19 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
+def project_image(stack: Stack) -> str:
+    """The project image (deploy/project/Dockerfile), built once: defs only, no source file."""
+    image = container_kit.build_project_image(stack.context, "sources-in-azure")
+    found = container_kit.podman(
+        "run", "--rm", "--network", "none", image,
+        "find", "/opt/azexport", "-path", "/opt/azexport/data/*",
+        "-o", "-name", "*.parquet", "-o", "-name", "*.duckdb",
+    ).stdout  # fmt: skip
+    assert found == "", found
+    return image
+
+
+@pytest.fixture(scope="module")
 def stack(
     image: str,
     azurite: Azurite,
@@ -237,6 +292,7 @@ def stack(
     root = tmp_path_factory.mktemp("docker-host")
     service = BlobServiceClient.from_connection_string(azurite.connection_string)
     exports = service.create_container(f"exports-{uuid.uuid4().hex[:12]}")
+    sources = service.create_container(f"crm-{uuid.uuid4().hex[:12]}")
     lake_data = service.create_container(f"lake-{uuid.uuid4().hex[:12]}")
     home = root / "dagster_home"
     home.mkdir()
@@ -262,17 +318,30 @@ def stack(
         "PGPASSWORD": PASSWORD,
         "AZURE_STORAGE_ACCOUNT_URL": azurite.account_url,
         "AZURE_STORAGE_SAS_TOKEN": container_sas(azurite.account_url, exports.container_name),
+        # The source's own account and credential: read and list only.
+        "AZEXPORT_SOURCE_ACCOUNT_URL": azurite.account_url,
+        "AZEXPORT_SOURCE_SAS_TOKEN": container_sas(
+            azurite.account_url, sources.container_name, "rl"
+        ),
         "AZEXPORT_TEST_CODE_PORT": str(code_port),
     }
     context = root / "project"
     (context / "defs" / "crm").mkdir(parents=True)
-    (context / "data").mkdir()
-    defs = DEFS.format(container=exports.container_name)
+    (context / "data").mkdir()  # empty: every source is in Azure
+    defs = DEFS.format(container=exports.container_name, source_container=sources.container_name)
     (context / "defs" / "crm" / "defs.yaml").write_text(defs)
+    staging = root / "staging" / "crm.duckdb"
+    staging.parent.mkdir()
     previous_home = os.environ.get("DAGSTER_HOME")
     os.environ.update({k: env[k] for k in ("DAGSTER_HOME", *FORWARDED)})
     stack = Stack(
-        env=env, home=home, context=context, exports=exports, instance=dg.DagsterInstance.get()
+        env=env,
+        home=home,
+        context=context,
+        exports=exports,
+        sources=sources,
+        staging=staging,
+        instance=dg.DagsterInstance.get(),
     )
     try:
         # Deployment steps, each a one-off container of the image: Dagster's schema, the lake.
@@ -386,62 +455,75 @@ def check_full_exports(files: dict[str, bytes], rows) -> None:
     assert sorted(high, key=by_id) == as_json(r for r in rows if r[3] >= 50)
 
 
-def test_three_activations_each_in_its_own_container(stack: Stack):
-    stack.source_sql(
-        "CREATE TABLE customers AS SELECT i AS id, 'name ' || i AS name, "
-        "'c' || i || '@example.com' AS email, (i * 37) % 100 AS score FROM range(1, 301) AS r(i)"
-    )
-    first_image = container_kit.build_project_image(stack.context, "round1")
+SEED = (
+    "CREATE TABLE customers AS SELECT i AS id, 'name ' || i AS name, "
+    "'c' || i || '@example.com' AS email, (i * 37) % 100 AS score FROM range(1, 301) AS r(i)"
+)
+
+
+def test_the_run_containers_get_every_variable_the_defs_read():
+    """Every `{env: VAR}` of the test's defs, the source's included, is one that
+    deploy/dagster-docker.yaml passes to the run containers (and the code server gets here)."""
+    read = set(re.findall(r"\{\{env: (\w+)\}\}", DEFS))
+    assert read == {
+        "AZURE_STORAGE_ACCOUNT_URL",
+        "AZURE_STORAGE_SAS_TOKEN",
+        "AZEXPORT_SOURCE_ACCOUNT_URL",
+        "AZEXPORT_SOURCE_SAS_TOKEN",
+    }
+    config = yaml.safe_load((REPO / "deploy" / "dagster-docker.yaml").read_text())
+    assert read <= set(config["run_launcher"]["config"]["env_vars"])
+    assert read <= set(FORWARDED)
+
+
+def test_three_activations_each_in_its_own_container(stack: Stack, project_image: str):
+    written = stack.change_source(SEED)
+    assert written == ["customers/part-1.parquet", "customers/part-2.parquet"]
 
     before = stack.blobs()
-    runs = run_round(stack, first_image)
-    assert_in_own_containers(stack, runs, first_image)
+    runs = run_round(stack, project_image)
+    assert_in_own_containers(stack, runs, project_image)
     rows = stack.customers()
+    assert len(rows) == 300
     files = new_files(stack, before)
     check_full_exports(files, rows)
     assert sorted(csv_rows(files["changes"]), key=lambda r: int(r["id"])) == as_csv(rows)
 
-    # The source changes; a new project image carries it.
-    stack.source_sql(
+    # The source changes in Azure alone: new Parquet files, the same image.
+    written = stack.change_source(
         "UPDATE customers SET email = 'new' || id || '@example.com' WHERE id IN (3, 150, 299)",
         "UPDATE customers SET score = 99 WHERE id = 10",
         "DELETE FROM customers WHERE id = 42",
         "INSERT INTO customers VALUES (301, 'name 301', 'c301@example.com', 77), "
         "(302, 'name 302', 'c302@example.com', 5)",
     )
-    second_image = container_kit.build_project_image(stack.context, "round2")
+    assert written == [f"customers/{part}.parquet" for part in ("part-1", "part-2", "part-3")]
     before = stack.blobs()
-    runs = run_round(stack, second_image)
-    assert_in_own_containers(stack, runs, second_image)
+    runs = run_round(stack, project_image)
+    assert_in_own_containers(stack, runs, project_image)
     rows = stack.customers()
+    assert len(rows) == 301 and 42 not in {r[0] for r in rows}
+    assert next(r for r in rows if r[0] == 150)[2] == "new150@example.com"
     files = new_files(stack, before)
     check_full_exports(files, rows)
     changed = [r for r in rows if r[0] in (3, 10, 150, 299, 301, 302)]
     assert sorted(csv_rows(files["changes"]), key=lambda r: int(r["id"])) == as_csv(changed)
 
 
-def change_source(stack: Stack, *statements: str) -> tuple[list, list]:
-    """Apply `statements` to the source; returns its rows before and after."""
-    if not stack.source.exists():
-        stack.source_sql(
-            "CREATE TABLE customers AS SELECT i AS id, 'name ' || i AS name, "
-            "'c' || i || '@example.com' AS email, i % 100 AS score FROM range(1, 101) AS r(i)"
-        )
-    before = stack.customers()
-    stack.source_sql(*statements)
-    return before, stack.customers()
-
-
-def test_a_killed_run_container_is_marked_failed_and_retried(stack: Stack):
+def test_a_killed_run_container_is_marked_failed_and_retried(stack: Stack, project_image: str):
     earlier_exports = any(name.startswith("changes/") for name in stack.blobs())
-    before, after = change_source(
-        stack,
+    if stack.published is None:  # run on its own: a first source
+        stack.change_source(SEED)
+    before = stack.customers()
+    written = stack.change_source(
         "UPDATE customers SET name = 'renamed ' || id WHERE id IN (5, 6)",
         "INSERT INTO customers VALUES (1001, 'name 1001', 'c1001@example.com', 1)",
     )
+    assert written == ["customers/part-1.parquet", "customers/part-3.parquet"]
+    after = stack.customers()
     changed = sorted(set(after) - set(before)) if earlier_exports else after
-    image = container_kit.build_project_image(stack.context, "round3")
-    stack.serve(image)
+    assert len(changed) == (3 if earlier_exports else len(after))
+    stack.serve(project_image)
     exported_before = stack.blobs()
 
     # The test holds the activation's lock, so the run waits in its delta step (the lock is

@@ -109,7 +109,8 @@ def secret_refs(value) -> set[str]:
 def demo_variables() -> tuple[set[str], set[str]]:
     """(read by runs, read by the code server's sensors only) in the shipped defs."""
     project = load_project_from_folder(DEMO_DEFS, REPO)
-    runs = secret_refs(project.destinations) | secret_refs(project.activations)
+    runs = secret_refs(project.sources) | secret_refs(project.destinations)
+    runs |= secret_refs(project.activations)
     sensors = {
         a.warnings.webhook_url_env
         for a in project.activations.values()
