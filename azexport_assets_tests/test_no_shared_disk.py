@@ -260,7 +260,9 @@ def _run_one_activation(
         init = [sys.executable, "-m", "azexport_assets.warehouse", "init"]
         done = subprocess.run(init, cwd=workdir, env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-4000:]
-        assert done.stdout.splitlines()[-1] == "created schemas: models, segments, azexport_state"
+        assert done.stdout.splitlines()[-1] == (
+            "created schemas: models, segments, azexport_state, azexport_log"
+        )
         assert (temp / f"azexport-{os.geteuid()}").is_dir()
     command = [sys.executable, "-m", "dagster", "job", "execute"]
     command += ["-f", str(project / "entry.py"), "-j", "activate_visits_out"]
