@@ -588,8 +588,14 @@ class TcpFaultProxy:
 
 
 def _abort(sock: socket.socket) -> None:
-    """Close with a TCP RST (SO_LINGER 0), like a network failure."""
+    """Close with a TCP RST (SO_LINGER 0), like a network failure.
+
+    The shutdown first wakes a pump thread blocked in `recv` on this socket: while one is, a
+    bare close() does not release the connection (the blocked call keeps it referenced), so
+    no RST would be sent and the peer would wait for ever instead of seeing the failure."""
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):
         sock.close()
