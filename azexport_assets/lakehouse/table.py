@@ -23,7 +23,8 @@ Nothing here imports Dagster. Rows stream from DuckDB as Arrow record batches.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,6 +110,22 @@ class TableAheadError(RuntimeError):
 
 def app_id(activation: str) -> str:
     return f"{APP_ID_PREFIX}{activation}"
+
+
+@contextmanager
+def _translated_errors(target: DeltaTarget, columns: list[Column], action: str) -> Iterator[None]:
+    """A value Delta cannot hold becomes a DeltaTypeError naming its column; any other failure
+    of the write a StorageError naming the table (secrets redacted)."""
+    try:
+        yield
+    except duckdb.Error as error:
+        unrepresentable_error(error, columns)
+    except (StorageError, DeltaTypeError):
+        raise
+    except Exception as error:
+        if "azexport-delta-unrepresentable" in str(error):
+            unrepresentable_error(error, columns)
+        raise table_error(error, target, action) from None
 
 
 def table_error(error: BaseException, target: DeltaTarget, action: str) -> StorageError:
@@ -304,25 +321,18 @@ def _overwrite(
         cursor.close()
         raise
     try:
-        reader = _reader(cursor, columns, query)
-        write_deltalake(
-            target.uri,
-            reader,
-            mode="overwrite",
-            schema_mode="overwrite",
-            partition_by=list(care.partition_by) or None,
-            configuration={CDF_PROPERTY: "true"} if care.change_data_feed else None,
-            storage_options=dict(target.storage_options),
-            commit_properties=_commit_properties(spec.activation, change, run_id, sequence),
-        )
-    except duckdb.Error as error:
-        unrepresentable_error(error, columns)
-    except (StorageError, DeltaTypeError):
-        raise
-    except Exception as error:
-        if "azexport-delta-unrepresentable" in str(error):
-            unrepresentable_error(error, columns)
-        raise table_error(error, target, "writing the table") from None
+        with _translated_errors(target, columns, "writing the table"):
+            reader = _reader(cursor, columns, query)
+            write_deltalake(
+                target.uri,
+                reader,
+                mode="overwrite",
+                schema_mode="overwrite",
+                partition_by=list(care.partition_by) or None,
+                configuration={CDF_PROPERTY: "true"} if care.change_data_feed else None,
+                storage_options=dict(target.storage_options),
+                commit_properties=_commit_properties(spec.activation, change, run_id, sequence),
+            )
     finally:
         cursor.close()
     report.operation = "overwrite"
@@ -354,34 +364,27 @@ def _merge(
         cursor.close()
         raise
     try:
-        reader = _reader(cursor, columns, query, passthrough=1)
-        merger = table.merge(
-            source=reader,
-            predicate=predicate,
-            source_alias="source",
-            target_alias="target",
-            commit_properties=_commit_properties(spec.activation, change, run_id, sequence),
-        )
-        if spec.sync_mode == "difference":
-            merger = merger.when_matched_delete(predicate=f"{kind} = 'removed'")
-        if spec.sync_mode in ("upsert", "difference"):
-            # Also on 'added' rows whose key is already there (a change set applied after an
-            # earlier, uncommitted one): the table converges to the model's rows.
-            merger = merger.when_matched_update_all(
+        with _translated_errors(target, columns, "merging into the table"):
+            reader = _reader(cursor, columns, query, passthrough=1)
+            merger = table.merge(
+                source=reader,
+                predicate=predicate,
+                source_alias="source",
+                target_alias="target",
+                commit_properties=_commit_properties(spec.activation, change, run_id, sequence),
+            )
+            if spec.sync_mode == "difference":
+                merger = merger.when_matched_delete(predicate=f"{kind} = 'removed'")
+            if spec.sync_mode in ("upsert", "difference"):
+                # Also on 'added' rows whose key is already there (a change set applied after an
+                # earlier, uncommitted one): the table converges to the model's rows.
+                merger = merger.when_matched_update_all(
+                    predicate=f"{kind} <> 'removed'", except_cols=[KIND_COLUMN]
+                )
+            merger = merger.when_not_matched_insert_all(
                 predicate=f"{kind} <> 'removed'", except_cols=[KIND_COLUMN]
             )
-        merger = merger.when_not_matched_insert_all(
-            predicate=f"{kind} <> 'removed'", except_cols=[KIND_COLUMN]
-        )
-        metrics = merger.execute()
-    except duckdb.Error as error:
-        unrepresentable_error(error, columns)
-    except (StorageError, DeltaTypeError):
-        raise
-    except Exception as error:
-        if "azexport-delta-unrepresentable" in str(error):
-            unrepresentable_error(error, columns)
-        raise table_error(error, target, "merging into the table") from None
+            metrics = merger.execute()
     finally:
         cursor.close()
     report.operation = "merge"
