@@ -19,6 +19,8 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
+from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -35,6 +37,14 @@ from azexport_assets.sandbox import (
     segment_query,
 )
 from azexport_assets.sql_text import quote_ident
+from azexport_assets.validation_cache import (
+    cache_folder,
+    digest,
+    file_state,
+    load,
+    package_state,
+    store,
+)
 from azexport_assets.warehouse import (
     attach_source,
     confine_sources,
@@ -42,8 +52,9 @@ from azexport_assets.warehouse import (
     resolve_path,
     source_files,
 )
+from azexport_assets.warehouse.confinement import CONFINE_ENV
 from azexport_assets.warehouse.csv_dialect import sniff_csv_sources
-from azexport_assets.warehouse.extensions import available_offline
+from azexport_assets.warehouse.extensions import EXTENSIONS_ENV, available_offline
 
 _log = logging.getLogger(__name__)
 
@@ -216,13 +227,42 @@ def check_remote_sources(project: Project) -> None:
 
 
 def describe_project(project: Project) -> ProjectShape:
-    """Dependencies and columns of every model and segment; ConfigError on SQL errors."""
+    """Dependencies and columns of every model and segment; ConfigError on SQL errors.
+
+    What DuckDB finds (parsing and binding) is kept on disk under a digest of everything it
+    depends on (`shape_key`), so the next process that loads the same project with the same
+    sources reads it back instead (`validation_cache.py`). The checks that read the file system
+    or the environment, and those of each activation, run every time."""
     check_source_locations(project)
     check_remote_sources(project)
+    key = shape_key(project)
+    folder = cache_folder(project.project_root) if key else None
+    found = _shape_from_cache(project, folder, key)
+    if found is not None:
+        shape, warnings = found
+        for source, warning in warnings:
+            _log.warning("%s: %s", project.position("sources", source, "csv"), warning)
+    else:
+        shape, warnings, complete = _introspect(project)
+        if key and complete:
+            store(folder, key, _shape_entry(shape, warnings))
+    for activation in project.activations:
+        columns = shape.columns.get(project.activations[activation].source)
+        check_mapping(project, activation, columns)
+        check_partition_columns(project, activation, columns)
+        check_table_columns(project, activation, columns)
+    return shape
+
+
+def _introspect(project: Project) -> tuple[ProjectShape, list[tuple[str, str]], bool]:
+    """(shape, the CSV sniffer's warnings as (source, text), complete): parse every model and
+    segment and bind them in DuckDB. Not complete when a source that exists could not be
+    attached (e.g. locked by its writer): its models were skipped, and that is not kept."""
     shape = ProjectShape(deps={m: model_dependencies(project, m) for m in project.models})
     for segment in project.segments:
         check_segment(project, segment)
     available = {s for s in project.sources if _source_available(project, s)}
+    complete = True
     con = duckdb.connect()
     try:
         files: list[str] = []
@@ -231,10 +271,11 @@ def describe_project(project: Project) -> ProjectShape:
                 files += attach_source(con, source, project.sources[source], project.project_root)
             except duckdb.Error:
                 available.discard(source)  # e.g. locked by its writer: checked again at run time
+                complete = False
         # Our schemas first: the configuration is locked from here on.
         con.execute("CREATE SCHEMA models; CREATE SCHEMA segments")
         lock_down(con, files=files)
-        _warn_about_skipped_lines(con, project, available)
+        warnings = _warn_about_skipped_lines(con, project, available)
         for model in model_order(project, shape.deps):
             deps = shape.deps[model]
             ready = all(s in available for s, _ in deps.source_tables) and all(
@@ -258,24 +299,127 @@ def describe_project(project: Project) -> ProjectShape:
             )
     finally:
         con.close()
-    for activation in project.activations:
-        columns = shape.columns.get(project.activations[activation].source)
-        check_mapping(project, activation, columns)
-        check_partition_columns(project, activation, columns)
-        check_table_columns(project, activation, columns)
-    return shape
+    return shape, warnings, complete
+
+
+# --------------------------------------------------------------------------- kept on disk
+
+SHAPE_ENTRY = "project-shape/1"  # what an entry holds, and the layout it has
+# Variables read while sources are checked and attached (not through the configuration).
+_SETTINGS = (CONFINE_ENV, EXTENSIONS_ENV)
+
+
+def shape_key(project: Project) -> str | None:
+    """The digest of everything `_introspect` reads, or None when that cannot be told without
+    doing the work (a source in Azure that would be read at load). It covers:
+
+    - the models' and segments' configuration and SQL text as loaded, i.e. after the
+      templates of `defs.yaml` and SQL were rendered (so the variables they read count with
+      their values), and every source's configuration;
+    - each source's files as they are now (path, size, modification and change times,
+      inode; a DuckDB file's WAL too; every file a glob matches), which stand for their schemas;
+    - DuckDB's version, this package's code, the project root and the settings that decide
+      how sources are read (`_SETTINGS`).
+
+    Variables count through what they produce: a `{{ env.X }}` of defs.yaml or SQL through the
+    rendered values, a `$VAR` or `~` in a source's path through the path it names."""
+    sources: dict[str, Any] = {}
+    for name, config in sorted(project.sources.items()):
+        if config.remote:
+            if _source_available(project, name):
+                return None  # its schema lives in Azure: nothing local says it changed
+            sources[name] = {"config": config.model_dump(mode="json"), "files": "remote"}
+            continue
+        location = resolve_path(config.location, project.project_root)
+        if config.kind == "duckdb":
+            files = [location, f"{location}.wal"]
+        else:
+            files = [location, *source_files(config, project.project_root)]
+        sources[name] = {
+            "config": config.model_dump(mode="json"),
+            "files": [[f, file_state(f)] for f in files],
+        }
+    return digest(
+        {
+            "entry": SHAPE_ENTRY,
+            "code": package_state(),
+            "duckdb": duckdb.__version__,
+            "root": str(project.project_root.resolve()),
+            "settings": {name: os.environ.get(name) for name in _SETTINGS},
+            "sources": sources,
+            "models": {
+                n: [m.model_dump(mode="json"), project.model_sql.get(n)]
+                for n, m in sorted(project.models.items())
+            },
+            "segments": {n: s.model_dump(mode="json") for n, s in sorted(project.segments.items())},
+        }
+    )
+
+
+def _shape_entry(shape: ProjectShape, warnings: list[tuple[str, str]]) -> dict[str, Any]:
+    return {
+        "entry": SHAPE_ENTRY,
+        "deps": {
+            name: {"source_tables": [list(t) for t in d.source_tables], "models": list(d.models)}
+            for name, d in shape.deps.items()
+        },
+        "columns": {
+            name: None if columns is None else [list(c) for c in columns]
+            for name, columns in shape.columns.items()
+        },
+        "warnings": [list(w) for w in warnings],
+    }
+
+
+def _shape_from_cache(
+    project: Project, folder: Path | None, key: str | None
+) -> tuple[ProjectShape, list[tuple[str, str]]] | None:
+    """The shape stored under `key`, checked to be one of this project; None otherwise."""
+    if key is None:
+        return None
+    entry = load(folder, key)
+    try:
+        if not isinstance(entry, dict) or entry.get("entry") != SHAPE_ENTRY:
+            return None
+        deps = {
+            str(name): ModelDeps(
+                tuple((str(s), str(t)) for s, t in d["source_tables"]),
+                tuple(str(m) for m in d["models"]),
+            )
+            for name, d in entry["deps"].items()
+        }
+        columns = {
+            str(name): None if cols is None else [(str(c), str(t)) for c, t in cols]
+            for name, cols in entry["columns"].items()
+        }
+        warnings = [(str(source), str(text)) for source, text in entry["warnings"]]
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+    if set(deps) != set(project.models) or set(columns) != set(project.models) | set(
+        project.segments
+    ):
+        return None
+    if any(source not in project.sources for source, _ in warnings):
+        return None
+    # Built in the order `_introspect` builds it, so a kept shape equals a computed one.
+    ordered = {m: columns[m] for m in model_order(project, deps)}
+    ordered.update({s: columns[s] for s in project.segments})
+    return ProjectShape(deps={m: deps[m] for m in project.models}, columns=ordered), warnings
 
 
 def _warn_about_skipped_lines(
     con: duckdb.DuckDBPyConnection, project: Project, available: set[str]
-) -> None:
+) -> list[tuple[str, str]]:
     """A line in the code location's log when DuckDB's sniffer skips lines of a CSV source
-    (the model step logs the whole dialect on every run)."""
+    (the model step logs the whole dialect on every run); returns them as (source, text)."""
     attached = {s: project.sources[s] for s in sorted(available)}
+    warnings = []
     for dialect in sniff_csv_sources(con, attached, project.project_root):
         warning = dialect.warning()
         if warning:
             _log.warning("%s: %s", project.position("sources", dialect.source, "csv"), warning)
+            warnings.append((dialect.source, warning))
+    return warnings
 
 
 def _create_view(

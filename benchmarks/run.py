@@ -306,6 +306,9 @@ class Bench:
             "activations",
             flush=True,
         )
+        if self.src_rows < 0:
+            # `--formats ""` (only the fixed cost): the 10-row `tiny` table still needs a source.
+            self.use_table(self.args.rows[0], self.args.shapes[0])
         large_ctx = self.ctx.elsewhere(self.large)
         sides = [
             "tiny_run",

@@ -13,10 +13,13 @@ schedules of the objects it declares.
 
 from __future__ import annotations
 
+import re
 from contextvars import ContextVar
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
+from jinja2.nativetypes import native_concat
 from pydantic import BaseModel, Field, PrivateAttr
 from typing_extensions import Self
 
@@ -96,7 +99,7 @@ class AzureExport(dg.Component, dg.Resolvable, dg.Model):
         if leak is not None:
             loc, message = leak
             raise ConfigError(f"{file_position(shown, locate, loc)}: {_object_field(loc)}{message}")
-        rendered = context.resolve_value(raw)
+        rendered = resolve_templates(context, raw)
         for (kind, name, field), text in sql_texts.items():
             try:
                 rendered[kind][name][field] = render_sql(text, secrets)
@@ -139,6 +142,32 @@ def _validate_tree(context: dg.ComponentLoadContext) -> ValidatedProject:
     for component in components:
         component._validated = validated
     return validated
+
+
+# Characters without which a string is no Jinja template (and has no line ending Jinja would
+# normalize): such a string renders to itself, read as a Python literal if it is one.
+_TEMPLATE_SYNTAX = re.compile(r"[{}%#\r\n]")
+
+
+def resolve_templates(context: dg.ResolutionContext, value: Any, path: tuple = ()) -> Any:
+    """What `context.resolve_value(value)` returns, without compiling a Jinja template for
+    each string that holds no template syntax: most of a project's strings (names, file names,
+    columns), whose templates were most of the cost of loading a large project. Those render,
+    as in Dagster's native Jinja, to `native_concat([text])`; any other string is rendered by
+    Dagster, at its path (for messages)."""
+    if isinstance(value, dict):
+        return {k: resolve_templates(context, v, (*path, k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = [resolve_templates(context, v, (*path, i)) for i, v in enumerate(value)]
+        return tuple(items) if isinstance(value, tuple) else items
+    if not isinstance(value, str) or not value:
+        return value
+    if _TEMPLATE_SYNTAX.search(value) is None:
+        return native_concat([value])
+    at = context
+    for part in path:
+        at = at.at_path(part)
+    return at.resolve_value(value)
 
 
 def _object_field(loc: tuple[str | int, ...]) -> str:
