@@ -235,7 +235,10 @@ def describe_project(project: Project) -> ProjectShape:
     or the environment, and those of each activation, run every time."""
     check_source_locations(project)
     check_remote_sources(project)
-    key = shape_key(project)
+    try:
+        key = shape_key(project)
+    except (OSError, TypeError, ValueError):
+        key = None  # e.g. a value JSON cannot hold: validated as without a cache
     folder = cache_folder(project.project_root) if key else None
     found = _shape_from_cache(project, folder, key)
     if found is not None:
@@ -395,14 +398,20 @@ def _shape_from_cache(
         warnings = [(str(source), str(text)) for source, text in entry["warnings"]]
     except (AttributeError, KeyError, TypeError, ValueError):
         return None
-    if set(deps) != set(project.models) or set(columns) != set(project.models) | set(
-        project.segments
+    if (
+        set(deps) != set(project.models)
+        or set(columns) != set(project.models) | set(project.segments)
+        or any(m not in project.models for d in deps.values() for m in d.models)
+        or any(s not in project.sources for d in deps.values() for s, _ in d.source_tables)
+        or any(source not in project.sources for source, _ in warnings)
     ):
         return None
-    if any(source not in project.sources for source, _ in warnings):
-        return None
+    try:
+        order = model_order(project, deps)
+    except ConfigError:
+        return None  # no project that validated has a cycle: not an entry of ours
     # Built in the order `_introspect` builds it, so a kept shape equals a computed one.
-    ordered = {m: columns[m] for m in model_order(project, deps)}
+    ordered = {m: columns[m] for m in order}
     ordered.update({s: columns[s] for s in project.segments})
     return ProjectShape(deps={m: deps[m] for m in project.models}, columns=ordered), warnings
 

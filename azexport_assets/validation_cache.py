@@ -33,7 +33,7 @@ from typing import Any
 CACHE_DIR_ENV = "AZEXPORT_CACHE_DIR"
 _OFF = frozenset({"off", "none", "0", "false", "no"})
 FORMAT = 1  # of an entry file; a change makes every older entry a miss
-MAX_ENTRIES = 200  # per folder; the oldest are removed past this
+MAX_ENTRIES = 64  # per folder; the oldest are removed past this
 
 
 def cache_folder(project_root: Path) -> Path | None:

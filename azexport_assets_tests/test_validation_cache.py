@@ -206,6 +206,16 @@ def test_a_source_that_could_not_be_attached_is_not_kept(root, computed, monkeyp
         b'{"people": 3}, "columns": {}, "warnings": []}}',
         b'{"format": 1, "key": "KEY", "value": {"entry": "project-shape/1", "deps": '
         b'{"someone": {"source_tables": [], "models": []}}, "columns": {}, "warnings": []}}',
+        # Models that read each other: no entry of a project that validated.
+        b'{"format": 1, "key": "KEY", "value": {"entry": "project-shape/1", "deps": '
+        b'{"people": {"source_tables": [], "models": ["adults_visits"]}, "adults_visits": '
+        b'{"source_tables": [], "models": ["people"]}}, "columns": {"people": null, '
+        b'"adults_visits": null, "old": null}, "warnings": []}}',
+        # A source that is not declared.
+        b'{"format": 1, "key": "KEY", "value": {"entry": "project-shape/1", "deps": '
+        b'{"people": {"source_tables": [["nowhere", "t"]], "models": []}, "adults_visits": '
+        b'{"source_tables": [], "models": []}}, "columns": {"people": null, '
+        b'"adults_visits": null, "old": null}, "warnings": []}}',
     ],
 )
 def test_a_damaged_entry_is_a_miss_and_is_rewritten(root, computed, damage):
@@ -422,16 +432,21 @@ def test_processes_share_the_shape_and_build_the_same_lineage(project, tmp_path,
 # --------------------------------------------------------------------------- templates
 
 PLAIN_TEXT = st.text(
-    alphabet=st.characters(blacklist_characters="{}%#\r\n", blacklist_categories=("Cs",)),
+    alphabet=st.one_of(
+        st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)),
+        st.sampled_from("{}%#-+"),
+    ),
     max_size=20,
-)
+).filter(lambda text: not any(tag in text for tag in ("{{", "{%", "{#")))
 PLAIN_VALUES = st.recursive(
     st.one_of(
         st.none(),
         st.booleans(),
         st.integers(),
         PLAIN_TEXT,
-        st.sampled_from(["123", "1.5", "True", "None", "[1, 2]", "'q'", " 7", "(1,)", "x y"]),
+        st.sampled_from(
+            ["123", "1.5", "True", "None", "[1, 2]", "'q'", " 7", "(1,)", "x y", "{1: 2}", "{'a'}"]
+        ),
     ),
     lambda children: st.one_of(
         st.lists(children, max_size=4),
@@ -459,6 +474,9 @@ def test_templates_are_still_rendered_by_dagster(monkeypatch):
         "c": "line one\nline two\n",
         "d": "100%",
         "e": "#not-a-comment",
+        "f": "exports/{YYYY}/{MM}/{activation}_{{ env.AZEXPORT_TEST_VALUE }}",
+        "g": "{# a Jinja comment #}kept",
+        "h": "{% if true %}yes{% endif %}",
     }
     assert resolve_templates(context, value) == context.resolve_value(value)
     assert resolve_templates(context, value)["a"] == 42

@@ -144,9 +144,10 @@ def _validate_tree(context: dg.ComponentLoadContext) -> ValidatedProject:
     return validated
 
 
-# Characters without which a string is no Jinja template (and has no line ending Jinja would
-# normalize): such a string renders to itself, read as a Python literal if it is one.
-_TEMPLATE_SYNTAX = re.compile(r"[{}%#\r\n]")
+# What starts a Jinja tag ({{ }}, {% %}, {# #}), or a line ending Jinja would normalize: a
+# string without any renders to itself, read as a Python literal if it is one (a file name's
+# `{YYYY}` is no tag).
+_TEMPLATE_SYNTAX = re.compile(r"\{[{%#]|[\r\n]")
 
 
 def resolve_templates(context: dg.ResolutionContext, value: Any, path: tuple = ()) -> Any:
