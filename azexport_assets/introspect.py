@@ -10,6 +10,10 @@
   columns in a mapping or a primary key, and SQL errors, are reported at load time with the
   file, object and field. Binding runs no user statement: a view is only described.
   Sources that are not there yet (no file) are skipped; the same checks run again at run time.
+- What parsing and binding found is kept on disk under a digest of everything it read
+  (`shape_key`: the rendered configuration and SQL, the sources' files, DuckDB's version, this
+  package's code) and read back by the next process that loads the same project
+  (`validation_cache.py`); only a validation that passed is kept.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ sources are unchanged, and again as soon as one of them changes."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -164,18 +165,105 @@ def test_the_code_location_builds_once_per_dagster_command(tmp_path: Path) -> No
 
 
 def test_a_process_that_loaded_the_project_exits_without_a_full_collection():
-    # The exit handlers of a process that built the code location freeze the collector, so
-    # the interpreter's last collection does not walk Dagster's whole object graph.
+    # The build is frozen once built (no later collection walks it), and the exit handlers
+    # freeze whatever the run created after it, so the interpreter's last collection does
+    # not walk Dagster's whole object graph either.
     code = (
         "import atexit, gc\n"
         "from azexport_assets.definitions import defs\n"
         "defs()\n"
-        "assert gc.get_freeze_count() == 0\n"
+        "built = gc.get_freeze_count()\n"
+        "created_after = [[] for _ in range(2000)]\n"
+        "before = len(gc.get_objects())\n"
         "atexit._run_exitfuncs()\n"
-        "print(gc.get_freeze_count())\n"
+        "print(built, before, len(gc.get_objects()))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert int(done.stdout.strip().splitlines()[-1]) > 100_000
+    built, before, after = map(int, done.stdout.strip().splitlines()[-1].split())
+    assert built > 100_000  # frozen when built
+    assert before >= 2000 and after < 500  # what came after is frozen at exit
+
+
+BUILDS_WITHOUT_COLLECTIONS = """import gc, json, sys
+from pathlib import Path
+
+from azexport_assets.components import load_cache
+from azexport_assets.components.loading import definitions_from_folder
+from azexport_assets.config import ConfigError
+from azexport_assets_tests.many_folders import folder_yaml, write_project
+
+root = Path(sys.argv[1])
+defs_root = write_project(root, folders=6, per_folder=5)
+starts = []
+
+
+def started(phase, info):
+    if phase == "start":
+        starts.append(info["generation"])
+
+
+windows = []  # collections while a build ran
+real = load_cache._without_collections
+
+
+def measured(build):
+    def inner():
+        before = len(starts)
+        try:
+            return build()
+        finally:
+            windows.append(len(starts) - before)
+
+    return real(inner)
+
+
+def state():
+    return {"collections": windows[-1], "frozen": gc.get_freeze_count(), "enabled": gc.isenabled()}
+
+
+gc.callbacks.append(started)
+load_cache._without_collections = measured
+report = {}
+
+definitions_from_folder(defs_root, root)
+report["first"] = state()
+
+# A rebuild (a code server's reload): the first build is unfrozen, so it can be collected.
+(defs_root / "f05" / "defs.yaml").write_text(folder_yaml(5, 6))
+definitions_from_folder(defs_root, root)
+report["second"] = state()
+
+# A failing build leaves the collector as it found it.
+broken = folder_yaml(5, 6).replace("FROM crm_05.people", "FROM nowhere")
+(defs_root / "f05" / "defs.yaml").write_text(broken)
+try:
+    definitions_from_folder(defs_root, root)
+except ConfigError:
+    report["failed"] = {"enabled": gc.isenabled()}
+print(json.dumps(report))
+"""
+
+
+def test_a_build_runs_without_collections_and_the_first_is_frozen(tmp_path: Path) -> None:
+    """Python's collector neither runs during a build nor walks the first build afterwards;
+    a rebuild unfreezes it (so a replaced build can be collected) and is not frozen."""
+    script = tmp_path / "probe.py"
+    script.write_text(BUILDS_WITHOUT_COLLECTIONS)
+    root = tmp_path / "project"
+    root.mkdir()
+    done = subprocess.run(
+        [sys.executable, str(script), str(root)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    first = report["first"]
+    assert first["collections"] == 0 and first["enabled"] and first["frozen"] > 100_000
+    assert report["second"] == {"collections": 0, "frozen": 0, "enabled": True}
+    assert report["failed"] == {"enabled": True}

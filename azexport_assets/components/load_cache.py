@@ -13,10 +13,23 @@ kept per process and handed out again while nothing it depends on changed:
 
 A long-running code server that reloads its definitions (the UI's "Reload") therefore builds
 again only when one of these changed.
+
+A build creates a few hundred thousand Python objects (Dagster's definitions), which Python's
+cyclic garbage collector would otherwise walk again and again: during the build (full
+collections, the costlier the larger the project) and in every full collection of the run
+after it. So a build runs with the collector paused, and the first build of a process is then
+frozen (`gc.freeze`: left out of later collections; it lives as long as the process anyway).
+A later build (a code server's reload) unfreezes it first, so a replaced build is collected.
+
+This is the layer within one process. Across processes, what validation finds with DuckDB
+(each model's dependencies and columns) is kept on disk by content (`introspect.describe_project`
+with `validation_cache.py`), so a new process that builds pays for Dagster's definitions, not
+for parsing and binding every model's SQL again.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import threading
@@ -101,10 +114,36 @@ def cached_definitions(
             and built.sources == sources_state(built.project)
         ):
             return built.definitions
-        definitions = build()
+        definitions = _without_collections(build)
         project = project_of()
         _built[key] = _Built(inputs, sources_state(project), project, definitions)
         return definitions
+
+
+_frozen_in: int | None = None  # the process whose first build is frozen now
+_built_in: set[int] = set()  # processes that built once
+
+
+def _without_collections(build: Callable[[], dg.Definitions]) -> dg.Definitions:
+    """`build()` with the garbage collector paused; a process's first build is then frozen,
+    and unfrozen before the next one (whose predecessor may become garbage)."""
+    global _frozen_in
+    pid = os.getpid()
+    if _frozen_in == pid:
+        gc.unfreeze()
+        _frozen_in = None
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        definitions = build()
+        if pid not in _built_in and enabled:
+            gc.freeze()  # before the collector runs again: none of it is walked
+            _frozen_in = pid
+        _built_in.add(pid)
+        return definitions
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def forget_built() -> None:
