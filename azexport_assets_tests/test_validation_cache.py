@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -286,9 +287,11 @@ def _writer(folder: str, key: str, rounds: int) -> None:
         assert validation_cache.store(Path(folder), key, value)
 
 
-def _reader(folder: str, key: str, rounds: int, queue) -> None:
+def _reader(folder: str, key: str, wanted: int, queue) -> None:
+    """Read until `wanted` whole entries were seen (or 60 s passed)."""
     seen = {"whole": 0, "none": 0, "other": 0}
-    for _ in range(rounds):
+    deadline = time.monotonic() + 60
+    while seen["whole"] < wanted and time.monotonic() < deadline:
         value = validation_cache.load(Path(folder), key)
         if value is None:
             seen["none"] += 1
@@ -307,7 +310,7 @@ def test_concurrent_writers_and_readers_see_whole_entries(tmp_path):
     queue = context.Queue()
     writers = [context.Process(target=_writer, args=(str(tmp_path), key, 150)) for _ in range(4)]
     readers = [
-        context.Process(target=_reader, args=(str(tmp_path), key, 1500, queue)) for _ in range(2)
+        context.Process(target=_reader, args=(str(tmp_path), key, 500, queue)) for _ in range(2)
     ]
     for process in writers + readers:
         process.start()
