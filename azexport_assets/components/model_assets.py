@@ -91,7 +91,9 @@ def materialize_table(
     as_view = is_view(project, project.model_of(name))  # a segment follows its model
     force = force or context.run.tags.get(FORCE_REBUILD_TAG, "").lower() == "true"
     # Taken before any data are read: a source written meanwhile only causes one more rebuild.
-    watched = {s: source_fingerprint(project, s) for s in reachable_sources(project, shape, name)}
+    watched = {
+        s: source_fingerprint(project, s, shape) for s in reachable_sources(project, shape, name)
+    }
     run_id = context.run.run_id
     store = warehouse.open(project.project_root)
 
