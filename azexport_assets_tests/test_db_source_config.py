@@ -4,14 +4,19 @@ repeated. (Reading them is tested in test_db_sources.py, in the lake environment
 
 from __future__ import annotations
 
-import pytest
+import re
+from pathlib import Path
 
-from azexport_assets.config import ConfigError
+import pytest
+import yaml
+
+from azexport_assets.config import ConfigError, ExportFileConfig
 from azexport_assets_tests import test_config_errors
 from azexport_assets_tests.test_config_errors import BASE, FILE, load
 
 project_dir = test_config_errors.project_dir  # the fixture: a project folder with crm.duckdb
 
+REPO = Path(__file__).resolve().parents[1]
 SECRET = "pa55-" + "w0rd-in-the-yaml"
 
 
@@ -79,3 +84,30 @@ def test_lake_source_needs_the_lake_warehouse(project_dir, monkeypatch):
     message = str(error.value)
     assert message.startswith(f"{FILE}:") and "source 'crm', field 'lake'" in message
     assert "the warehouse is a DuckDB file" in message
+
+
+def _deploy_example() -> list[dict]:
+    """The YAML blocks of docs/deploy.md's worked example for database sources, in order."""
+    text = (REPO / "docs" / "deploy.md").read_text()
+    section = text.split("### Sources in Postgres and in the lake", 1)[1].split("\n## ", 1)[0]
+    return [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", section, re.S)]
+
+
+def test_the_deploy_example_gets_the_dsn_to_the_code_server_and_the_runs():
+    defs, secret, deployment_patch = _deploy_example()
+    sources = ExportFileConfig.model_validate(defs["attributes"]).sources
+    names = {s.postgres.dsn.env for s in sources.values() if s.postgres is not None}
+    assert names == {"CRM_DSN"}
+    assert {s.kind for s in sources.values()} == {"postgres", "lake"}
+    assert secret["kind"] == "Secret" and set(secret["stringData"]) == names
+
+    # The patch, applied to the shipped values: the deployment keeps its own secrets and loads
+    # the new one; the run pods inherit the deployment's configuration.
+    shipped = yaml.safe_load((REPO / "deploy" / "helm" / "values.yaml").read_text())
+    (deployment,) = shipped["dagster-user-deployments"]["deployments"]
+    (patch,) = deployment_patch["dagster-user-deployments"]["deployments"]
+    assert patch["name"] == deployment["name"]
+    loaded = [s["name"] for s in patch["envSecrets"]]
+    assert loaded[: len(deployment["envSecrets"])] == [s["name"] for s in deployment["envSecrets"]]
+    assert secret["metadata"]["name"] in loaded
+    assert deployment["includeConfigInLaunchedRuns"]["enabled"] is True

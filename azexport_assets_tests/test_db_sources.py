@@ -362,11 +362,3 @@ def test_lake_source_refuses_undeclared_tables(lake: ProjectKit):
     with pytest.raises(ConfigError, match="not a declared table of source 'loaded'"):
         describe_project(load_project(kit.root / "defs", kit.root))
 
-
-def test_lake_source_needs_the_lake_warehouse(project: ProjectKit):
-    kit = project  # a DuckDB file warehouse
-    kit.write_defs(LAKE_DEFS, extra_sources=LAKE_SOURCES)
-    with pytest.raises(ConfigError) as error:
-        describe_project(load_project(kit.root / "defs", kit.root))
-    assert "defs/main/defs.yaml:" in str(error.value)
-    assert "the warehouse is a DuckDB file" in str(error.value)
