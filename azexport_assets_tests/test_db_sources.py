@@ -186,6 +186,17 @@ def test_postgres_table_exported_exactly_then_only_its_changes(project: ProjectK
     assert PASSWORD not in _run_logs(kit, second)
 
 
+def test_models_over_postgres_are_bound_at_load(project: ProjectKit, crm: str):
+    kit = project
+    kit.write_defs(DEFS + "    mapping: {id: id, nope: Nope}\n", extra_sources=CRM_SOURCE)
+    with pytest.raises(ConfigError) as error:
+        describe_project(load_project(kit.root / "defs", kit.root))
+    message = str(error.value)
+    assert "activation 'customers_out', field 'mapping'" in message
+    assert "unknown column(s) 'nope'" in message
+    assert "available: id, name, city, amount, seen, active" in message
+
+
 def test_an_update_that_keeps_the_row_count_is_seen(project: ProjectKit, crm: str):
     """The change signal is exact: one updated value, no statistics to wait for."""
     kit = project
@@ -361,4 +372,3 @@ def test_lake_source_refuses_undeclared_tables(lake: ProjectKit):
     kit.write_defs(LAKE_DEFS.replace("raw.regions", "loaded.unrelated"), extra_sources=LAKE_SOURCES)
     with pytest.raises(ConfigError, match="not a declared table of source 'loaded'"):
         describe_project(load_project(kit.root / "defs", kit.root))
-
