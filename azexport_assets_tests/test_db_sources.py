@@ -372,3 +372,10 @@ def test_lake_source_refuses_undeclared_tables(lake: ProjectKit):
     kit.write_defs(LAKE_DEFS.replace("raw.regions", "loaded.unrelated"), extra_sources=LAKE_SOURCES)
     with pytest.raises(ConfigError, match="not a declared table of source 'loaded'"):
         describe_project(load_project(kit.root / "defs", kit.root))
+
+    # The SQL over lake sources is bound at load, against the lake's catalog.
+    kit.write_defs(LAKE_DEFS + "    mapping: {id: id, mail: Mail}\n", extra_sources=LAKE_SOURCES)
+    with pytest.raises(ConfigError) as error:
+        describe_project(load_project(kit.root / "defs", kit.root))
+    assert "unknown column(s) 'mail'" in str(error.value)
+    assert "available: id, email, score, region" in str(error.value)
