@@ -19,7 +19,10 @@ type: {type_name}
 attributes:
   sources:
     # A DuckDB file (attached read-only), or {{parquet: glob}} / {{csv: glob}}.
-    # Paths are relative to the project root.
+    # Paths are relative to the project root. Tables of a database instead:
+    #   postgres: {{dsn: {{env: CRM_DSN}}, schema: sales}}    # the whole DSN is the secret
+    #   lake: raw                                          # a schema of the DuckLake warehouse
+    #   tables: [customers]                                # optional: the only tables to read
     {name}_crm:
       duckdb: data/{name}_crm.duckdb
 
