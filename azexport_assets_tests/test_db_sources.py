@@ -19,7 +19,7 @@ import psycopg2
 import pyarrow.parquet as pq
 import pytest
 
-from azexport_assets.asset_keys import model_key
+from azexport_assets.asset_keys import model_key, source_key
 from azexport_assets.components.model_assets import REBUILT_METADATA
 from azexport_assets.config import ConfigError, SourceConfig
 from azexport_assets.introspect import describe_project
@@ -138,9 +138,30 @@ def _sensor(kit: ProjectKit, activation: str):
     return evaluate
 
 
-def test_postgres_table_exported_exactly_then_only_its_changes(project: ProjectKit, crm: str):
+@pytest.mark.parametrize("warehouse", ["file", "lake"])
+def test_postgres_table_exported_exactly_then_only_its_changes(
+    project: ProjectKit,
+    crm: str,
+    postgres: PostgresServer,  # noqa: F811
+    monkeypatch,
+    tmp_path,
+    warehouse: str,
+):
     kit = project
+    if warehouse == "lake":  # a fleet's warehouse; its catalog is another database
+        use_lake(monkeypatch, postgres, str(tmp_path / "lake-data"), postgres.create_database())
     kit.write_defs(DEFS, extra_sources=CRM_SOURCE)
+    definitions = kit.definitions()
+    # Lineage: the table read is an asset of kind postgres upstream of the model, and no
+    # description holds the connection string.
+    table = source_key("crm", "customers")
+    spec = next(s for s in definitions.resolve_all_asset_specs() if s.key == table)
+    assert spec.kinds == {"postgres"} and "$CRM_DSN" in (spec.description or "")
+    model = next(
+        s for s in definitions.resolve_all_asset_specs() if s.key == model_key("customers")
+    )
+    assert table in {dep.asset_key for dep in model.deps}
+    assert not [s.key for s in definitions.resolve_all_asset_specs() if PASSWORD in str(s)]
     sensor = _sensor(kit, "customers_out")
     first_tick = sensor(None)
     assert first_tick.run_requests == []  # the first evaluation only records
