@@ -4,14 +4,17 @@ They feed the `on_change` sensors and the models' rebuild fingerprints
 (`components.fingerprints`). Both are exact, and read through a plain libpq connection
 (psycopg2): no DuckDB is opened.
 
-- Postgres: per table, `count(*)` and the sum of every row's `xmin` (the id of the transaction
-  that wrote that row version), read in one REPEATABLE READ, read-only transaction. An insert or
-  an update writes row versions with a new `xmin`; a delete lowers the count. Unlike the
-  statistics views (`pg_stat_user_tables`), which a backend reports up to seconds after its
-  commit, this sees every committed change at once. It reads each table whole (its visibility
-  information, not its values): list the tables models read in `tables` to bound the cost. A
-  view or a foreign table has no `xmin`: its source then cannot be fingerprinted (None), and
-  models over it are rebuilt on every run.
+- Postgres: per table, `count(*)` and the sum of a 64-bit hash of every row version's identity
+  (its `ctid`, where it lies, and its `xmin`, the transaction that wrote it), read in one
+  REPEATABLE READ, read-only transaction. Every insert, update or delete adds or removes row
+  versions, so the set of identities, and with it the sum, changes (two changes cancelling out
+  would take a 64-bit hash collision); rewriting the table (VACUUM FULL, CLUSTER) moves rows,
+  which counts as a change and costs one needless rebuild. Unlike the statistics views
+  (`pg_stat_user_tables`), which a backend reports up to seconds after its commit, this sees
+  every committed change at once. It scans each table whole (computing on its row headers
+  only): list the tables models read in `tables` to bound the cost. A view or a foreign table
+  has no row versions: its source then cannot be fingerprinted (None), and models over it are
+  rebuilt on every run.
 - The warehouse's lake: per table, its id (a table dropped and created again gets a new one) and
   the last snapshot whose changes name it (`ducklake_snapshot_changes`: inserts, deletes,
   inlined rows, schema changes, compactions), read from the lake's catalog in Postgres.
@@ -92,7 +95,8 @@ def postgres_fingerprint(name: str, source: Any, tables: Iterable[str]) -> str |
                 if relkind not in _ROW_VERSIONS:
                     return None
                 cursor.execute(
-                    "SELECT count(*), coalesce(sum(xmin::text::bigint), 0)::text "
+                    "SELECT count(*), coalesce(sum(hashtextextended("
+                    "ctid::text || ':' || xmin::text, 0)), 0)::text "
                     f"FROM {psycopg2.extensions.quote_ident(schema, cursor)}."  # noqa: S608
                     f"{psycopg2.extensions.quote_ident(_name_of(relations, table), cursor)}"
                 )
