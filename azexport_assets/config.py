@@ -18,6 +18,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from azexport_assets import naming
+from azexport_assets.sandbox import ascii_lower
 
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -69,16 +70,17 @@ _DATABASE_KINDS = ("postgres", "lake")
 _WAREHOUSE_SCHEMAS = ("models", "segments", "azexport_state", "azexport_log")
 
 
-def _table_name(value: str) -> str:
+def _bare_name(value: str) -> str:
     if not value or value != value.strip() or '"' in value or "." in value:
         raise ValueError(
-            f"{value!r} is not a table name: give the bare name of a table of the schema "
-            "(no schema prefix, quotes or surrounding spaces)"
+            f"{value!r} is not a bare name of the database: write it as the database spells "
+            "it, without a prefix ('schema.'), quotes or surrounding spaces"
         )
     return value
 
 
-TableName = Annotated[str, pydantic.AfterValidator(_table_name)]
+# A schema or table of a database source, as the database spells it.
+BareName = Annotated[str, pydantic.AfterValidator(_bare_name)]
 
 
 class PostgresSourceConfig(_Strict):
@@ -89,7 +91,7 @@ class PostgresSourceConfig(_Strict):
         description="{env: VAR} holding a libpq connection string or URI "
         "(postgresql://user:password@host:5432/db?sslmode=require)."
     )
-    schema_name: TableName = Field(
+    schema_name: BareName = Field(
         "public", alias="schema", description="The Postgres schema the tables are in."
     )
 
@@ -131,12 +133,12 @@ class SourceConfig(_Strict):
         None,
         description="{dsn: {env: VAR}, schema: public}: tables of a Postgres schema, read-only.",
     )
-    lake: TableName | None = Field(
+    lake: BareName | None = Field(
         None,
         description="A schema of the warehouse's own DuckLake (the DuckLake backend only), "
         "e.g. tables another tool loads there; read under the source's name.",
     )
-    tables: list[TableName] | None = Field(
+    tables: list[BareName] | None = Field(
         None,
         description="postgres / lake sources: the tables models may read (default: every "
         "table of the schema).",
@@ -212,11 +214,11 @@ class SourceConfig(_Strict):
         if self.tables is not None:
             if not self.tables:
                 raise ValueError("'tables' is empty: list tables, or leave it out to allow all")
-            folded = [t.lower() for t in self.tables]
-            twice = sorted({t for t in self.tables if folded.count(t.lower()) > 1})
+            folded = [ascii_lower(t) for t in self.tables]  # as DuckDB matches names
+            twice = sorted({t for t in self.tables if folded.count(ascii_lower(t)) > 1})
             if twice:
                 raise ValueError(f"'tables' lists {', '.join(twice)} more than once")
-        if self.lake and self.lake.lower() in _WAREHOUSE_SCHEMAS:
+        if self.lake and ascii_lower(self.lake) in _WAREHOUSE_SCHEMAS:
             raise ValueError(
                 f"'{self.lake}' is a schema of this project's own warehouse "
                 f"({', '.join(_WAREHOUSE_SCHEMAS)}); read models as models.<name> instead"

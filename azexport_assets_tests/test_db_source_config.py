@@ -47,7 +47,7 @@ def with_source(source: str) -> str:
         ),
         (
             "{postgres: {dsn: {env: CRM_DSN}}, tables: [sales.people]}",
-            ["source 'crm'", "field 'tables.0'", "not a table name"],
+            ["source 'crm'", "field 'tables.0'", "not a bare name"],
         ),
         (
             "{lake: raw, tables: []}",
