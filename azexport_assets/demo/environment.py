@@ -165,7 +165,8 @@ def demo_environment(simulate: bool = False) -> Iterator[dict[str, str]]:
         if not os.environ.get(SAS_ENV):
             raise SystemExit(
                 "AZURE_STORAGE_ACCOUNT_URL is set, so the demo uses that account: "
-                "set AZURE_STORAGE_SAS_TOKEN to a SAS token for container 'azexport-demo' too"
+                "set AZURE_STORAGE_SAS_TOKEN to a SAS token for container 'azexport-demo' "
+                f"(permissions '{DEMO_SAS_PERMISSION}') too"
             )
         yield {"account_url": os.environ[URL_ENV], "azurite": "no"}
         return
