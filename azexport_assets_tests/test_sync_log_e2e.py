@@ -71,6 +71,7 @@ def change_source(kit: ProjectKit) -> None:
 
 
 NAIVE = {T0: T0.replace(tzinfo=None), T1: T1.replace(tzinfo=None)}
+LOG_KEY = sync_log_key("people_out")
 
 
 def test_difference_logs_every_exported_key_with_its_operation(project: ProjectKit) -> None:
@@ -162,6 +163,10 @@ def test_a_failed_run_logs_nothing_and_its_retry_logs_once(
             tags={"dagster/root_run_id": failed.run_id, "dagster/parent_run_id": retry.run_id},
         )
     assert again.success
+    # The retry's log asset holds the three keys; the run after it logged none.
+    assert materialization(retry, LOG_KEY)["rows_this_run"] == 3
+    assert materialization(again, LOG_KEY)["rows_this_run"] == 0
+    assert materialization(again, LOG_KEY)["rows_kept"] == 6 + 3
     second_run = [r for r in log_rows(project) if r[1] == NAIVE[T1]]
     assert sorted((op, region, key) for _, _, op, region, key in second_run) == [
         ("added", "eu", 10),

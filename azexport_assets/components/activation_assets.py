@@ -304,14 +304,14 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
             ),
         )
         # No slice: superseded, nothing committed by this run, so the log did not change.
-        if log_key is not None and log_options is not None and outcome.sync_log is not None:
-            logged = outcome.sync_log
+        logged = outcome.sync_log
+        if log_options is not None and logged is not None:
             context.log.info(
                 f"sync log of '{name}': {logged.rows:,} rows this run, "
                 f"{logged.total_rows:,} kept ({log_options.retention_days} days)"
             )
             yield dg.MaterializeResult(
-                asset_key=log_key,
+                asset_key=sync_log_key(name),
                 metadata=sync_log_asset_metadata(logged, log_options.retention_days),
             )
 
