@@ -8,7 +8,6 @@ and never the secret."""
 
 from __future__ import annotations
 
-import textwrap
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -20,6 +19,7 @@ from azure.storage.blob import BlobServiceClient
 from azexport_assets.demo.azurite import Azurite, HttpsSettings, start_azurite
 from azexport_assets_tests.entra_kit import EntraTokenService, SelfSignedTls
 from azexport_assets_tests.project_kit import URL_ENV, ProjectKit
+from azexport_assets_tests.test_sign_in import _failure_text, write_project
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 CLIENT = "0b7ee3b5-2b06-4a3f-8f6e-1c1d5f9f6a10"
@@ -60,44 +60,20 @@ def kit(tmp_path: Path, azurite_oauth: Azurite, entra, monkeypatch) -> ProjectKi
     monkeypatch.setenv("SP_TENANT", TENANT)
     monkeypatch.setenv("SP_CLIENT", CLIENT)
     monkeypatch.setenv("SP_SECRET", SECRET)
-    kit.source_sql("CREATE TABLE people AS SELECT range AS id, 'p' || range AS name FROM range(5)")
-    text = f"""\
-type: azexport_assets.components.AzureExport
-attributes:
-  sources:
-    src: {{duckdb: src.duckdb}}
-  models:
-    people:
-      sql: SELECT * FROM src.people
-      primary_key: id
-  destinations:
-    lake:
-      account_url: {{env: {URL_ENV}}}
-      container: {container.container_name}
-      max_retries: 1
-      retry_backoff_seconds: 0.05
-      service_principal:
-        tenant_id: {{env: SP_TENANT}}
-        client_id: {{env: SP_CLIENT}}
-        client_secret: {{env: SP_SECRET}}
-        authority_host: {entra.authority}
-        disable_instance_discovery: true
-  activations:
-    people_out:
-      source: people
-      destination: lake
-      file_name: out/{{YYYY}}{{MM}}{{DD}}_people
-      run_type: full_then_delta
-      sync_mode: upsert
-"""
-    (kit.root / "defs" / "main" / "defs.yaml").write_text(textwrap.dedent(text))
-    return kit
-
-
-def _failure_text(result) -> str:
-    return "\n".join(
-        e.step_failure_data.error.to_string() for e in result.all_events if e.is_step_failure
+    write_project(
+        kit,
+        f"""
+        account_url: {{env: {URL_ENV}}}
+        service_principal:
+          tenant_id: {{env: SP_TENANT}}
+          client_id: {{env: SP_CLIENT}}
+          client_secret: {{env: SP_SECRET}}
+          authority_host: {entra.authority}
+          disable_instance_discovery: true
+        """,
+        "run_type: full_then_delta\nsync_mode: upsert",
     )
+    return kit
 
 
 def _run_text(result) -> str:
