@@ -359,6 +359,17 @@ class ServicePrincipalConfig(_Strict):
     certificate_password: SecretRef | None = Field(
         None, description="{env: VAR} holding the certificate's password, if it has one."
     )
+    authority_host: str | None = Field(
+        None,
+        description="The Microsoft Entra authority, e.g. https://login.microsoftonline.us "
+        "(Azure Government); default AZURE_AUTHORITY_HOST, else https://login.microsoftonline.com.",
+        pattern=r"^https://[^/?#\s]+/?$",
+    )
+    disable_instance_discovery: bool = Field(
+        False,
+        description="Do not ask Microsoft whether the authority is a known one (for a private "
+        "authority, e.g. Azure Stack Hub).",
+    )
 
     @model_validator(mode="after")
     def _secret_or_certificate(self) -> ServicePrincipalConfig:

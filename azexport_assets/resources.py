@@ -123,6 +123,8 @@ class ServicePrincipalCredential(dg.Resolvable, dg.Config):
     client_secret: str | None = None
     certificate_path: str | None = None
     certificate_password: str | None = None
+    authority_host: str | None = None
+    disable_instance_discovery: bool = False
 
 
 class ExportBlobStorage(AzureBlobStorageResource):
@@ -209,6 +211,8 @@ class ExportBlobStorage(AzureBlobStorageResource):
                 client_secret=credential.client_secret,
                 certificate_path=credential.certificate_path,
                 certificate_password=credential.certificate_password,
+                authority_host=credential.authority_host,
+                disable_instance_discovery=credential.disable_instance_discovery,
             )
         else:
             kind, secret = "default", None
@@ -262,6 +266,8 @@ PRINCIPAL_FIELDS = (
     "client_secret",
     "certificate_path",
     "certificate_password",
+    "authority_host",
+    "disable_instance_discovery",
 )
 
 
@@ -317,7 +323,7 @@ class DestinationStorage(dg.ConfigurableResource):
             name: os.environ[field["env"]] if "env" in field else field["value"]
             for name, field in self._principal().items()
         }
-        return ServicePrincipalCredential(**{k: values.get(k) for k in PRINCIPAL_FIELDS})
+        return ServicePrincipalCredential(**{k: v for k, v in values.items() if v is not None})
 
     def storage(self) -> ExportBlobStorage:
         """The destination with its variables read now; a dg.Failure naming any unset one."""

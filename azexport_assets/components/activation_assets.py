@@ -6,18 +6,23 @@ context into their arguments and their results into metadata and check results.
 """
 
 import os
+from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import dagster as dg
 from pydantic import Field
 
 from azexport_assets import export as exporting
-from azexport_assets.asset_keys import delta_key, export_key
+from azexport_assets.asset_keys import delta_key, export_key, sync_log_key
 from azexport_assets.components.checks import last_failures, warning_results, warning_specs
 from azexport_assets.components.lineage import sources_to_attach
-from azexport_assets.components.metadata import change_metadata, export_metadata
+from azexport_assets.components.metadata import (
+    change_metadata,
+    export_metadata,
+    sync_log_asset_metadata,
+)
 from azexport_assets.config import ConfigError
-from azexport_assets.delta import ChangeSet, KeyViolationError
+from azexport_assets.delta import LOG_SCHEMA, ChangeSet, KeyViolationError
 from azexport_assets.formats import FormatSpec
 from azexport_assets.formats.pgp import EncryptionKeyError
 from azexport_assets.introspect import (
@@ -195,19 +200,31 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
             )
         )
 
-    @dg.asset(
-        key=export_key(name),
-        deps=[delta_key(name)],
-        group_name="activations",
-        kinds={"azure", activation.format},
-        owners=list(activation.owners),
-        description=what,
+    specs = [
+        dg.AssetSpec(
+            key=export_key(name),
+            deps=[delta_key(name)],
+            group_name="activations",
+            kinds={"azure", activation.format},
+            owners=list(activation.owners),
+            description=what,
+            tags={ACTIVATION_TAG: name},
+        )
+    ]
+    log_options = activation.sync_log_options
+    if log_options is not None:
+        specs.append(sync_log_spec(project, name, log_options.retention_days))
+
+    # A multi-asset, so that the sync log (committed with the baseline, in this step) is an
+    # asset of its own; its op keeps the name an `@asset` would have (step keys stay stable).
+    @dg.multi_asset(
+        name=export_key(name).to_python_identifier(),
+        specs=specs,
         # The destination's resource key is per destination, so both are looked up by key.
         required_resource_keys={WAREHOUSE_KEY, storage_key},
         check_specs=warning_specs(project, name),
-        tags={ACTIVATION_TAG: name},
     )
-    def _export(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    def _export(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
         warehouse: WarehouseResource = getattr(context.resources, WAREHOUSE_KEY)
         storage: DestinationStorage = getattr(context.resources, storage_key)
         store = warehouse.open(project.project_root)
@@ -274,8 +291,10 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
                 f"{report.bytes:,} bytes, in {outcome.total_seconds:.1f}s"
             )
         sas_expiry = _sas_expiry_inputs(project, name)
-        return dg.MaterializeResult(
-            metadata=export_metadata(outcome, run.logical_time, activation.sync_mode),
+        log_key = sync_log_key(name) if log_options is not None else None
+        yield dg.MaterializeResult(
+            asset_key=export_key(name),
+            metadata=export_metadata(outcome, run.logical_time, activation.sync_mode, log_key),
             check_results=warning_results(
                 project,
                 name,
@@ -284,8 +303,45 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
                 failed_before=last_failures(context.instance, project, name, context.run.run_id),
             ),
         )
+        # No slice: superseded, nothing committed by this run, so the log did not change.
+        logged = outcome.sync_log
+        if log_options is not None and logged is not None:
+            context.log.info(
+                f"sync log of '{name}': {logged.rows:,} rows this run, "
+                f"{logged.total_rows:,} kept ({log_options.retention_days} days)"
+            )
+            yield dg.MaterializeResult(
+                asset_key=sync_log_key(name),
+                metadata=sync_log_asset_metadata(logged, log_options.retention_days),
+            )
 
     return _export
+
+
+def sync_log_spec(project: Project, name: str, retention_days: int) -> dg.AssetSpec:
+    """The sync log's asset: the warehouse view `azexport_log.<activation>`, written in the
+    export's step (in the transaction that advances the baseline), so downstream of it."""
+    activation = project.activations[name]
+    keys = ", ".join(
+        f"`{k}`" for k in project.models[project.model_of(activation.source)].primary_key
+    )
+    return dg.AssetSpec(
+        key=sync_log_key(name),
+        deps=[export_key(name)],
+        group_name="activations",
+        kinds={"duckdb", "table"},
+        owners=list(activation.owners),
+        description=(
+            f"Sync log of activation `{name}`: the view `{LOG_SCHEMA}.{name}` in the warehouse, "
+            f"one row per key the export sent and run (`run_id`, `logical_time`, "
+            f"`committed_at`, `operation` = added / updated / removed, then {keys}). "
+            f"Written with the baseline, in the export's step; rows of runs committed more "
+            f"than {retention_days} days ago are deleted at each commit."
+        ),
+        tags={ACTIVATION_TAG: name},
+        # Materialized only when this run committed (a superseded run leaves the log alone).
+        skippable=True,
+    )
 
 
 def _pgp_public_key(env: str | None) -> str | None:
