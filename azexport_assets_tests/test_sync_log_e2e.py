@@ -294,7 +294,7 @@ def test_the_sync_log_is_an_asset_materialized_with_the_export(project: ProjectK
     assert updated[1:] == ["us,1,changed"]
 
 
-def test_the_export_and_its_log_are_materialized_together(project: ProjectKit) -> None:
+def test_the_export_materialized_alone_still_writes_its_log(project: ProjectKit) -> None:
     seed(project)
     project.write_defs(defs("upsert"))
     project.run("people_out", logical_time=T0)
@@ -305,23 +305,33 @@ def test_the_export_and_its_log_are_materialized_together(project: ProjectKit) -
         asset_selection=[model_key("people"), delta_key("people_out")],
     )
     assert upstream.success
-    # The export and its log are one step: selecting the export (as from the UI) brings its
-    # log along.
-    definitions = project.definitions()
-    selected = (
-        dg.AssetSelection.assets(export_key("people_out"))
-        .required_multi_asset_neighbors()
-        .resolve(definitions.resolve_asset_graph())
+    # The log alone cannot be materialized: it is written by the export. Nothing is written.
+    alone = job.execute_in_process(
+        instance=project.instance,
+        asset_selection=[sync_log_key("people_out")],
+        tags={LOGICAL_TIME_TAG: T1.isoformat()},
+        raise_on_error=False,
     )
-    assert selected == {export_key("people_out"), sync_log_key("people_out")}
+    assert not alone.success
+    failure = alone.get_step_failure_events()[0].step_failure_data.error.message
+    assert f"written by its export: select {export_key('people_out').to_user_string()} too" in (
+        failure
+    )
+    assert "out/20250415.csv" not in project.blob_names("out/")
+    # The export alone (the UI's "Materialize" on its node): the log is written with the
+    # baseline, only its asset is not reported.
     export = job.execute_in_process(
         instance=project.instance,
-        asset_selection=list(selected),
+        asset_selection=[export_key("people_out")],
         tags={LOGICAL_TIME_TAG: T1.isoformat()},
     )
     assert export.success
-    log = materialization(export, sync_log_key("people_out"))
-    assert log["rows_this_run"] == 1 and log["rows_kept"] == 6 + 1
+    reported = {
+        event.asset_key
+        for event in export.get_asset_materialization_events()
+        if event.asset_key is not None
+    }
+    assert reported == {export_key("people_out")}
     assert log_rows(project, f"run_id = '{export.run_id}'") == [
         (export.run_id, NAIVE[T1], "updated", "us", 3)
     ]

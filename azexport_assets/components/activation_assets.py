@@ -223,8 +223,17 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
         # The destination's resource key is per destination, so both are looked up by key.
         required_resource_keys={WAREHOUSE_KEY, storage_key},
         check_specs=warning_specs(project, name),
+        # The export may be materialized alone (the UI's "Materialize" on its node): the log is
+        # still written with the baseline, only its asset is not reported.
+        can_subset=True,
     )
     def _export(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
+        if export_key(name) not in context.selected_asset_keys:
+            raise dg.Failure(
+                f"the sync log of activation '{name}' is written by its export: select "
+                f"{export_key(name).to_user_string()} too (the job activate_{name} does)",
+                allow_retries=False,
+            )
         warehouse: WarehouseResource = getattr(context.resources, WAREHOUSE_KEY)
         storage: DestinationStorage = getattr(context.resources, storage_key)
         store = warehouse.open(project.project_root)
@@ -310,6 +319,8 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
                 f"sync log of '{name}': {logged.rows:,} rows this run, "
                 f"{logged.total_rows:,} kept ({log_options.retention_days} days)"
             )
+            if sync_log_key(name) not in context.selected_asset_keys:
+                return  # the export was materialized alone
             yield dg.MaterializeResult(
                 asset_key=sync_log_key(name),
                 metadata=sync_log_asset_metadata(logged, log_options.retention_days),
