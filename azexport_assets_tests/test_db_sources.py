@@ -18,6 +18,7 @@ import duckdb
 import psycopg2
 import pyarrow.parquet as pq
 import pytest
+from azure.storage.blob import BlobServiceClient
 
 from azexport_assets.asset_keys import model_key, source_key
 from azexport_assets.components.model_assets import REBUILT_METADATA
@@ -335,9 +336,24 @@ def _lake(*statements: str) -> list[tuple[Any, ...]]:
         return rows
 
 
-@pytest.fixture
-def lake(project: ProjectKit, postgres: PostgresServer, monkeypatch, tmp_path) -> ProjectKit:  # noqa: F811
-    use_lake(monkeypatch, postgres, str(tmp_path / "lake-data"), postgres.create_database())
+@pytest.fixture(params=["local", "azure"])
+def lake(
+    request: pytest.FixtureRequest,
+    project: ProjectKit,
+    postgres: PostgresServer,  # noqa: F811
+    azurite,
+    monkeypatch,
+    tmp_path,
+) -> ProjectKit:
+    """The warehouse's DuckLake with data in a folder, or on `az://` (Azurite) as in a fleet."""
+    if request.param == "azure":
+        service = BlobServiceClient.from_connection_string(azurite.connection_string)
+        data = service.create_container(f"lake-{uuid.uuid4().hex[:16]}")
+        data_path = f"az://{data.container_name}/warehouse/"
+        monkeypatch.setenv("AZEXPORT_LAKE_AZURE_CONNECTION_STRING", azurite.connection_string)
+    else:
+        data_path = str(tmp_path / "lake-data")
+    use_lake(monkeypatch, postgres, data_path, postgres.create_database())
     _lake(
         "CREATE SCHEMA raw",
         "CREATE TABLE raw.contacts AS SELECT i AS id, 'c' || i || '@ex.com' AS email, "
