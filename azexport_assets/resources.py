@@ -24,9 +24,10 @@ from dagster_azure.blob import (
     AzureBlobStorageResource,
     AzureBlobStorageSASTokenCredential,
 )
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from azexport_assets.config import DestinationConfig, SecretRef, unset_variables_message
+from azexport_assets.run_worker import WorkerWatch, watch_run_worker
 from azexport_assets.storage import BlobStorage, ExportContainerClient
 from azexport_assets.storage.resource import MiB, ServicePrincipal
 from azexport_assets.warehouse import (
@@ -83,6 +84,18 @@ class WarehouseResource(dg.ConfigurableResource):
             f"$AZEXPORT_DUCKDB_MEMORY_LIMIT, else {DEFAULT_MEMORY_LIMIT}."
         ),
     )
+
+    _worker_watch: WorkerWatch | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # Every step of the project uses the warehouse, so its set-up, once per run before
+        # the first step, records the run's worker for the run watchdog (run_worker.py).
+        if context.instance is not None and context.run is not None:
+            self._worker_watch = watch_run_worker(context.instance, context.run.run_id)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._worker_watch is not None:
+            self._worker_watch.stop()
 
     def open(self, project_root: Path) -> WarehouseBackend:
         return open_warehouse(
