@@ -2,7 +2,8 @@
 
 The Dagster UI labels a node with the last part of its key, so each last part says on its own
 which object it is: `crm.customers` (a source table), `customers` (a model),
-`customers_snapshot_delta` / `customers_snapshot_export` (an activation's two steps).
+`customers_snapshot_delta` / `customers_snapshot_export` (an activation's two steps) and
+`customers_snapshot_sync_log` (its sync log, when it keeps one).
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ def delta_key(activation: str) -> dg.AssetKey:
 def export_key(activation: str) -> dg.AssetKey:
     """The files of an activation: `activations/<a>/<a>_export`."""
     return dg.AssetKey(["activations", activation, f"{activation}_export"])
+
+
+def sync_log_key(activation: str) -> dg.AssetKey:
+    """The sync log of an activation (`sync_log: true`): `activations/<a>/<a>_sync_log`."""
+    return dg.AssetKey(["activations", activation, f"{activation}_sync_log"])
 
 
 def op_name(key: dg.AssetKey) -> str:

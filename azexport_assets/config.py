@@ -18,6 +18,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from azexport_assets import naming
+from azexport_assets.sandbox import ascii_lower
 
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -63,9 +64,53 @@ Owners = Annotated[
 # --------------------------------------------------------------------------- sources
 
 
+_DATABASE_KINDS = ("postgres", "lake")
+# The schemas the project itself writes (warehouse.base.WAREHOUSE_SCHEMAS; this module does not
+# import the warehouse).
+_WAREHOUSE_SCHEMAS = ("models", "segments", "azexport_state", "azexport_log")
+
+
+def _bare_name(value: str) -> str:
+    if not value or value != value.strip() or '"' in value or "." in value:
+        raise ValueError(
+            f"{value!r} is not a bare name of the database: write it as the database spells "
+            "it, without a prefix ('schema.'), quotes or surrounding spaces"
+        )
+    return value
+
+
+# A schema or table of a database source, as the database spells it.
+BareName = Annotated[str, pydantic.AfterValidator(_bare_name)]
+
+
+class PostgresSourceConfig(_Strict):
+    """A schema of a Postgres database, attached read-only through DuckDB's postgres extension.
+    The connection string is a secret as a whole: it is read from the environment at run time."""
+
+    dsn: SecretRef = Field(
+        description="{env: VAR} holding a libpq connection string or URI "
+        "(postgresql://user:password@host:5432/db?sslmode=require)."
+    )
+    schema_name: BareName = Field(
+        "public", alias="schema", description="The Postgres schema the tables are in."
+    )
+
+    @field_validator("dsn", mode="before")
+    @classmethod
+    def _dsn_from_env(cls, value: Any) -> Any:
+        if isinstance(value, str):  # the value itself is never repeated: it may be a password
+            raise ValueError(
+                "write the connection string's environment variable, {env: VAR}: it holds a "
+                "password and is never written in the YAML"
+            )
+        return value
+
+
 class SourceConfig(_Strict):
     """Where raw tables come from: a DuckDB file (attached read-only) or a file glob (a view);
-    a Parquet/CSV glob may be in Azure Blob Storage (`az://` / `abfss://`), with a credential."""
+    a Parquet/CSV glob may be in Azure Blob Storage (`az://` / `abfss://`), with a credential;
+    or tables of a database: a Postgres schema (read-only), or a schema of the warehouse's own
+    DuckLake (tables another tool loaded there)."""
 
     duckdb: str | None = Field(None, description="Path of a DuckDB file, attached read-only.")
     parquet: str | None = Field(
@@ -84,15 +129,37 @@ class SourceConfig(_Strict):
     default_azure_credential: bool = Field(
         False, description="For remote sources: the machine's Azure identity (https only)."
     )
+    postgres: PostgresSourceConfig | None = Field(
+        None,
+        description="{dsn: {env: VAR}, schema: public}: tables of a Postgres schema, read-only.",
+    )
+    lake: BareName | None = Field(
+        None,
+        description="A schema of the warehouse's own DuckLake (the DuckLake backend only), "
+        "e.g. tables another tool loads there; read under the source's name.",
+    )
+    tables: list[BareName] | None = Field(
+        None,
+        description="postgres / lake sources: the tables models may read (default: every "
+        "table of the schema).",
+    )
     description: str | None = None
 
     @model_validator(mode="after")
     def _exactly_one_kind(self) -> SourceConfig:
-        given = [k for k in ("duckdb", "parquet", "csv") if getattr(self, k)]
+        given = [k for k in ("duckdb", "parquet", "csv", *_DATABASE_KINDS) if getattr(self, k)]
         if len(given) != 1:
             raise ValueError(
-                "give exactly one of 'duckdb: <path>', 'parquet: <glob>' or 'csv: <glob>'"
+                "give exactly one of 'duckdb: <path>', 'parquet: <glob>', 'csv: <glob>', "
+                "'postgres: {dsn: {env: VAR}, schema: <schema>}' or 'lake: <schema>'"
                 f" (got {given or 'none'})"
+            )
+        if self.is_database:
+            return self._check_database()
+        if self.tables is not None:
+            raise ValueError(
+                "'tables' lists the tables of a postgres or lake source; a file source is one "
+                "table (a DuckDB file: read its tables as <source>.<table>)"
             )
         credentials = [
             k
@@ -132,18 +199,66 @@ class SourceConfig(_Strict):
                 raise ValueError("default_azure_credential needs an https:// account_url")
         return self
 
+    def _check_database(self) -> SourceConfig:
+        given = [
+            k
+            for k in ("account_url", "sas_token", "account_key", "default_azure_credential")
+            if getattr(self, k)
+        ]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)}: only for sources in Azure Blob Storage; a {self.kind} "
+                "source needs none"
+                + (" (its credentials are in the dsn)" if self.kind == "postgres" else "")
+            )
+        if self.tables is not None:
+            if not self.tables:
+                raise ValueError("'tables' is empty: list tables, or leave it out to allow all")
+            folded = [ascii_lower(t) for t in self.tables]  # as DuckDB matches names
+            twice = sorted({t for t in self.tables if folded.count(ascii_lower(t)) > 1})
+            if twice:
+                raise ValueError(f"'tables' lists {', '.join(twice)} more than once")
+        if self.lake and ascii_lower(self.lake) in _WAREHOUSE_SCHEMAS:
+            raise ValueError(
+                f"'{self.lake}' is a schema of this project's own warehouse "
+                f"({', '.join(_WAREHOUSE_SCHEMAS)}); read models as models.<name> instead"
+            )
+        return self
+
     @property
-    def kind(self) -> Literal["duckdb", "parquet", "csv"]:
-        return "duckdb" if self.duckdb else "parquet" if self.parquet else "csv"
+    def kind(self) -> Literal["duckdb", "parquet", "csv", "postgres", "lake"]:
+        for kind in ("duckdb", "parquet", "postgres", "lake"):
+            if getattr(self, kind):
+                return kind  # type: ignore[return-value]
+        return "csv"
+
+    @property
+    def is_database(self) -> bool:
+        """Tables of a database (Postgres, the warehouse's lake), not files."""
+        return self.kind in _DATABASE_KINDS
+
+    @property
+    def schema_name(self) -> str:
+        """The database schema a postgres or lake source reads ('' for files)."""
+        if self.postgres is not None:
+            return self.postgres.schema_name
+        return self.lake or ""
 
     @property
     def location(self) -> str:
+        """The path or glob of a file source; for a database source, what it reads in words
+        (never the connection string: that is a secret)."""
+        if self.postgres is not None:
+            postgres = self.postgres
+            return f"schema {postgres.schema_name} of the Postgres database in ${postgres.dsn.env}"
+        if self.lake:
+            return f"schema {self.lake} of the warehouse's DuckLake"
         return self.duckdb or self.parquet or self.csv or ""
 
     @property
     def remote(self) -> bool:
         """In Azure Blob Storage (az://, azure://, abfss://), not on the local file system."""
-        return self.location.startswith(("az://", "azure://", "abfss://"))
+        return not self.is_database and self.location.startswith(("az://", "azure://", "abfss://"))
 
 
 # --------------------------------------------------------------------------- models
@@ -243,6 +358,17 @@ class ServicePrincipalConfig(_Strict):
     )
     certificate_password: SecretRef | None = Field(
         None, description="{env: VAR} holding the certificate's password, if it has one."
+    )
+    authority_host: str | None = Field(
+        None,
+        description="The Microsoft Entra authority, e.g. https://login.microsoftonline.us "
+        "(Azure Government); default AZURE_AUTHORITY_HOST, else https://login.microsoftonline.com.",
+        pattern=r"^https://[^/?#\s]+/?$",
+    )
+    disable_instance_discovery: bool = Field(
+        False,
+        description="Do not ask Microsoft whether the authority is a known one (for a private "
+        "authority, e.g. Azure Stack Hub).",
     )
 
     @model_validator(mode="after")

@@ -1,12 +1,14 @@
-"""The code location: every defs.yaml under azexport_assets/defs, plus the warehouse resource."""
+"""The code location: every defs.yaml under azexport_assets/defs, plus the warehouse resource
+and the run watchdog."""
 
 from pathlib import Path
 
 import dagster as dg
 
+from azexport_assets.components.build import location_definitions
 from azexport_assets.components.load_cache import cached_definitions
 from azexport_assets.components.loading import config_errors_first, last_validated
-from azexport_assets.resources import WAREHOUSE_KEY, WarehouseResource
+from azexport_assets.resources import WarehouseResource
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFS_ROOT = Path(__file__).resolve().parent / "defs"
@@ -17,9 +19,7 @@ def _build() -> dg.Definitions:
     # not as the last line under Dagster's component-tree tracebacks.
     with config_errors_first(PROJECT_ROOT):
         loaded = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
-    return dg.Definitions.merge(
-        loaded, dg.Definitions(resources={WAREHOUSE_KEY: WarehouseResource()})
-    )
+    return dg.Definitions.merge(loaded, location_definitions(WarehouseResource()))
 
 
 @dg.definitions

@@ -28,7 +28,7 @@ from typing import Any
 
 import duckdb
 
-from azexport_assets.config import ConfigError
+from azexport_assets.config import ConfigError, SourceConfig
 from azexport_assets.lakehouse import DeltaTypeError, check_column_types
 from azexport_assets.project import Project, partition_field
 from azexport_assets.sandbox import (
@@ -58,6 +58,11 @@ from azexport_assets.warehouse import (
 )
 from azexport_assets.warehouse.confinement import CONFINE_ENV
 from azexport_assets.warehouse.csv_dialect import sniff_csv_sources
+from azexport_assets.warehouse.dbsources import (
+    DatabaseSourceError,
+    attach_lake_for_load,
+    warehouse_lake_conninfo,
+)
 from azexport_assets.warehouse.extensions import EXTENSIONS_ENV, available_offline
 
 _log = logging.getLogger(__name__)
@@ -94,16 +99,23 @@ def model_dependencies(project: Project, name: str) -> ModelDeps:
         refs = table_references(project.model_sql[name])
     except UnsafeSQLError as error:
         raise ConfigError(f"{project.where('models', name, field_)}: {error}") from None
-    duckdb_sources = _folded(s for s, c in project.sources.items() if c.kind == "duckdb")
-    file_sources = _folded(s for s, c in project.sources.items() if c.kind != "duckdb")
+    # Sources read as <source>.<table>: a DuckDB file, a database schema.
+    duckdb_sources = _folded(s for s, c in project.sources.items() if _catalog_like(c))
+    file_sources = _folded(s for s, c in project.sources.items() if not _catalog_like(c))
     models_by_name = _folded(project.models)
     source_tables: list[tuple[str, str]] = []
     models: list[str] = []
     for catalog, schema, table in refs:
         owner = ascii_lower(catalog or schema)
         if owner in duckdb_sources:
+            source = duckdb_sources[owner]
+            problem = database_table_problem(
+                source, project.sources[source], catalog, schema, table
+            )
+            if problem:
+                raise ConfigError(f"{project.where('models', name, field_)}: {problem}")
             # One table whatever its spelling, so one lineage asset: DuckDB's folded name.
-            source_tables.append((duckdb_sources[owner], ascii_lower(table)))
+            source_tables.append((source, ascii_lower(table)))
         elif not catalog and owner == "models" and ascii_lower(table) in models_by_name:
             models.append(models_by_name[ascii_lower(table)])
         elif not owner and ascii_lower(table) in file_sources:
@@ -121,6 +133,34 @@ def model_dependencies(project: Project, name: str) -> ModelDeps:
                 f"declared source or model; it can read: {known or 'nothing declared'}"
             )
     return ModelDeps(tuple(dict.fromkeys(source_tables)), tuple(dict.fromkeys(models)))
+
+
+def _catalog_like(config: SourceConfig) -> bool:
+    return config.kind == "duckdb" or config.is_database
+
+
+def database_table_problem(
+    name: str, config: SourceConfig, catalog: str, schema: str, table: str
+) -> str:
+    """Why a model may not read `table` of a postgres or lake source ('' when it may): only the
+    declared tables (all of the schema when none are listed), named `<source>.<table>` (or
+    `<source>.<schema>.<table>` for Postgres)."""
+    if not config.is_database:
+        return ""
+    shown = ".".join(p for p in (catalog, schema, table) if p)
+    if catalog and not (
+        config.kind == "postgres" and ascii_lower(schema) == ascii_lower(config.schema_name)
+    ):
+        return (
+            f"reads '{shown}', outside the source's schema: a {config.kind} source reads "
+            f"its schema '{config.schema_name}' only, as {name}.<table>"
+        )
+    if config.tables is not None and ascii_lower(table) not in map(ascii_lower, config.tables):
+        return (
+            f"reads '{shown}', which is not a declared table of source '{name}'; it declares: "
+            f"{', '.join(config.tables)} (add the table to the source's 'tables' to read it)"
+        )
+    return ""
 
 
 def _folded(names: Iterable[str]) -> dict[str, str]:
@@ -173,6 +213,8 @@ def model_sql(project: Project, name: str) -> str:
 
 def _source_available(project: Project, source: str) -> bool:
     config = project.sources[source]
+    if config.is_database:
+        return True  # tried when attached; one that cannot be reached now is skipped there
     location = resolve_path(config.location, project.project_root)
     return (
         bool(source_files(config, project.project_root))
@@ -230,6 +272,46 @@ def check_remote_sources(project: Project) -> None:
     )
 
 
+def check_database_sources(project: Project) -> None:
+    """Postgres and lake sources are read through DuckDB's postgres (and ducklake) extensions,
+    which exist offline in the lake environment; a lake source needs the DuckLake warehouse."""
+    for name, config in project.sources.items():
+        if not config.is_database:
+            continue
+        where = project.where("sources", name, config.kind)
+        if config.kind == "lake" and warehouse_lake_conninfo() is None:
+            raise ConfigError(
+                f"{where}: reads schema '{config.lake}' of the warehouse's DuckLake, but the "
+                "warehouse is a DuckDB file: set AZEXPORT_WAREHOUSE=ducklake:postgres:... "
+                "(docs/deploy.md)"
+            )
+        needed = ["postgres_scanner"] + (["ducklake"] if config.kind == "lake" else [])
+        missing = [e for e in needed if not available_offline(e)]
+        if missing:
+            raise ConfigError(
+                f"{where}: a {config.kind} source is read through DuckDB's "
+                f"{' and '.join(missing)} extension(s), which this environment (DuckDB "
+                f"{duckdb.__version__}) does not have: use the lake environment (pip install "
+                "'azexport_assets[lake]'), or put the extension files for this DuckDB version "
+                "in the folder named by $AZEXPORT_DUCKDB_EXTENSIONS"
+            )
+
+
+def _attach_lake_for_load(
+    con: duckdb.DuckDBPyConnection, project: Project, available: set[str]
+) -> None:
+    """Lake sources bind against the warehouse's lake, attached read-only; when it cannot be
+    opened now they are skipped (and checked again at run time)."""
+    lake_sources = [s for s in sorted(available) if project.sources[s].kind == "lake"]
+    if not lake_sources:
+        return
+    try:
+        attach_lake_for_load(con)
+    except DatabaseSourceError as error:
+        _log.warning("%s: %s", project.position("sources", lake_sources[0]), error)
+        available.difference_update(lake_sources)
+
+
 def describe_project(project: Project) -> ProjectShape:
     """Dependencies and columns of every model and segment; ConfigError on SQL errors.
 
@@ -239,6 +321,7 @@ def describe_project(project: Project) -> ProjectShape:
     or the environment, and those of each activation, run every time."""
     check_source_locations(project)
     check_remote_sources(project)
+    check_database_sources(project)
     try:
         key = shape_key(project)
     except (OSError, TypeError, ValueError):
@@ -273,11 +356,18 @@ def _introspect(project: Project) -> tuple[ProjectShape, list[tuple[str, str]], 
     con = duckdb.connect()
     try:
         files: list[str] = []
+        reachable = len(available)
+        _attach_lake_for_load(con, project, available)
+        complete = len(available) == reachable
         for source in sorted(available):
             try:
                 files += attach_source(con, source, project.sources[source], project.project_root)
             except duckdb.Error:
                 available.discard(source)  # e.g. locked by its writer: checked again at run time
+                complete = False
+            except DatabaseSourceError as error:  # unreachable, or a table not loaded yet
+                _log.warning("%s: %s", project.position("sources", source), error)
+                available.discard(source)
                 complete = False
         # Our schemas first: the configuration is locked from here on.
         con.execute("CREATE SCHEMA models; CREATE SCHEMA segments")
@@ -314,11 +404,14 @@ def _introspect(project: Project) -> tuple[ProjectShape, list[tuple[str, str]], 
 SHAPE_ENTRY = "project-shape/1"  # what an entry holds, and the layout it has
 # Variables read while sources are checked and attached (not through the configuration).
 _SETTINGS = (CONFINE_ENV, EXTENSIONS_ENV)
+# Sources whose files stand for their schemas; a project with any other kind is not kept.
+_FILE_KINDS = ("duckdb", "parquet", "csv")
 
 
 def shape_key(project: Project) -> str | None:
     """The digest of everything `_introspect` reads, or None when that cannot be told without
-    doing the work (a source in Azure that would be read at load). It covers:
+    doing the work (a Postgres or lake source, whose tables' schemas live in a database; a
+    source in Azure that would be read at load). It covers:
 
     - the models' and segments' configuration and SQL text as loaded, i.e. after the
       templates of `defs.yaml` and SQL were rendered (so the variables they read count with
@@ -332,6 +425,8 @@ def shape_key(project: Project) -> str | None:
     rendered values, a `$VAR` or `~` in a source's path through the path it names."""
     sources: dict[str, Any] = {}
     for name, config in sorted(project.sources.items()):
+        if config.kind not in _FILE_KINDS:
+            return None  # tables of a database (Postgres, the lake): no file says they changed
         if config.remote:
             if _source_available(project, name):
                 return None  # its schema lives in Azure: nothing local says it changed

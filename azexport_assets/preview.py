@@ -36,6 +36,7 @@ from azexport_assets.export import (
     DeltaRun,
     FileSet,
     MissingSourceTableError,
+    blob_extension,
     blob_names,
     file_set_query,
     plan_file_sets,
@@ -83,6 +84,7 @@ class Preview:
     skipped: list[str] = field(default_factory=list)  # names left out as empty (on_empty)
     manifest: str | None = None  # the manifest's name, when the activation writes one
     table: str | None = None  # format delta: the table's folder in the container
+    encrypted: bool = False  # `encryption`: names end in .pgp; sizes are before encryption
     seconds: float = 0.0
 
     @property
@@ -131,6 +133,7 @@ class Preview:
             "skipped_empty": self.skipped,
             "manifest": self.manifest,
             "table": self.table,
+            "encrypted": self.encrypted,
             "sample": [
                 dict(zip(self.sample_columns, (plain_value(v) for v in row), strict=True))
                 for row in self.sample
@@ -259,8 +262,13 @@ def _inspect(
     stem = stem_name(activation, run.path_prefix, run.logical_time, run.names)
     file_sets, result.skipped = plan_file_sets(con, spec, change, activation, stem)
     fmt = FormatSpec.from_activation(activation)
+    # The names a run writes; the files are not encrypted here (the preview reads no key).
+    result.encrypted = activation.pgp_key_env is not None
+    extension = blob_extension(fmt, result.encrypted)
     for index, file_set in enumerate(file_sets, start=1):
-        result.files += _write_locally(con, spec, file_set, activation, fmt, workdir / str(index))
+        result.files += _write_locally(
+            con, spec, file_set, activation, fmt, extension, workdir / str(index)
+        )
     if activation.manifest and result.files:
         result.manifest = validate_blob_name(f"{stem}_manifest.json")
     if activation.change_column is not None:
@@ -274,15 +282,16 @@ def _write_locally(
     file_set: FileSet,
     activation: ActivationConfig,
     fmt: FormatSpec,
+    extension: str,
     out_dir: Path,
 ) -> list[PreviewFile]:
     """The file set's files as the export would write them (then deleted): real parts, real
-    sizes after compression."""
+    sizes after compression, names with the run's `extension` (`.pgp` when encrypted)."""
     out_dir.mkdir(parents=True)
     # On `con` itself: the change set exists only in its (rolled-back) transaction.
     query = file_set_query(spec, file_set, activation)
     written = write_export(con, query, fmt, out_dir, activation.max_file_size)
-    names = blob_names(file_set.stem, file_set.suffix, fmt.extension, len(written.files))
+    names = blob_names(file_set.stem, file_set.suffix, extension, len(written.files))
     files = []
     for index, (name, local) in enumerate(zip(names, written.files, strict=True), start=1):
         part = index if len(written.files) > 1 else None
@@ -307,8 +316,9 @@ def summary(result: Preview, sample: bool = False) -> str:
     if result.table is not None:
         lines.append(f"  Delta table {result.table}: {result.rows:,} rows to send")
     else:
+        before = " (before OpenPGP encryption)" if result.encrypted else ""
         lines.append(
-            f"  {len(result.files)} file(s), {result.rows:,} rows, {result.bytes:,} bytes:"
+            f"  {len(result.files)} file(s), {result.rows:,} rows, {result.bytes:,} bytes{before}:"
         )
         lines += [
             f"    {f.name}  {f.kind}  {f.rows:,} rows  {f.bytes:,} bytes" for f in result.files

@@ -24,9 +24,10 @@ from dagster_azure.blob import (
     AzureBlobStorageResource,
     AzureBlobStorageSASTokenCredential,
 )
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from azexport_assets.config import DestinationConfig, SecretRef, unset_variables_message
+from azexport_assets.run_worker import WorkerWatch, watch_run_worker
 from azexport_assets.storage import BlobStorage, ExportContainerClient
 from azexport_assets.storage.resource import MiB, ServicePrincipal
 from azexport_assets.warehouse import (
@@ -84,6 +85,18 @@ class WarehouseResource(dg.ConfigurableResource):
         ),
     )
 
+    _worker_watch: WorkerWatch | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # Every step of the project uses the warehouse, so its set-up, once per run before
+        # the first step, records the run's worker for the run watchdog (run_worker.py).
+        if context.instance is not None and context.run is not None:
+            self._worker_watch = watch_run_worker(context.instance, context.run.run_id)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._worker_watch is not None:
+            self._worker_watch.stop()
+
     def open(self, project_root: Path) -> WarehouseBackend:
         return open_warehouse(
             location=self.path,
@@ -123,6 +136,8 @@ class ServicePrincipalCredential(dg.Resolvable, dg.Config):
     client_secret: str | None = None
     certificate_path: str | None = None
     certificate_password: str | None = None
+    authority_host: str | None = None
+    disable_instance_discovery: bool = False
 
 
 class ExportBlobStorage(AzureBlobStorageResource):
@@ -209,6 +224,8 @@ class ExportBlobStorage(AzureBlobStorageResource):
                 client_secret=credential.client_secret,
                 certificate_path=credential.certificate_path,
                 certificate_password=credential.certificate_password,
+                authority_host=credential.authority_host,
+                disable_instance_discovery=credential.disable_instance_discovery,
             )
         else:
             kind, secret = "default", None
@@ -262,6 +279,8 @@ PRINCIPAL_FIELDS = (
     "client_secret",
     "certificate_path",
     "certificate_password",
+    "authority_host",
+    "disable_instance_discovery",
 )
 
 
@@ -317,7 +336,7 @@ class DestinationStorage(dg.ConfigurableResource):
             name: os.environ[field["env"]] if "env" in field else field["value"]
             for name, field in self._principal().items()
         }
-        return ServicePrincipalCredential(**{k: values.get(k) for k in PRINCIPAL_FIELDS})
+        return ServicePrincipalCredential(**{k: v for k, v in values.items() if v is not None})
 
     def storage(self) -> ExportBlobStorage:
         """The destination with its variables read now; a dg.Failure naming any unset one."""

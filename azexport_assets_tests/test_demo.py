@@ -9,15 +9,27 @@ import socket
 import subprocess
 import time
 import urllib.request
+from datetime import timezone
 
 import dagster as dg
 import pytest
 from dagster_graphql import DagsterGraphQLClient
 
+from azexport_assets.asset_keys import export_key, sync_log_key
+from azexport_assets.demo import __main__ as demo
 from azexport_assets.demo import environment
+from azexport_assets.demo.azurite import container_sas
 from azexport_assets.demo.processes import alive, descendants, identities, stop_trees
-from azexport_assets.demo.runs import WrittenBlob, export_blobs, launch, run_exports, wait_for_run
+from azexport_assets.demo.runs import (
+    WrittenBlob,
+    export_blobs,
+    launch,
+    run_exports,
+    sync_log_summaries,
+    wait_for_run,
+)
 from azexport_assets.demo.webhook import WebhookReceiver
+from azexport_assets_tests.project_kit import SAS_ENV
 from azexport_assets_tests.served_kit import serve_project
 
 LOCATION = "demo_test"
@@ -99,6 +111,94 @@ def test_runs_launched_through_dagster_are_in_the_job_history_and_reexecutable(
         assert instance.get_run_by_id(child).parent_run_id == run_id
         # Nothing changed in between: the re-execution exports an empty difference.
         assert all(b.rows in (0, None) for b in run_exports(instance, child)["people_audit"])
+
+
+FEATURES = """
+models:
+  people:
+    sql: SELECT *, CASE WHEN id % 2 = 0 THEN 'eu' ELSE 'us' END AS region FROM src.people
+    primary_key: id
+activations:
+  people_regions:
+    source: people
+    destination: lake
+    file_name: "regions/{model}/{activation}_{YYYY}{MM}{DD}"
+    run_type: full_then_delta
+    sync_mode: upsert
+    partition_by: [region]
+    sync_log: {retention_days: 7}
+    blob_properties:
+      access_tier: Cool
+      tags: {partner: acme, run: "{run_id}"}
+      metadata: {owner: marketing}
+"""
+
+
+def test_the_demos_new_options_show_in_what_it_prints(project, tmp_path, monkeypatch, azurite):
+    """What the demo prints for an activation with partition_by, name variables, blob
+    properties and a sync log: the partitioned blobs, and the sync log asset's counts."""
+    kit = project
+    kit.source_sql("CREATE TABLE people AS SELECT range AS id, 'p' || range AS name FROM range(10)")
+    kit.write_defs(FEATURES)
+    # Index tags need a SAS with 't' (pre-flight checks it), as the demo's own token has.
+    token = container_sas(
+        azurite.account_url, kit.container.container_name, environment.DEMO_SAS_PERMISSION
+    )
+    monkeypatch.setenv(SAS_ENV, token)
+    with serve_project(kit, tmp_path, monkeypatch, LOCATION) as server:
+        client = DagsterGraphQLClient(server.host, port_number=server.port)
+        first = launch(client, "activate_people_regions")
+        assert wait_for_run(client, first, timeout=180) == dg.DagsterRunStatus.SUCCESS
+        instance = dg.DagsterInstance.get()
+
+        blobs = run_exports(instance, first)["people_regions"]
+        # An ad-hoc run's logical time is its launch time (UTC here).
+        launched = instance.get_run_record_by_id(first).create_timestamp
+        stem = f"people_regions_{launched.astimezone(timezone.utc):%Y%m%d}"
+        assert sorted(b.name for b in blobs) == [
+            f"regions/people/region=eu/{stem}.csv",
+            f"regions/people/region=us/{stem}.csv",
+        ]
+        for blob in blobs:
+            lines = kit.download(blob.name).decode().splitlines()
+            assert len(lines) - 1 == blob.rows == 5
+            properties = kit.container.get_blob_client(blob.name).get_blob_properties()
+            assert properties.blob_tier == "Cool"
+            assert properties.metadata["owner"] == "marketing"
+            tags = kit.container.get_blob_client(blob.name).get_blob_tags()
+            assert tags == {"partner": "acme", "run": first}
+
+        # The next run (the same day: the same names) sends the two changed people.
+        kit.source_sql("UPDATE people SET name = 'changed' WHERE id IN (3, 4)")
+        second = launch(client, "activate_people_regions")
+        assert wait_for_run(client, second, timeout=180) == dg.DagsterRunStatus.SUCCESS
+        assert sync_log_summaries(instance, first) == {
+            "people_regions": "sync log azexport_log.people_regions: 10 keys this run "
+            "(10 added), 10 kept (7 days)"
+        }
+        assert sync_log_summaries(instance, second) == {
+            "people_regions": "sync log azexport_log.people_regions: 2 keys this run "
+            "(2 updated), 12 kept (7 days)"
+        }
+        changed = run_exports(instance, second)["people_regions"]
+        assert {b.name.split("/")[2]: b.rows for b in changed} == {"region=eu": 1, "region=us": 1}
+        assert kit.download(f"regions/people/region=eu/{stem}.csv").decode().splitlines() == [
+            "id,name,region",
+            "4,changed,eu",
+        ]
+
+
+def test_the_preview_hint_names_a_demo_activation_and_its_preview_job():
+    from azexport_assets.definitions import defs
+
+    assert f"preview_{demo.PREVIEW_ACTIVATION}" in demo.PREVIEW_HINT
+    assert f"-m azexport_assets.preview {demo.PREVIEW_ACTIVATION}" in demo.PREVIEW_HINT
+    definitions = defs()
+    assert definitions.resolve_job_def(f"preview_{demo.PREVIEW_ACTIVATION}")
+    # The demo shows the new options on its own activations.
+    graph = definitions.resolve_asset_graph()
+    log = sync_log_key(demo.PREVIEW_ACTIVATION)
+    assert graph.get(log).parent_keys == {export_key(demo.PREVIEW_ACTIVATION)}
 
 
 def _table(rows: list[dict]) -> dg.MetadataValue:

@@ -12,6 +12,7 @@ import duckdb
 
 from azexport_assets.asset_keys import model_key, segment_key
 from azexport_assets_tests.project_kit import export_metadata
+from azexport_assets_tests.test_encryption_e2e import KEY_ENV, private_key  # noqa: F401
 
 T1 = datetime(2025, 4, 14, 6, tzinfo=timezone.utc)
 T2 = datetime(2025, 4, 15, 6, tzinfo=timezone.utc)
@@ -229,3 +230,53 @@ def test_preview_job_has_no_asset_and_waits_for_nothing_but_the_computation(proj
     assert not any(e.event_type_value == "ASSET_OBSERVATION" for e in result.all_events)
     # The activation lock is free again: a run right after the preview goes through.
     assert kit.run("diff", logical_time=T2).success
+
+
+def test_preview_of_an_encrypted_activation_names_the_pgp_files(
+    project,
+    private_key,  # noqa: F811 (the fixture imported above)
+    monkeypatch,
+):
+    """With `encryption`, the preview's names are the run's: each part ends in `.pgp`."""
+    kit = project
+    kit.source_sql(
+        "CREATE TABLE people AS SELECT range AS id, repeat('x', 40) || range AS name, "
+        "'FR' AS country, 1.0 AS score FROM range(120)"
+    )
+    kit.write_defs(
+        DEFS
+        + f"""
+  sealed:
+    source: people
+    destination: lake
+    file_name: "sealed/{{activation}}_{{YYYY}}-{{MM}}-{{DD}}"
+    format: csv
+    compression: gzip
+    max_file_size: 1024
+    run_type: full_then_delta
+    sync_mode: difference
+    manifest: true
+    encryption: {{pgp_public_key: {{env: {KEY_ENV}}}}}
+"""
+    )
+    # The preview needs no key: it encrypts nothing.
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    job = kit.definitions().resolve_job_def("activate_sealed")
+    assert job.execute_in_process(
+        instance=kit.instance, asset_selection=[model_key("people")]
+    ).success
+    metadata, _ = preview_metadata(kit, "sealed", T1)
+    names = [r.data["name"] for r in metadata["files"].records]
+    assert len(names) > 2  # split into parts: each is its own encrypted file
+    assert all(n.endswith(".csv.gz.pgp") for n in names)
+    assert names[0] == "sealed/sealed_2025-04-14_added_part-00001.csv.gz.pgp"
+    assert metadata["manifest"] == "sealed/sealed_2025-04-14_manifest.json"  # not encrypted
+    assert "before encryption" in metadata["encrypted"]
+    assert kit.blob_names() == []
+
+    # The run writes exactly these names.
+    monkeypatch.setenv(KEY_ENV, str(private_key.pubkey))
+    kit.run("sealed", logical_time=T1)
+    assert sorted(names) == sorted(
+        n for n in kit.blob_names("sealed/") if not n.endswith("_manifest.json")
+    )

@@ -2,6 +2,11 @@
 azure extension, with the source's own SAS token from the environment; the sandbox grants
 exactly the listed blobs; the on-change sensor watches their ETags; lineage and the model's
 rebuild decision follow them. Needs the azure extension, i.e. the lake environment.
+
+Each runs twice: with `az://<container>/<glob>` sources and with `abfss://<container>@<account>
+.dfs.core.windows.net/<glob>` ones. Azurite has no Data Lake (dfs) endpoint; an abfss:// source
+is read through the account's blob endpoint (its account_url, here Azurite's), as a Data Lake
+Storage Gen2 account allows, so both must give the same results.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from azexport_assets.asset_keys import model_key, source_key
 from azexport_assets.config import SourceConfig
-from azexport_assets.demo.azurite import container_sas
+from azexport_assets.demo.azurite import DEV_ACCOUNT, container_sas
 from azexport_assets.warehouse import Warehouse, resolve_path
 from azexport_assets_tests.project_kit import ProjectKit
 
@@ -76,11 +81,23 @@ def remote(azurite, monkeypatch) -> ContainerClient:
     return source
 
 
-def _extra_sources(container: str) -> str:
+SCHEMES = ["az", "abfss"]
+
+
+def _url(scheme: str, container: str, glob: str, account: str = DEV_ACCOUNT) -> str:
+    """A source location in the container: az://c/<glob> or abfss://c@<account>.dfs.../<glob>."""
+    if scheme == "abfss":
+        return f"abfss://{container}@{account}.dfs.core.windows.net/{glob}"
+    return f"az://{container}/{glob}"
+
+
+def _extra_sources(container: str, scheme: str = "az") -> str:
     credential = f"account_url: {{env: {SRC_URL}}}, sas_token: {{env: {SRC_SAS}}}"
+    visits = _url(scheme, container, "visits/*.parquet")
+    orders = _url(scheme, container, "orders/*.csv")
     return (
-        f"visits_raw: {{parquet: 'az://{container}/visits/*.parquet', {credential}}}\n"
-        f"orders: {{csv: 'az://{container}/orders/*.csv', {credential}}}\n"
+        f"visits_raw: {{parquet: '{visits}', {credential}}}\n"
+        f"orders: {{csv: '{orders}', {credential}}}\n"
     )
 
 
@@ -92,10 +109,13 @@ def _rows(kit: ProjectKit, name: str) -> list[tuple[int, str, int]]:
     )
 
 
-def test_a_run_reads_sources_in_azure(project: ProjectKit, remote: ContainerClient, monkeypatch):
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_a_run_reads_sources_in_azure(
+    project: ProjectKit, remote: ContainerClient, monkeypatch, scheme: str
+):
     kit = project
     kit.source_sql("CREATE TABLE unused AS SELECT 1 AS x")
-    kit.write_defs(DEFS, extra_sources=_extra_sources(remote.container_name))
+    kit.write_defs(DEFS, extra_sources=_extra_sources(remote.container_name, scheme))
 
     # Lineage: the model reads both remote sources.
     definitions = kit.definitions()
@@ -103,7 +123,7 @@ def test_a_run_reads_sources_in_azure(project: ProjectKit, remote: ContainerClie
     upstream = graph.get(model_key("visits")).parent_keys
     assert {source_key("visits_raw", "visits_raw"), source_key("orders", "orders")} <= set(upstream)
     # Paths in Azure are not mangled into local paths.
-    url = f"az://{remote.container_name}/visits/*.parquet"
+    url = _url(scheme, remote.container_name, "visits/*.parquet")
     assert resolve_path(url, kit.root) == url
 
     result = kit.run("visits_out")
@@ -127,12 +147,13 @@ def test_a_run_reads_sources_in_azure(project: ProjectKit, remote: ContainerClie
     assert rebuilt == [False]
 
 
+@pytest.mark.parametrize("scheme", SCHEMES)
 def test_the_sandbox_grants_exactly_the_listed_blobs(
-    project: ProjectKit, remote: ContainerClient, tmp_path
+    project: ProjectKit, remote: ContainerClient, tmp_path, scheme: str
 ):
     config = SourceConfig.model_validate(
         {
-            "parquet": f"az://{remote.container_name}/visits/*.parquet",
+            "parquet": _url(scheme, remote.container_name, "visits/*.parquet"),
             "account_url": {"env": SRC_URL},
             "sas_token": {"env": SRC_SAS},
         }
@@ -148,12 +169,19 @@ def test_the_sandbox_grants_exactly_the_listed_blobs(
             con.execute(f"SELECT * FROM read_parquet('{private}')").fetchall()
         with pytest.raises(duckdb.Error, match="[Pp]ermission"):
             con.execute(f"SELECT * FROM glob('az://{remote.container_name}/*')").fetchall()
+        # The same blob by its abfss:// name is no way around the grants either.
+        private = _url("abfss", remote.container_name, "private/salaries.parquet")
+        with pytest.raises(duckdb.Error, match="[Pp]ermission"):
+            con.execute(f"SELECT * FROM read_parquet('{private}')").fetchall()
 
 
-def test_the_on_change_sensor_watches_blobs(project: ProjectKit, remote: ContainerClient):
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_the_on_change_sensor_watches_blobs(
+    project: ProjectKit, remote: ContainerClient, scheme: str
+):
     kit = project
     kit.source_sql("CREATE TABLE unused AS SELECT 1 AS x")
-    kit.write_defs(DEFS, extra_sources=_extra_sources(remote.container_name))
+    kit.write_defs(DEFS, extra_sources=_extra_sources(remote.container_name, scheme))
     sensor = kit.definitions().resolve_sensor_def("activate_visits_out_on_change")
 
     def evaluate(cursor: str | None) -> dg.SensorResult:
@@ -190,3 +218,28 @@ def test_remote_source_configuration_errors(project: ProjectKit, remote: Contain
             kit.definitions()
         text = str(raised.value)
         assert message in text and "defs.yaml" in text, text
+
+
+def test_an_abfss_source_of_another_account_than_account_url_is_refused(
+    project: ProjectKit, remote: ContainerClient
+):
+    """The blob endpoint read is account_url's: an abfss:// URL that names another account
+    would silently read a container of the wrong account; the run fails before reading."""
+    kit = project
+    kit.source_sql("CREATE TABLE unused AS SELECT 1 AS x")
+    credential = f"account_url: {{env: {SRC_URL}}}, sas_token: {{env: {SRC_SAS}}}"
+    visits = _url("abfss", remote.container_name, "visits/*.parquet", account="elsewhere")
+    orders = _url("abfss", remote.container_name, "orders/*.csv")
+    kit.write_defs(
+        DEFS,
+        extra_sources=(
+            f"visits_raw: {{parquet: '{visits}', {credential}}}\n"
+            f"orders: {{csv: '{orders}', {credential}}}\n"
+        ),
+    )
+    with pytest.raises(Exception, match="visits_raw") as raised:
+        kit.definitions()
+        kit.run("visits_out")
+    text = str(raised.value)
+    assert f"is in account 'elsewhere' but account_url is of account '{DEV_ACCOUNT}'" in text, text
+    assert kit.blob_names("out/") == []

@@ -42,7 +42,11 @@ def test_source_change_starts_the_activation(project, azurite, container, monkey
     definitions = kit.definitions()
     sensor = definitions.resolve_sensor_def("activate_people_live_on_change")
     assert sensor.job_name == "activate_people_live"
-    assert [s.name for s in definitions.sensors] == ["activate_people_live_on_change"]
+    # The other sensor is the code location's run watchdog (test_watchdog.py).
+    assert [s.name for s in definitions.sensors] == [
+        "activate_people_live_on_change",
+        "azexport_run_watchdog",
+    ]
 
     first = evaluate(sensor, None, kit.instance)  # deploying only records the state
     assert first.run_requests == []

@@ -1,7 +1,8 @@
 """Every way a destination signs in: a connection string and a container SAS URL against a
-real Azurite through Dagster runs; a service principal's configuration and credential (a real
-token needs Microsoft Entra ID, which is not reachable offline); abfss:// account URLs; one
-credential per destination; secrets never in messages or logs."""
+real Azurite through Dagster runs; a service principal's configuration and credential (its
+real token flow, against a local token service and an OAuth Azurite, is in
+`test_sign_in_entra.py`); abfss:// account URLs; one credential per destination; secrets
+never in messages or logs."""
 
 from __future__ import annotations
 
@@ -381,6 +382,12 @@ def load_error(tmp_path: Path, destination: str) -> str:
             "certificate_password: {env: P}}",
             "certificate_password goes with certificate_path",
         ),
+        (
+            "account_url: https://a.blob.core.windows.net\n"
+            "service_principal: {tenant_id: t, client_id: c, client_secret: {env: S}, "
+            "authority_host: 'http://login.example.com'}",
+            "service_principal.authority_host",
+        ),
         ("connection_string: 'AccountName=a;AccountKey=abc'", "connection_string"),
         (
             "account_url: abfss://other@a.dfs.core.windows.net\nsas_token: {env: S}",
@@ -436,10 +443,18 @@ def test_schema_and_scaffold_show_every_sign_in():
         fields
     )
     principal = fields["service_principal"]["anyOf"][0]["properties"]
-    assert {"tenant_id", "client_id", "client_secret", "certificate_path"} <= set(principal)
+    assert {
+        "tenant_id",
+        "client_id",
+        "client_secret",
+        "certificate_path",
+        "authority_host",
+        "disable_instance_discovery",
+    } <= set(principal)
     # Secrets are {env: VAR} only: no template branch.
     for secret in (fields["connection_string"], fields["sas_url"], principal["client_secret"]):
         assert "pattern" not in str(secret)
     example = example_yaml("azexport_assets.components.AzureExport", "crm")
     for option in ("connection_string:", "sas_url:", "service_principal:", "client_secret:"):
         assert f"#   {option}" in example or f"#     {option}" in example
+    assert "# authority_host: https://" in example and "# disable_instance_discovery:" in example

@@ -6,10 +6,14 @@ read through its own backend, so `test_sync_log_lake.py` runs the same scenarios
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
+import dagster as dg
 import pytest
 
+from azexport_assets.asset_keys import delta_key, export_key, model_key, sync_log_key
 from azexport_assets.config import ConfigError
+from azexport_assets.logical_time import LOGICAL_TIME_TAG
 from azexport_assets.warehouse import open_warehouse
 from azexport_assets_tests.fault_proxy import FaultProxy
 from azexport_assets_tests.project_kit import URL_ENV, ProjectKit, export_metadata
@@ -67,6 +71,7 @@ def change_source(kit: ProjectKit) -> None:
 
 
 NAIVE = {T0: T0.replace(tzinfo=None), T1: T1.replace(tzinfo=None)}
+LOG_KEY = sync_log_key("people_out")
 
 
 def test_difference_logs_every_exported_key_with_its_operation(project: ProjectKit) -> None:
@@ -158,6 +163,10 @@ def test_a_failed_run_logs_nothing_and_its_retry_logs_once(
             tags={"dagster/root_run_id": failed.run_id, "dagster/parent_run_id": retry.run_id},
         )
     assert again.success
+    # The retry's log asset holds the three keys; the run after it logged none.
+    assert materialization(retry, LOG_KEY)["rows_this_run"] == 3
+    assert materialization(again, LOG_KEY)["rows_this_run"] == 0
+    assert materialization(again, LOG_KEY)["rows_kept"] == 6 + 3
     second_run = [r for r in log_rows(project) if r[1] == NAIVE[T1]]
     assert sorted((op, region, key) for _, _, op, region, key in second_run) == [
         ("added", "eu", 10),
@@ -228,3 +237,102 @@ def test_a_delta_table_export_logs_its_commit(project: ProjectKit) -> None:
     ]
     metadata = export_metadata(second, "people_out")
     assert metadata["rows_updated"] == 1 and metadata["sync_log_rows"] == 2
+
+
+def materialization(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> dict[str, Any]:
+    """The metadata values of the run's materialization of `key`."""
+    found = [
+        e.event_specific_data.materialization
+        for e in result.get_asset_materialization_events()
+        if e.event_specific_data.materialization.asset_key == key
+    ]
+    assert len(found) == 1, f"{key.to_user_string()} materialized {len(found)} times"
+    return {k: v.value for k, v in found[0].metadata.items()}
+
+
+def test_the_sync_log_is_an_asset_materialized_with_the_export(project: ProjectKit) -> None:
+    seed(project)
+    project.write_defs(defs("difference", sync_log="{retention_days: 9}"))
+    definitions = project.definitions()
+    log_key = sync_log_key("people_out")
+    # In the lineage downstream of the export, described, with kinds.
+    graph = definitions.resolve_asset_graph()
+    node = graph.get(log_key)
+    assert set(node.parent_keys) == {export_key("people_out")}
+    assert "azexport_log.people_out" in node.description and "9 days" in node.description
+    assert {"duckdb", "table"} <= set(node.kinds)
+
+    first = project.run("people_out", logical_time=T0)
+    change_source(project)
+    second = project.run("people_out", logical_time=T1)
+
+    for result, written, kept in ((first, 6, 6), (second, 3, 9)):
+        log = materialization(result, log_key)
+        assert log["rows_this_run"] == written
+        assert log["rows_kept"] == log["dagster/row_count"] == kept
+        assert log["retention_days"] == 9
+        assert log["runs_kept"] == (1 if result is first else 2)
+        assert log["dagster/table_name"] == "azexport_log.people_out"
+        # The SQL in the metadata reads exactly this run's rows.
+        query = log["query_this_run"].strip("`").removeprefix("sql").strip()
+        assert len(warehouse_sql(project, query)) == written
+        exported = export_metadata(result, "people_out")
+        assert exported["sync_log_asset"] == log_key
+    assert materialization(second, log_key)["operations_this_run"] == {
+        "added": 1,
+        "removed": 1,
+        "updated": 1,
+    }
+    # The log's content is the keys the export sent, with their operations: the export's
+    # `_updated` file holds exactly the updated keys.
+    assert [(op, r, i) for _, _, op, r, i in log_rows(project, f"run_id = '{second.run_id}'")] == [
+        ("added", "eu", 10),
+        ("removed", "eu", 0),
+        ("updated", "us", 1),
+    ]
+    updated = project.download("out/20250415_updated.csv").decode().splitlines()
+    assert updated[1:] == ["us,1,changed"]
+
+
+def test_the_export_materialized_alone_still_writes_its_log(project: ProjectKit) -> None:
+    seed(project)
+    project.write_defs(defs("upsert"))
+    project.run("people_out", logical_time=T0)
+    project.source_sql("UPDATE people SET name = 'again' WHERE id = 3")
+    job = project.definitions().resolve_implicit_global_asset_job_def()
+    upstream = job.execute_in_process(
+        instance=project.instance,
+        asset_selection=[model_key("people"), delta_key("people_out")],
+    )
+    assert upstream.success
+    # The log alone cannot be materialized: it is written by the export. Nothing is written.
+    alone = job.execute_in_process(
+        instance=project.instance,
+        asset_selection=[sync_log_key("people_out")],
+        tags={LOGICAL_TIME_TAG: T1.isoformat()},
+        raise_on_error=False,
+    )
+    assert not alone.success
+    failure = alone.get_step_failure_events()[0].step_failure_data.error.message
+    assert f"written by its export: select {export_key('people_out').to_user_string()} too" in (
+        failure
+    )
+    assert "out/20250415.csv" not in project.blob_names("out/")
+    # The export alone (the UI's "Materialize" on its node): the log is written with the
+    # baseline, only its asset is not reported.
+    export = job.execute_in_process(
+        instance=project.instance,
+        asset_selection=[export_key("people_out")],
+        tags={LOGICAL_TIME_TAG: T1.isoformat()},
+    )
+    assert export.success
+    reported = {
+        event.asset_key
+        for event in export.get_asset_materialization_events()
+        if event.asset_key is not None
+    }
+    assert reported == {export_key("people_out")}
+    assert log_rows(project, f"run_id = '{export.run_id}'") == [
+        (export.run_id, NAIVE[T1], "updated", "us", 3)
+    ]
+    assert project.download("out/20250415.csv").decode().splitlines()[1:] == ["us,3,again"]

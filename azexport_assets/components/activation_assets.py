@@ -6,18 +6,23 @@ context into their arguments and their results into metadata and check results.
 """
 
 import os
+from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import dagster as dg
 from pydantic import Field
 
 from azexport_assets import export as exporting
-from azexport_assets.asset_keys import delta_key, export_key
+from azexport_assets.asset_keys import delta_key, export_key, sync_log_key
 from azexport_assets.components.checks import last_failures, warning_results, warning_specs
 from azexport_assets.components.lineage import sources_to_attach
-from azexport_assets.components.metadata import change_metadata, export_metadata
+from azexport_assets.components.metadata import (
+    change_metadata,
+    export_metadata,
+    sync_log_asset_metadata,
+)
 from azexport_assets.config import ConfigError
-from azexport_assets.delta import ChangeSet, KeyViolationError
+from azexport_assets.delta import LOG_SCHEMA, ChangeSet, KeyViolationError
 from azexport_assets.formats import FormatSpec
 from azexport_assets.formats.pgp import EncryptionKeyError
 from azexport_assets.introspect import (
@@ -36,6 +41,7 @@ from azexport_assets.resources import (
     destination_resource_key,
     unset_variables,
 )
+from azexport_assets.secret_values import secrets_kept_out
 from azexport_assets.storage import StorageError
 from azexport_assets.warehouse import ActivationBusyError, WarehouseBackend, reporting_retries
 
@@ -103,28 +109,29 @@ def delta_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDe
     def _delta(
         context: dg.AssetExecutionContext, config: DeltaRunConfig, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
-        # Before any work: the export would fail on an unset variable after the change set.
-        unset = unset_variables(activation.destination, destination.environment_variables)
-        if unset:
-            raise unset
-        store = warehouse.open(project.project_root)
-        lock = _activation_lock(store, name, context)
-        try:
-            # Held until this run's export commits: a second run of the activation waits here.
-            lock.acquire()
-            with reporting_retries(context.log.warning):
-                change = exporting.compute_changes(
-                    delta_run(project, shape, name),
-                    store,
-                    delta_id=context.run.run_id,
-                    full_resync=config.full_resync,
-                    log=context.log.info,
-                )
-        except BaseException as error:
-            lock.release()  # nothing was computed: the next run may go (a no-op if not held)
-            raise _delta_failure(name, error) from None
-        context.log.info(_change_line(name, change))
-        return dg.MaterializeResult(metadata=change_metadata(change))
+        with secrets_kept_out(project):
+            # Before any work: the export would fail on an unset variable after the change set.
+            unset = unset_variables(activation.destination, destination.environment_variables)
+            if unset:
+                raise unset
+            store = warehouse.open(project.project_root)
+            lock = _activation_lock(store, name, context)
+            try:
+                # Held until this run's export commits: a second run of the activation waits here.
+                lock.acquire()
+                with reporting_retries(context.log.warning):
+                    change = exporting.compute_changes(
+                        delta_run(project, shape, name),
+                        store,
+                        delta_id=context.run.run_id,
+                        full_resync=config.full_resync,
+                        log=context.log.info,
+                    )
+            except BaseException as error:
+                lock.release()  # nothing was computed: the next run may go (a no-op if not held)
+                raise _delta_failure(name, error) from None
+            context.log.info(_change_line(name, change))
+            return dg.MaterializeResult(metadata=change_metadata(change))
 
     return _delta
 
@@ -195,97 +202,162 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
             )
         )
 
-    @dg.asset(
-        key=export_key(name),
-        deps=[delta_key(name)],
-        group_name="activations",
-        kinds={"azure", activation.format},
-        owners=list(activation.owners),
-        description=what,
+    specs = [
+        dg.AssetSpec(
+            key=export_key(name),
+            deps=[delta_key(name)],
+            group_name="activations",
+            kinds={"azure", activation.format},
+            owners=list(activation.owners),
+            description=what,
+            tags={ACTIVATION_TAG: name},
+        )
+    ]
+    log_options = activation.sync_log_options
+    if log_options is not None:
+        specs.append(sync_log_spec(project, name, log_options.retention_days))
+
+    # A multi-asset, so that the sync log (committed with the baseline, in this step) is an
+    # asset of its own; its op keeps the name an `@asset` would have (step keys stay stable).
+    @dg.multi_asset(
+        name=export_key(name).to_python_identifier(),
+        specs=specs,
         # The destination's resource key is per destination, so both are looked up by key.
         required_resource_keys={WAREHOUSE_KEY, storage_key},
         check_specs=warning_specs(project, name),
-        tags={ACTIVATION_TAG: name},
+        # The export may be materialized alone (the UI's "Materialize" on its node): the log is
+        # still written with the baseline, only its asset is not reported.
+        can_subset=True,
     )
-    def _export(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        warehouse: WarehouseResource = getattr(context.resources, WAREHOUSE_KEY)
-        storage: DestinationStorage = getattr(context.resources, storage_key)
-        store = warehouse.open(project.project_root)
-        run = exporting.ExportRun(
-            name=name,
-            activation=activation,
-            source_table=project.table_of(activation.source),
-            container=destination.container,
-            path_prefix=destination.path_prefix,
-            logical_time=logical_time(context),
-            run_id=context.run.run_id,
-            sources=activation_sources(project, shape, name),
-            # A retry or re-execution writes the names of the run it re-executes.
-            names=path_names(project, name, context.run.root_run_id or context.run.run_id),
-            reexecuting=_reexecuted_runs(context, name),
-            pgp_public_key=_pgp_public_key(activation.pgp_key_env),
-        )
-        client = storage.client()  # reads the destination's variables: one line if unset
-        lock = _activation_lock(store, name, context)
-        try:
-            lock.acquire()
-            with reporting_retries(context.log.warning):
-                outcome = exporting.run_export(run, store, client, log=context.log.info)
-        except ActivationBusyError as error:
-            raise dg.Failure(f"activation '{name}': {error}") from None
-        except exporting.NoChangeSetError as error:
+    def _export(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
+        if export_key(name) not in context.selected_asset_keys:
             raise dg.Failure(
-                f"{error} (materialize {delta_key(name).to_user_string()}; the job "
-                f"activate_{name} does)"
-            ) from None
-        except StorageError as error:
-            raise dg.Failure(
-                f"activation '{name}': {error}. The baseline was not advanced: the next run "
-                "(or a re-execution) exports the same changes."
-            ) from None
-        except EncryptionKeyError as error:
-            raise dg.Failure(
-                f"activation '{name}', field 'encryption.pgp_public_key': {error}. Nothing was "
-                "written and the baseline was not advanced.",
+                f"the sync log of activation '{name}' is written by its export: select "
+                f"{export_key(name).to_user_string()} too (the job activate_{name} does)",
                 allow_retries=False,
-            ) from None
-        except (DeltaTypeError, TableAheadError) as error:
-            raise dg.Failure(
-                f"activation '{name}': {error} The baseline was not advanced.",
-                allow_retries=False,
-            ) from None
-        finally:
-            lock.release()
-        report = outcome.report
-        if outcome.table is not None:
-            pass  # the table export logged its commit
-        elif outcome.superseded_by:
-            context.log.warning(
-                f"activation '{name}': nothing written: the change set this run was to export "
-                f"was superseded by run {outcome.superseded_by}, which computed a newer one "
-                "and exported it (the changes are not sent twice)"
             )
-        elif not report.files:
-            nothing = "the snapshot is empty" if outcome.change.snapshot else "no changes"
-            context.log.info(f"activation '{name}': {nothing}, nothing written")
-        else:
-            context.log.info(
-                f"activation '{name}': {report.rows:,} rows in {len(report.files)} blob(s), "
-                f"{report.bytes:,} bytes, in {outcome.total_seconds:.1f}s"
+        with secrets_kept_out(project):
+            warehouse: WarehouseResource = getattr(context.resources, WAREHOUSE_KEY)
+            storage: DestinationStorage = getattr(context.resources, storage_key)
+            store = warehouse.open(project.project_root)
+            run = exporting.ExportRun(
+                name=name,
+                activation=activation,
+                source_table=project.table_of(activation.source),
+                container=destination.container,
+                path_prefix=destination.path_prefix,
+                logical_time=logical_time(context),
+                run_id=context.run.run_id,
+                sources=activation_sources(project, shape, name),
+                # A retry or re-execution writes the names of the run it re-executes.
+                names=path_names(project, name, context.run.root_run_id or context.run.run_id),
+                reexecuting=_reexecuted_runs(context, name),
+                pgp_public_key=_pgp_public_key(activation.pgp_key_env),
             )
-        sas_expiry = _sas_expiry_inputs(project, name)
-        return dg.MaterializeResult(
-            metadata=export_metadata(outcome, run.logical_time, activation.sync_mode),
-            check_results=warning_results(
-                project,
-                name,
-                outcome,
-                *sas_expiry,
-                failed_before=last_failures(context.instance, project, name, context.run.run_id),
-            ),
-        )
+            client = storage.client()  # reads the destination's variables: one line if unset
+            lock = _activation_lock(store, name, context)
+            try:
+                lock.acquire()
+                with reporting_retries(context.log.warning):
+                    outcome = exporting.run_export(run, store, client, log=context.log.info)
+            except ActivationBusyError as error:
+                raise dg.Failure(f"activation '{name}': {error}") from None
+            except exporting.NoChangeSetError as error:
+                raise dg.Failure(
+                    f"{error} (materialize {delta_key(name).to_user_string()}; the job "
+                    f"activate_{name} does)"
+                ) from None
+            except StorageError as error:
+                raise dg.Failure(
+                    f"activation '{name}': {error}. The baseline was not advanced: the next run "
+                    "(or a re-execution) exports the same changes."
+                ) from None
+            except EncryptionKeyError as error:
+                raise dg.Failure(
+                    f"activation '{name}', field 'encryption.pgp_public_key': {error}. Nothing was "
+                    "written and the baseline was not advanced.",
+                    allow_retries=False,
+                ) from None
+            except (DeltaTypeError, TableAheadError) as error:
+                raise dg.Failure(
+                    f"activation '{name}': {error} The baseline was not advanced.",
+                    allow_retries=False,
+                ) from None
+            finally:
+                lock.release()
+            report = outcome.report
+            if outcome.table is not None:
+                pass  # the table export logged its commit
+            elif outcome.superseded_by:
+                context.log.warning(
+                    f"activation '{name}': nothing written: the change set this run was to export "
+                    f"was superseded by run {outcome.superseded_by}, which computed a newer one "
+                    "and exported it (the changes are not sent twice)"
+                )
+            elif not report.files:
+                nothing = "the snapshot is empty" if outcome.change.snapshot else "no changes"
+                context.log.info(f"activation '{name}': {nothing}, nothing written")
+            else:
+                context.log.info(
+                    f"activation '{name}': {report.rows:,} rows in {len(report.files)} blob(s), "
+                    f"{report.bytes:,} bytes, in {outcome.total_seconds:.1f}s"
+                )
+            sas_expiry = _sas_expiry_inputs(project, name)
+            log_key = sync_log_key(name) if log_options is not None else None
+            yield dg.MaterializeResult(
+                asset_key=export_key(name),
+                metadata=export_metadata(outcome, run.logical_time, activation.sync_mode, log_key),
+                check_results=warning_results(
+                    project,
+                    name,
+                    outcome,
+                    *sas_expiry,
+                    failed_before=last_failures(
+                        context.instance, project, name, context.run.run_id
+                    ),
+                ),
+            )
+            # No slice: superseded, nothing committed by this run, so the log did not change.
+            logged = outcome.sync_log
+            if log_options is not None and logged is not None:
+                context.log.info(
+                    f"sync log of '{name}': {logged.rows:,} rows this run, "
+                    f"{logged.total_rows:,} kept ({log_options.retention_days} days)"
+                )
+                if sync_log_key(name) not in context.selected_asset_keys:
+                    return  # the export was materialized alone
+                yield dg.MaterializeResult(
+                    asset_key=sync_log_key(name),
+                    metadata=sync_log_asset_metadata(logged, log_options.retention_days),
+                )
 
     return _export
+
+
+def sync_log_spec(project: Project, name: str, retention_days: int) -> dg.AssetSpec:
+    """The sync log's asset: the warehouse view `azexport_log.<activation>`, written in the
+    export's step (in the transaction that advances the baseline), so downstream of it."""
+    activation = project.activations[name]
+    keys = ", ".join(
+        f"`{k}`" for k in project.models[project.model_of(activation.source)].primary_key
+    )
+    return dg.AssetSpec(
+        key=sync_log_key(name),
+        deps=[export_key(name)],
+        group_name="activations",
+        kinds={"duckdb", "table"},
+        owners=list(activation.owners),
+        description=(
+            f"Sync log of activation `{name}`: the view `{LOG_SCHEMA}.{name}` in the warehouse, "
+            f"one row per key the export sent and run (`run_id`, `logical_time`, "
+            f"`committed_at`, `operation` = added / updated / removed, then {keys}). "
+            f"Written with the baseline, in the export's step; rows of runs committed more "
+            f"than {retention_days} days ago are deleted at each commit."
+        ),
+        tags={ACTIVATION_TAG: name},
+        # Materialized only when this run committed (a superseded run leaves the log alone).
+        skippable=True,
+    )
 
 
 def _pgp_public_key(env: str | None) -> str | None:

@@ -18,6 +18,7 @@ from azexport_assets.components.jobs import (
 from azexport_assets.components.model_assets import model_asset, segment_asset, source_table_specs
 from azexport_assets.components.preview_job import preview_job
 from azexport_assets.components.sensors import source_change_sensor, warning_webhook_sensor
+from azexport_assets.components.watchdog import watchdog_definitions
 from azexport_assets.introspect import ProjectShape
 from azexport_assets.project import Project
 from azexport_assets.resources import (
@@ -97,5 +98,13 @@ def project_definitions(
     definitions = definitions_from_folder(defs_root, project_root)
     return dg.Definitions.merge(
         definitions,
-        dg.Definitions(resources={WAREHOUSE_KEY: warehouse or WarehouseResource()}),
+        location_definitions(warehouse or WarehouseResource()),
+    )
+
+
+def location_definitions(warehouse: WarehouseResource) -> dg.Definitions:
+    """What a code location adds once to its components' definitions: the warehouse
+    resource and the run watchdog (`watchdog.py`)."""
+    return dg.Definitions.merge(
+        dg.Definitions(resources={WAREHOUSE_KEY: warehouse}), watchdog_definitions()
     )

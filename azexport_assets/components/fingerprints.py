@@ -2,7 +2,8 @@
 
 - `source_fingerprint`: the files of a source as they are now (the on-change sensors use it
   too). A DuckDB file counts with its write-ahead log and its checkpoint headers, a Parquet/CSV
-  glob with every file it matches (name, size, modification time).
+  glob with every file it matches (name, size, modification time); a database source (Postgres,
+  the warehouse's lake) with the change signal of the tables models read (`warehouse.dbchanges`).
 - `recipe_version`: the SQL as run, the primary key and the materialization (the asset's
   `code_version`).
 - `input_fingerprint`: the recipe, the sources the SQL reads and what the models it reads
@@ -24,6 +25,7 @@ from azexport_assets.components.lineage import upstream_models
 from azexport_assets.introspect import ProjectShape
 from azexport_assets.project import Project
 from azexport_assets.warehouse import resolve_path, source_files
+from azexport_assets.warehouse.dbchanges import lake_fingerprint, postgres_fingerprint
 from azexport_assets.warehouse.remote import list_remote
 
 # A DuckDB file starts with its main header and two database headers of 4 KiB each; every
@@ -35,10 +37,24 @@ def _digest(value: object) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def source_fingerprint(project: Project, source: str) -> str | None:
+def tables_read(shape: ProjectShape, source: str) -> list[str]:
+    """The tables of `source` that any model reads (DuckDB's folded names)."""
+    return sorted({t for deps in shape.deps.values() for s, t in deps.source_tables if s == source})
+
+
+def source_fingerprint(
+    project: Project, source: str, shape: ProjectShape | None = None
+) -> str | None:
     """Changes whenever a file of the source is added, removed, resized or rewritten. For a
-    source in Azure: the name, ETag, modification time and size of every blob it matches."""
+    source in Azure: the name, ETag, modification time and size of every blob it matches. For
+    a database source: the change signal of the tables the project's models read (`shape`;
+    without it, the declared tables)."""
     config = project.sources[source]
+    if config.is_database:
+        tables = tables_read(shape, source) if shape is not None else list(config.tables or [])
+        if config.kind == "postgres":
+            return postgres_fingerprint(source, config, tables)
+        return lake_fingerprint(source, config, tables)
     if config.remote:
         listing = [(f.url, f.etag, f.modified, f.size) for f in list_remote(config, source)]
         return _digest(listing)[:16]
@@ -129,7 +145,7 @@ def input_fingerprint(
     parts: dict = {"recipe": recipe_version(project, name, sql), "sources": {}, "models": {}}
     for source in own:
         if sources.get(source) is None:
-            return BuildInputs(parts, None, f"source {source} is not on a local file system")
+            return BuildInputs(parts, None, f"source {source} has no cheap change signal")
         parts["sources"][source] = sources[source]
     for model in reads:
         content = _content(project, shape, model, sources, stored)

@@ -17,7 +17,13 @@ from collections import defaultdict
 
 import dagster as dg
 
-from azexport_assets.asset_keys import delta_key, export_key, model_key, segment_key
+from azexport_assets.asset_keys import (
+    delta_key,
+    export_key,
+    model_key,
+    segment_key,
+    sync_log_key,
+)
 from azexport_assets.components.activation_assets import ACTIVATION_TAG
 from azexport_assets.components.lineage import upstream_models
 from azexport_assets.introspect import ProjectShape
@@ -25,12 +31,16 @@ from azexport_assets.project import Project
 
 
 def activation_keys(project: Project, shape: ProjectShape, name: str) -> list[dg.AssetKey]:
-    """What a run of the activation materializes: upstream models, its segment, delta, export."""
+    """What a run of the activation materializes: upstream models, its segment, delta, export
+    (and its sync log, written in the export's step)."""
     source = project.activations[name].source
     keys = [model_key(m) for m in upstream_models(project, shape, project.model_of(source))]
     if source in project.segments:
         keys.append(segment_key(source))
-    return [*keys, delta_key(name), export_key(name)]
+    keys += [delta_key(name), export_key(name)]
+    if project.activations[name].sync_log_options is not None:
+        keys.append(sync_log_key(name))
+    return keys
 
 
 def activation_job(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import dagster as dg
 
-from azexport_assets.delta import ChangeSet
+from azexport_assets.delta import ChangeSet, SyncLogSlice
 from azexport_assets.export import ExportOutcome
 
 PREVIEW_ROWS = 10
@@ -118,27 +118,55 @@ def table_metadata(outcome: ExportOutcome, logical_time: datetime) -> dict[str, 
     return metadata
 
 
-def sync_log_metadata(outcome: ExportOutcome) -> dict[str, Any]:
-    """The run's slice of the sync log: the table, rows per operation, the SQL that reads
-    the slice and its first rows."""
+def sync_log_metadata(outcome: ExportOutcome, log_asset: dg.AssetKey | None) -> dict[str, Any]:
+    """On the export: the run's slice of the sync log (the table, rows per operation, the SQL
+    that reads the slice, its first rows) and a link to the sync log's own asset."""
     logged = outcome.sync_log
     if logged is None:
         return {}
-    return {
+    metadata = {
         "sync_log_table": dg.MetadataValue.text(logged.table),
         "sync_log_rows": dg.MetadataValue.int(logged.rows),
         "sync_log_operations": dg.MetadataValue.json(logged.operations),
         "sync_log_query": dg.MetadataValue.md(f"```sql\n{logged.query}\n```"),
         "sync_log_preview": dg.MetadataValue.md(markdown_table(logged.columns, logged.sample)),
     }
+    if log_asset is not None:
+        metadata["sync_log_asset"] = dg.MetadataValue.asset(log_asset)
+    return metadata
+
+
+def sync_log_asset_metadata(logged: SyncLogSlice, retention_days: int) -> dict[str, Any]:
+    """On the sync log's asset: rows this run wrote, rows kept in all, the retention, the SQL
+    that reads this run's slice, its first rows."""
+    metadata: dict[str, Any] = {
+        "dagster/row_count": dg.MetadataValue.int(logged.total_rows),
+        "dagster/table_name": dg.MetadataValue.text(logged.table.replace('"', "")),
+        "rows_this_run": dg.MetadataValue.int(logged.rows),
+        "operations_this_run": dg.MetadataValue.json(logged.operations),
+        "rows_kept": dg.MetadataValue.int(logged.total_rows),
+        "runs_kept": dg.MetadataValue.int(logged.runs_kept),
+        "retention_days": dg.MetadataValue.int(retention_days),
+        "query_this_run": dg.MetadataValue.md(f"```sql\n{logged.query}\n```"),
+        "preview_this_run": dg.MetadataValue.md(markdown_table(logged.columns, logged.sample)),
+    }
+    if logged.oldest_commit is not None:
+        oldest = logged.oldest_commit.replace(tzinfo=timezone.utc)
+        metadata["oldest_run_kept"] = dg.MetadataValue.timestamp(oldest)
+    return metadata
 
 
 def export_metadata(
-    outcome: ExportOutcome, logical_time: datetime, sync_mode: str
+    outcome: ExportOutcome,
+    logical_time: datetime,
+    sync_mode: str,
+    log_asset: dg.AssetKey | None = None,
 ) -> dict[str, Any]:
     """What the UI shows of one export: counts, one table of files, a link per blob, timings,
-    and the run's slice of the sync log."""
-    return _export_metadata(outcome, logical_time, sync_mode) | sync_log_metadata(outcome)
+    and the run's slice of the sync log (with a link to `log_asset`)."""
+    return _export_metadata(outcome, logical_time, sync_mode) | sync_log_metadata(
+        outcome, log_asset
+    )
 
 
 def _export_metadata(

@@ -28,6 +28,7 @@ from azexport_assets.introspect import ProjectShape, check_segment, model_sql, s
 from azexport_assets.project import Project
 from azexport_assets.resources import WarehouseResource
 from azexport_assets.sandbox import segment_query
+from azexport_assets.secret_values import secrets_kept_out
 from azexport_assets.sql_text import quote_ident
 from azexport_assets.warehouse import (
     is_transient,
@@ -91,7 +92,9 @@ def materialize_table(
     as_view = is_view(project, project.model_of(name))  # a segment follows its model
     force = force or context.run.tags.get(FORCE_REBUILD_TAG, "").lower() == "true"
     # Taken before any data are read: a source written meanwhile only causes one more rebuild.
-    watched = {s: source_fingerprint(project, s) for s in reachable_sources(project, shape, name)}
+    watched = {
+        s: source_fingerprint(project, s, shape) for s in reachable_sources(project, shape, name)
+    }
     run_id = context.run.run_id
     store = warehouse.open(project.project_root)
 
@@ -243,20 +246,21 @@ def model_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDe
         context: dg.AssetExecutionContext, config: ModelRunConfig, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
         field = "sql" if model.sql else "sql_file"
-        checked = _checked(model_sql, project, name)  # the load-time checks, again at run time
-        return materialize_table(
-            context,
-            warehouse,
-            project,
-            shape,
-            "models",
-            name,
-            checked,
-            field,
-            model.primary_key,
-            sources,
-            force=config.force_rebuild,
-        )
+        with secrets_kept_out(project):
+            checked = _checked(model_sql, project, name)  # the load-time checks, at run time
+            return materialize_table(
+                context,
+                warehouse,
+                project,
+                shape,
+                "models",
+                name,
+                checked,
+                field,
+                model.primary_key,
+                sources,
+                force=config.force_rebuild,
+            )
 
     return _model
 
@@ -297,19 +301,20 @@ def segment_asset(project: Project, shape: ProjectShape, name: str) -> dg.Assets
     def _segment(
         context: dg.AssetExecutionContext, config: ModelRunConfig, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
-        query = _checked(segment_sql, project, name)
-        return materialize_table(
-            context,
-            warehouse,
-            project,
-            shape,
-            "segments",
-            name,
-            query,
-            "filter",
-            model.primary_key,
-            sources,
-            force=config.force_rebuild,
-        )
+        with secrets_kept_out(project):
+            query = _checked(segment_sql, project, name)
+            return materialize_table(
+                context,
+                warehouse,
+                project,
+                shape,
+                "segments",
+                name,
+                query,
+                "filter",
+                model.primary_key,
+                sources,
+                force=config.force_rebuild,
+            )
 
     return _segment

@@ -93,6 +93,9 @@ def preview_metadata(result: previewing.Preview) -> dict[str, Any]:
         metadata["table"] = result.table
         return metadata
     metadata["bytes"] = dg.MetadataValue.int(result.bytes)
+    if result.encrypted:
+        # The preview reads no key: the names are the run's (.pgp), the sizes the plain files'.
+        metadata["encrypted"] = "OpenPGP: names as a run writes them; bytes before encryption"
     metadata["files"] = dg.MetadataValue.table(
         records=[
             dg.TableRecord(

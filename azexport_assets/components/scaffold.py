@@ -19,7 +19,10 @@ type: {type_name}
 attributes:
   sources:
     # A DuckDB file (attached read-only), or {{parquet: glob}} / {{csv: glob}}.
-    # Paths are relative to the project root.
+    # Paths are relative to the project root. Tables of a database instead:
+    #   postgres: {{dsn: {{env: CRM_DSN}}, schema: sales}}    # the whole DSN is the secret
+    #   lake: raw                                          # a schema of the DuckLake warehouse
+    #   tables: [customers]                                # optional: the only tables to read
     {name}_crm:
       duckdb: data/{name}_crm.duckdb
 
@@ -47,6 +50,9 @@ attributes:
       #     tenant_id: {{env: AZURE_TENANT_ID}}
       #     client_id: {{env: AZURE_CLIENT_ID}}
       #     client_secret: {{env: AZURE_CLIENT_SECRET}}    # or certificate_path: sp.pem
+      #     # Another cloud or a private authority (default: login.microsoftonline.com):
+      #     # authority_host: https://login.microsoftonline.us
+      #     # disable_instance_discovery: true   # an authority Microsoft does not know
       #   default_azure_credential: true    # managed / workload identity (https only)
 
   activations:
@@ -73,7 +79,8 @@ attributes:
       # See what the next run would export, writing nothing: the job
       # preview_{name}_customers_csv, or `python -m azexport_assets.preview <activation>`.
       # Keep each run's exported keys (run id, logical time, operation) in the warehouse
-      # table azexport_log.<activation>, committed with the baseline:
+      # table azexport_log.<activation>, committed with the baseline; it shows as the asset
+      # activations/<activation>/<activation>_sync_log, materialized with the export:
       # sync_log: {{retention_days: 30}}
       # Encrypt each file to a public key (blobs end in .pgp; files at most 64MB each),
       # and/or name Azure's server-side encryption scope (Azurite ignores it):

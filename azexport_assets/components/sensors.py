@@ -2,7 +2,8 @@
 
 A source's fingerprint is the name, size and modification time of its file(s): the DuckDB
 file (with its write-ahead log and checkpoint headers), or every file matched by a Parquet/CSV
-glob (`fingerprints.source_fingerprint`, which also tells whether a model must be rebuilt).
+glob; for a Postgres or lake source, the change signal of the tables models read
+(`fingerprints.source_fingerprint`, which also tells whether a model must be rebuilt).
 The sensor's cursor holds the fingerprints it last saw; a change starts the activation's job
 (model, segment, delta, export), keyed by the new fingerprint so the same change never starts
 two runs. The first evaluation only records the current state: deploying a sensor does not
@@ -53,12 +54,12 @@ def source_change_sensor(
         minimum_interval_seconds=MINIMUM_INTERVAL_SECONDS,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
-            f"Runs activation `{activation}` when a file of its sources "
+            f"Runs activation `{activation}` when a file or table of its sources "
             f"({', '.join(sources) or 'none'}) changes."
         ),
     )
     def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        current = {s: source_fingerprint(project, s) for s in sources}
+        current = {s: source_fingerprint(project, s, shape) for s in sources}
         previous = _previous_fingerprints(context.cursor)
         changed = sorted(
             s for s in sources if previous is not None and previous.get(s) != current[s]

@@ -52,7 +52,8 @@ class SyncLogEntry:
 
 @dataclass
 class SyncLogSlice:
-    """One run's rows in the log: how many, per operation, and the first few."""
+    """One run's rows in the log (how many, per operation, the first few) and what the log
+    keeps in all after the run's commit (its retention applied)."""
 
     table: str  # the view, schema-qualified and quoted
     run_id: str
@@ -60,6 +61,9 @@ class SyncLogSlice:
     operations: dict[str, int]
     columns: list[str]
     sample: list[tuple[Any, ...]] = field(default_factory=list)
+    total_rows: int = 0  # rows kept, every run within the retention
+    runs_kept: int = 0
+    oldest_commit: datetime | None = None  # UTC, naive: the oldest run kept
 
     @property
     def query(self) -> str:
@@ -195,22 +199,24 @@ def append(
 def run_slice(
     con: duckdb.DuckDBPyConnection, activation: str, run_id: str, sample: int = 10
 ) -> SyncLogSlice | None:
-    """The rows one run logged (counts per operation and the first `sample`), or None when
-    the run logged nothing (or the activation keeps no log)."""
+    """The rows one run logged (counts per operation and the first `sample`; none when it
+    logged nothing, e.g. a retry of a committed run) and the log's totals, or None when the
+    activation keeps no log yet."""
     if not state.relation_kind(con, f"{activation}__runs", LOG_SCHEMA):
         return None
+    runs, total, oldest = con.execute(
+        f"SELECT count(*), coalesce(sum(rows), 0), min(committed_at) FROM {runs_table(activation)}"
+    ).fetchone()
     found = con.execute(
         f"SELECT run_number FROM {runs_table(activation)} WHERE run_id = ?", [run_id]
     ).fetchone()
-    if found is None:
-        return None
     names = {code: kind for kind, code in OPERATIONS.items()}
     operations = {
         names[code]: int(count)
         for code, count in con.execute(
             f"SELECT operation, count(*) FROM {keys_table(activation)} WHERE run_number = ? "
             "GROUP BY operation ORDER BY operation",
-            [found[0]],
+            [found[0] if found else -1],
         ).fetchall()
     }
     table = log_table(activation)
@@ -223,4 +229,7 @@ def run_slice(
         operations=dict(sorted(operations.items())),
         columns=[d[0] for d in cursor.description],
         sample=rows,
+        total_rows=int(total),
+        runs_kept=int(runs),
+        oldest_commit=oldest,
     )

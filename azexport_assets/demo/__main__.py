@@ -29,6 +29,7 @@ from azexport_assets.demo.runs import (
     launch,
     run_exports,
     runs_since,
+    sync_log_summaries,
     wait_for_run,
     wait_until_finished,
 )
@@ -37,6 +38,12 @@ from azexport_assets.demo.ui import WEBHOOK_ENV, dagster_port
 from azexport_assets.demo.webhook import WebhookReceiver
 
 LOCATION = "azexport"
+# The activation the preview hint names (the demo's incremental one: its next run's changes).
+PREVIEW_ACTIVATION = "french_customers_upsert"
+PREVIEW_HINT = (
+    f"What the next run would export, writing nothing: the job preview_{PREVIEW_ACTIVATION} "
+    f"in the UI, or .venv/bin/python -m azexport_assets.preview {PREVIEW_ACTIVATION}"
+)
 JOBS_QUERY = """
 query Jobs {
   repositoriesOrError {
@@ -138,9 +145,17 @@ def _report(client: DagsterGraphQLClient, instance: dg.DagsterInstance, run_id: 
     stats = instance.get_run_stats(run_id)
     took = (stats.end_time or 0.0) - (stats.start_time or 0.0)
     print(f"ok ({took:.0f}s, run {run_id[:8]})", flush=True)
+    print_summaries(instance, run_id)
+    return True
+
+
+def print_summaries(instance: dg.DagsterInstance, run_id: str) -> None:
+    """What each export of the run wrote, and what its sync log kept."""
+    logs = sync_log_summaries(instance, run_id)
     for activation, summary in export_summaries(instance, run_id).items():
         print(f"  {activation}: {summary}", flush=True)
-    return True
+        if activation in logs:
+            print(f"  {activation}: {logs[activation]}", flush=True)
 
 
 def run_all_activations(
@@ -191,8 +206,7 @@ def run_all_activations(
         status = finished.status if finished else dg.DagsterRunStatus.FAILURE
         print(f"{status.value.lower()} (run {run.run_id[:8]})", flush=True)
         if status == dg.DagsterRunStatus.SUCCESS:
-            for activation, summary in export_summaries(instance, run.run_id).items():
-                print(f"  {activation}: {summary}", flush=True)
+            print_summaries(instance, run.run_id)
             written += [
                 (run.job_name, b) for bs in run_exports(instance, run.run_id).values() for b in bs
             ]
@@ -232,7 +246,7 @@ def main() -> int:
         "warehouse, run history and Azurite data (same port, so blob links keep working):\n"
         f"    make ui      # then browse http://127.0.0.1:{dagster_port()} -> Assets -> Lineage\n"
         "Warnings go to the sensor activate_french_customers_upsert_warnings, which posts them\n"
-        f"to a local receiver while `make ui` runs: {receiver.received_file}"
+        f"to a local receiver while `make ui` runs: {receiver.received_file}\n" + PREVIEW_HINT
     )
     return 0 if written else 1
 

@@ -38,15 +38,26 @@ def azurite_binary() -> Path:
     return binary
 
 
-def account_url_for(port: int) -> str:
-    return f"http://127.0.0.1:{port}/{DEV_ACCOUNT}"
+def account_url_for(port: int, scheme: str = "http") -> str:
+    return f"{scheme}://127.0.0.1:{port}/{DEV_ACCOUNT}"
 
 
-def connection_string_for(port: int) -> str:
+def connection_string_for(port: int, scheme: str = "http") -> str:
     return (
-        f"DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};"
-        f"BlobEndpoint={account_url_for(port)};"
+        f"DefaultEndpointsProtocol={scheme};AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};"
+        f"BlobEndpoint={account_url_for(port, scheme)};"
     )
+
+
+@dataclass(frozen=True)
+class HttpsSettings:
+    """Azurite over HTTPS with this certificate and key (PEM files); `oauth` also accepts
+    Microsoft Entra bearer tokens (Azurite's `--oauth basic`: it checks a token's issuer,
+    audience and lifetime, not its signature)."""
+
+    cert: Path
+    key: Path
+    oauth: bool = False
 
 
 @dataclass
@@ -57,14 +68,15 @@ class Azurite:
     location: Path
     process: subprocess.Popen = field(repr=False)
     owns_location: bool = True
+    scheme: str = "http"
 
     @property
     def account_url(self) -> str:
-        return account_url_for(self.port)
+        return account_url_for(self.port, self.scheme)
 
     @property
     def connection_string(self) -> str:
-        return connection_string_for(self.port)
+        return connection_string_for(self.port, self.scheme)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -78,7 +90,13 @@ class Azurite:
             shutil.rmtree(self.location, ignore_errors=True)
 
 
-def _spawn(port: int, location: Path, log: IO[bytes]) -> subprocess.Popen:
+def _spawn(
+    port: int, location: Path, log: IO[bytes], https: HttpsSettings | None = None
+) -> subprocess.Popen:
+    # A certificate makes Azurite serve HTTPS (it has no switch of its own for it).
+    secure = [] if https is None else ["--cert", str(https.cert), "--key", str(https.key)]
+    if https is not None and https.oauth:
+        secure += ["--oauth", "basic"]
     return subprocess.Popen(
         [
             str(azurite_binary()),
@@ -88,6 +106,7 @@ def _spawn(port: int, location: Path, log: IO[bytes]) -> subprocess.Popen:
             "--skipApiVersionCheck",
             "--disableTelemetry",
             "--silent",
+            *secure,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -96,7 +115,10 @@ def _spawn(port: int, location: Path, log: IO[bytes]) -> subprocess.Popen:
 
 
 def start_azurite(
-    port: int | None = None, location: Path | None = None, timeout: float = 30.0
+    port: int | None = None,
+    location: Path | None = None,
+    timeout: float = 30.0,
+    https: HttpsSettings | None = None,
 ) -> Azurite:
     """Start Azurite on 127.0.0.1 and wait until it accepts connections."""
     port = port or free_port()
@@ -104,7 +126,7 @@ def start_azurite(
     location = Path(location or tempfile.mkdtemp(prefix="azurite-"))
     location.mkdir(parents=True, exist_ok=True)
     with open(location / "azurite.log", "ab") as log:  # the child keeps its own handle
-        process = _spawn(port, location, log)
+        process = _spawn(port, location, log, https)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -113,7 +135,13 @@ def start_azurite(
             )
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return Azurite(port=port, location=location, process=process, owns_location=owns)
+                return Azurite(
+                    port=port,
+                    location=location,
+                    process=process,
+                    owns_location=owns,
+                    scheme="http" if https is None else "https",
+                )
         except OSError:
             time.sleep(0.1)
     process.kill()

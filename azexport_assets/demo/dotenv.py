@@ -12,6 +12,7 @@ import sys
 from azexport_assets.demo.azurite import account_url_for, container_sas
 from azexport_assets.demo.environment import (
     DEMO_CONTAINER,
+    DEMO_SAS_PERMISSION,
     STATE_DIR,
     azurite_listens_on,
     remembered_port,
@@ -23,7 +24,7 @@ def dotenv_lines(port: int) -> list[str]:
     return [
         f"# The demo's Azurite on port {port}, container {DEMO_CONTAINER}",
         f"AZURE_STORAGE_ACCOUNT_URL={url}",
-        f"AZURE_STORAGE_SAS_TOKEN={container_sas(url, DEMO_CONTAINER)}",
+        f"AZURE_STORAGE_SAS_TOKEN={container_sas(url, DEMO_CONTAINER, DEMO_SAS_PERMISSION)}",
         f"AZEXPORT_WAREHOUSE={STATE_DIR / 'warehouse.duckdb'}",
         f"DAGSTER_HOME={STATE_DIR / 'dagster_home'}",
     ]

@@ -43,6 +43,8 @@ SAS_ENV = "AZURE_STORAGE_SAS_TOKEN"
 PORT_FILE = STATE_DIR / "azurite.port"
 FIRST_PORT = 10000
 DEMO_CONTAINER = "azexport-demo"
+# What the demo's SAS token grants: 't' because the partner activation sets blob index tags.
+DEMO_SAS_PERMISSION = "racwdlt"
 
 
 def port_is_free(port: int) -> bool:
@@ -163,7 +165,8 @@ def demo_environment(simulate: bool = False) -> Iterator[dict[str, str]]:
         if not os.environ.get(SAS_ENV):
             raise SystemExit(
                 "AZURE_STORAGE_ACCOUNT_URL is set, so the demo uses that account: "
-                "set AZURE_STORAGE_SAS_TOKEN to a SAS token for container 'azexport-demo' too"
+                "set AZURE_STORAGE_SAS_TOKEN to a SAS token for container 'azexport-demo' "
+                f"(permissions '{DEMO_SAS_PERMISSION}') too"
             )
         yield {"account_url": os.environ[URL_ENV], "azurite": "no"}
         return
@@ -172,7 +175,7 @@ def demo_environment(simulate: bool = False) -> Iterator[dict[str, str]]:
         with contextlib.suppress(ResourceExistsError):  # kept from an earlier demo run
             service.create_container(DEMO_CONTAINER)
         os.environ[URL_ENV] = account_url
-        os.environ[SAS_ENV] = container_sas(account_url, DEMO_CONTAINER)
+        os.environ[SAS_ENV] = container_sas(account_url, DEMO_CONTAINER, DEMO_SAS_PERMISSION)
         try:
             yield {"account_url": account_url, "azurite": str(STATE_DIR / "azurite")}
         finally:

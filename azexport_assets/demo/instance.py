@@ -30,7 +30,8 @@ run_coordinator:
     dequeue_use_threads: true
     dequeue_num_workers: 4
 # A run whose worker died is failed and retried (same logical time, same blobs), see
-# docs/operating.md; runs that do not start or stop within 3 minutes are failed.
+# docs/operating.md; runs that do not start or stop within 3 minutes are failed. A run whose
+# code server died with it (dagster dev killed) is failed by the run watchdog sensor.
 run_monitoring:
   enabled: true
   start_timeout_seconds: 180

@@ -7,7 +7,7 @@ code location: the Jobs and Runs pages list them and the UI can re-execute them.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import unquote, urlsplit
@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlsplit
 import dagster as dg
 from dagster_graphql import DagsterGraphQLClient
 
-from azexport_assets.asset_keys import export_key
+from azexport_assets.asset_keys import export_key, sync_log_key
 
 FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
@@ -96,9 +96,10 @@ def export_blobs(metadata: Mapping[str, dg.MetadataValue]) -> list[WrittenBlob]:
 
 
 def _export_materializations(
-    instance: dg.DagsterInstance, run_id: str
+    instance: dg.DagsterInstance, run_id: str, key_of: Callable[[str], dg.AssetKey] = export_key
 ) -> dict[str, Mapping[str, dg.MetadataValue]]:
-    """Activation name -> metadata of its export materialized by the run."""
+    """Activation name -> metadata of its export (or of the asset `key_of` names, such as its
+    sync log) materialized by the run."""
     found: dict[str, Mapping[str, dg.MetadataValue]] = {}
     entries = instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
     for entry in entries:
@@ -106,7 +107,7 @@ def _export_materializations(
         if materialization is None:
             continue
         path = materialization.asset_key.path
-        if len(path) == 3 and materialization.asset_key == export_key(path[1]):
+        if len(path) == 3 and materialization.asset_key == key_of(path[1]):
             found[path[1]] = materialization.metadata
     return found
 
@@ -146,6 +147,25 @@ def export_summaries(instance: dg.DagsterInstance, run_id: str) -> dict[str, str
     """Activation name -> `describe_export` of its export in the run."""
     found = _export_materializations(instance, run_id).items()
     return {name: describe_export(metadata) for name, metadata in found}
+
+
+def describe_sync_log(metadata: Mapping[str, dg.MetadataValue]) -> str:
+    """What a sync log asset's materialization says: keys logged this run, rows kept."""
+    operations = metadata.get("operations_this_run")
+    counts = operations.value if operations is not None else {}
+    detail = ", ".join(f"{n:,} {op}" for op, n in sorted(counts.items()))  # type: ignore[union-attr]
+    table = metadata.get("dagster/table_name")
+    return (
+        f"sync log {table.value if table is not None else ''}: "
+        f"{_value(metadata, 'rows_this_run'):,} keys this run{f' ({detail})' if detail else ''}, "
+        f"{_value(metadata, 'rows_kept'):,} kept ({_value(metadata, 'retention_days')} days)"
+    )
+
+
+def sync_log_summaries(instance: dg.DagsterInstance, run_id: str) -> dict[str, str]:
+    """Activation name -> `describe_sync_log` of its sync log asset in the run."""
+    found = _export_materializations(instance, run_id, sync_log_key).items()
+    return {name: describe_sync_log(metadata) for name, metadata in found}
 
 
 IN_PROGRESS = [

@@ -245,10 +245,19 @@ def storage_error(container: ContainerClient, error: BaseException, action: str)
     if isinstance(error, ClientAuthenticationError) or type(error).__name__.endswith(
         "CredentialUnavailableError"
     ):
+        if getattr(container, "sign_in", "") == "a service principal":
+            advice = (
+                "check the service principal's tenant_id, client_id and client_secret (or "
+                "certificate), and its authority_host if it has one"
+            )
+        else:
+            advice = (
+                "check the managed or workload identity / az login / AZURE_* environment, or "
+                "the service principal's tenant, client id and secret or certificate"
+            )
         return StorageError(
             f"{action} failed: could not get an Azure identity token ({short_reason(error)}); "
-            "check the managed or workload identity / az login / AZURE_* environment, or the "
-            "service principal's tenant, client id and secret or certificate"
+            + advice
         )
     if isinstance(error, ServiceRequestError) and host_not_found(error):
         return StorageError(

@@ -130,12 +130,20 @@ class ServicePrincipal:
     client_secret: str | None = field(default=None, repr=False)
     certificate_path: str | None = None
     certificate_password: str | None = field(default=None, repr=False)
+    authority_host: str | None = None  # None: AZURE_AUTHORITY_HOST, else the public cloud
+    disable_instance_discovery: bool = False  # a private authority Microsoft does not know
 
     def credential(self) -> Any:
         """azure-identity's ClientSecretCredential or CertificateCredential (no request yet:
         the token is asked for at the first storage request)."""
         from azure.identity import CertificateCredential, ClientSecretCredential
 
+        # Only what is set: azure-identity's own defaults (AZURE_AUTHORITY_HOST) stay.
+        options: dict[str, Any] = {}
+        if self.authority_host:
+            options["authority"] = self.authority_host
+        if self.disable_instance_discovery:
+            options["disable_instance_discovery"] = True
         if not self.tenant_id.strip() or not self.client_id.strip():
             raise StorageError("the service principal's tenant_id and client_id must not be empty")
         if self.certificate_path:
@@ -146,13 +154,17 @@ class ServicePrincipal:
                 )
             remember_secret(self.certificate_password)
             return CertificateCredential(
-                self.tenant_id, self.client_id, path, password=self.certificate_password or None
+                self.tenant_id,
+                self.client_id,
+                path,
+                password=self.certificate_password or None,
+                **options,
             )
         secret = (self.client_secret or "").strip()
         if not secret:
             raise StorageError("the service principal's client secret is empty: set its variable")
         remember_secret(secret)
-        return ClientSecretCredential(self.tenant_id, self.client_id, secret)
+        return ClientSecretCredential(self.tenant_id, self.client_id, secret, **options)
 
 
 def parse_connection_string(text: str) -> tuple[str, Any]:

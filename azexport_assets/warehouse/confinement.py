@@ -78,8 +78,8 @@ def confinement_violation(
     source: SourceConfig, location: str, root: Path, files: Sequence[str] = ()
 ) -> str | None:
     """Why `source` (its resolved `location`, the files it matches) is not under `root`, or
-    None when it is (or is a remote URL)."""
-    if is_remote(source.location):
+    None when it is (or is a remote URL, or a database source: not a path)."""
+    if source.is_database or is_remote(source.location):
         return None
     real_root = os.path.realpath(root)
     checked = [location] if source.kind == "duckdb" else [fixed_prefix(location), *files]

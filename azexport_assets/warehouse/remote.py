@@ -8,6 +8,13 @@ in-memory DuckDB and is never written anywhere. The files are listed with the Az
 step opened the warehouse, the sandbox grants exactly those URLs, and the same listing is
 the source's fingerprint for the on-change sensors and for skipping unchanged models.
 
+An `abfss://<container>@<account>.dfs.core.windows.net/<glob>` source (a Data Lake Storage
+Gen2 account) is read through the account's *blob* endpoint, as destinations are: a Gen2
+account serves the same files as blobs, so the source becomes `az://<container>/<glob>` read
+with its `account_url` (a `.dfs.` endpoint there is taken as the `.blob.` one), and follows
+the az:// path exactly: same listing, same DuckDB secret, same sandbox grants, same
+fingerprints. Only the account the URL names is checked against `account_url`.
+
 The azure extension exists offline only as a wheel for DuckDB 1.5.5 (the `lake` extra);
 elsewhere it comes from `$AZEXPORT_DUCKDB_EXTENSIONS` or DuckDB's repository (see
 `extensions`), and a missing one fails the step saying so.
@@ -40,11 +47,13 @@ def is_remote(location: str) -> bool:
 
 @dataclass(frozen=True)
 class RemoteGlob:
-    """'az://crm/out/*.parquet': base 'az://crm/', container 'crm', pattern 'out/*.parquet'."""
+    """'az://crm/out/*.parquet': base 'az://crm/', container 'crm', pattern 'out/*.parquet'.
+    'abfss://crm@acct.dfs.core.windows.net/out/*.parquet' is the same, with account 'acct'."""
 
-    base: str  # the URL up to and including the container (and account, for abfss)
+    base: str  # the URL up to and including the container: what DuckDB reads
     container: str
     pattern: str  # the blob-name glob inside the container
+    account: str | None = None  # the storage account an abfss:// URL names
 
     @property
     def fixed_prefix(self) -> str:
@@ -60,10 +69,29 @@ class RemoteGlob:
         return self.base + name
 
 
+_ABFSS = re.compile(
+    r"abfss://(?P<container>[^@/]+)@(?P<account>[a-z0-9]+)\.dfs\.[^/?#]+/(?P<pattern>[^?#]*)"
+)
+
+
 def parse_remote(location: str) -> RemoteGlob:
+    if location.startswith("abfss://"):
+        match = _ABFSS.fullmatch(location)
+        if match is None or not match["pattern"]:
+            raise WarehouseConfigError(
+                f"'{location}' names no blobs: write abfss://<container>@<account>.dfs.core."
+                "windows.net/<path or glob>"
+            )
+        # Read through the blob endpoint (module docstring): az://<container>/<glob>.
+        return RemoteGlob(
+            base=f"az://{match['container']}/",
+            container=match["container"],
+            pattern=match["pattern"],
+            account=match["account"],
+        )
     scheme, _, rest = location.partition("://")
     authority, _, pattern = rest.partition("/")
-    container = authority.split("@", 1)[0]  # abfss://<container>@<account>.dfs.../path
+    container = authority
     if not container or not pattern:
         raise WarehouseConfigError(
             f"'{location}' names no blobs: write {scheme}://<container>/<path or glob>"
@@ -111,10 +139,24 @@ def _env_value(name: str, source_name: str, field: str) -> str:
 
 
 def account_url_of(source: SourceConfig, source_name: str) -> str:
+    """The blob endpoint the source is read through: its account_url, a Data Lake (`.dfs.`)
+    endpoint taken as the account's blob endpoint; for an abfss:// source, of the account
+    the URL names."""
     url = source.account_url
     if url is None:
         raise WarehouseConfigError(f"source '{source_name}' in Azure has no account_url")
-    return url if isinstance(url, str) else _env_value(url.env, source_name, "account_url")
+    url = url if isinstance(url, str) else _env_value(url.env, source_name, "account_url")
+    url = re.sub(r"^(https?://[a-z0-9]+)\.dfs\.", r"\1.blob.", url.rstrip("/"))
+    glob = parse_remote(source.location)
+    named = account_name_from_url(url)
+    if glob.account is not None and named is not None and named != glob.account:
+        raise WarehouseConfigError(
+            f"source '{source_name}': {source.location} is in account '{glob.account}' but "
+            f"account_url is of account '{named}'; give account_url "
+            f"https://{glob.account}.blob.core.windows.net (abfss:// is read through the blob "
+            "endpoint)"
+        )
+    return url
 
 
 def source_storage(source: SourceConfig, source_name: str) -> BlobStorage:
@@ -197,7 +239,7 @@ def attach_remote(
     listed = (
         f"[{', '.join(quote_literal(f) for f in files)}]"
         if files
-        else quote_literal(source.location)
+        else quote_literal(glob.url(glob.pattern))
     )
     con.execute(
         f"CREATE OR REPLACE TEMP VIEW {quote_ident(name)} AS SELECT * FROM {reader}({listed})"

@@ -1,4 +1,5 @@
-"""Declared sources on a warehouse connection: DuckDB files attached read-only, globs as views.
+"""Declared sources on a warehouse connection: DuckDB files attached read-only, globs as views,
+database schemas (Postgres, the warehouse's lake) attached read-only (`dbsources`).
 
 Both backends attach sources the same way, before the connection is sandboxed.
 """
@@ -15,6 +16,7 @@ import duckdb
 
 from azexport_assets.sql_text import quote_ident, quote_literal
 from azexport_assets.warehouse.confinement import check_confined
+from azexport_assets.warehouse.dbsources import attach_database_source
 from azexport_assets.warehouse.remote import attach_remote, is_remote
 
 if TYPE_CHECKING:  # the configuration layer may depend on Dagster; the warehouse does not
@@ -32,8 +34,9 @@ def resolve_path(location: str, base: Path) -> str:
 
 def source_files(source: SourceConfig, base: Path) -> list[str]:
     """The files a Parquet/CSV source's glob matches now, sorted (`**` recurses); none for a
-    source in Azure (its blobs are listed by `remote.list_remote` when a step reads them)."""
-    if is_remote(source.location):
+    source in Azure (its blobs are listed by `remote.list_remote` when a step reads them) or a
+    database source."""
+    if source.is_database or is_remote(source.location):
         return []
     pattern = resolve_path(source.location, base)
     return sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
@@ -43,7 +46,11 @@ def attach_source(
     con: duckdb.DuckDBPyConnection, name: str, source: SourceConfig, base: Path
 ) -> list[str]:
     """Make one source visible under its name: a DuckDB file read-only, a glob as a temp view
-    over the files it matches now. Returns the files the sandbox must keep readable."""
+    over the files it matches now, a database schema read-only. Returns the files the sandbox
+    must keep readable (none for a database: its connection is open before the lock-down)."""
+    if source.is_database:
+        attach_database_source(con, name, source)
+        return []
     reader = "read_parquet" if source.kind == "parquet" else "read_csv"
     if is_remote(source.location):
         return attach_remote(con, name, source, reader)

@@ -1,0 +1,138 @@
+"""Change signals of database sources: a value that changes whenever a table's rows change.
+
+They feed the `on_change` sensors and the models' rebuild fingerprints
+(`components.fingerprints`). Both are exact, and read through a plain libpq connection
+(psycopg2): no DuckDB is opened.
+
+- Postgres: per table, `count(*)` and the sum of a 64-bit hash of every row version's identity
+  (its `ctid`, where it lies, and its `xmin`, the transaction that wrote it), read in one
+  REPEATABLE READ, read-only transaction. Every insert, update or delete adds or removes row
+  versions, so the set of identities, and with it the sum, changes (two changes cancelling out
+  would take a 64-bit hash collision); rewriting the table (VACUUM FULL, CLUSTER) moves rows,
+  which counts as a change and costs one needless rebuild. Unlike the statistics views
+  (`pg_stat_user_tables`), which a backend reports up to seconds after its commit, this sees
+  every committed change at once. It scans each table whole (computing on its row headers
+  only): list the tables models read in `tables` to bound the cost. A view or a foreign table
+  has no row versions: its source then cannot be fingerprinted (None), and models over it are
+  rebuilt on every run.
+- The warehouse's lake: per table, its id (a table dropped and created again gets a new one) and
+  the last snapshot whose changes name it (`ducklake_snapshot_changes`: inserts, deletes,
+  inlined rows, schema changes, compactions), read from the lake's catalog in Postgres.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from azexport_assets.sandbox import ascii_lower
+from azexport_assets.warehouse.dbsources import (
+    DatabaseSourceError,
+    clean_message,
+    postgres_dsn,
+    warehouse_lake_conninfo,
+)
+from azexport_assets.warehouse.pglock import _psycopg2
+
+CONNECT_TIMEOUT_SECONDS = 10
+_ROW_VERSIONS = {"r", "p", "m"}  # tables, partitioned tables, materialized views
+
+_LAKE_TABLES = """
+SELECT t.table_name, t.table_id,
+       (SELECT max(c.snapshot_id) FROM ducklake_snapshot_changes AS c
+         WHERE c.snapshot_id >= t.begin_snapshot
+           AND c.changes_made ~ ('(^|,)[a-z_]+:' || t.table_id || '(,|$)'))
+  FROM ducklake_table AS t JOIN ducklake_schema AS s ON s.schema_id = t.schema_id
+ WHERE s.schema_name = %s AND s.end_snapshot IS NULL AND t.end_snapshot IS NULL
+"""
+
+
+def _digest(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _connect(conninfo: str, where: str) -> Any:
+    psycopg2 = _psycopg2()
+    try:
+        return psycopg2.connect(conninfo, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+    except psycopg2.Error as error:
+        text = clean_message(" ".join(str(error).split()), [conninfo])
+        raise DatabaseSourceError(f"{where}: cannot connect: {text}") from None
+
+
+def _wanted(found: dict[str, Any], tables: Iterable[str]) -> dict[str, Any]:
+    """The entries of `found` (by table name) for `tables`, matched the way DuckDB does;
+    a table that is not there is recorded as missing (it may be created later)."""
+    by_folded = {ascii_lower(name): value for name, value in found.items()}
+    return {t: by_folded.get(ascii_lower(t), "missing") for t in sorted(set(tables))}
+
+
+def postgres_fingerprint(name: str, source: Any, tables: Iterable[str]) -> str | None:
+    """The change signal of `tables` of a postgres source (see the module docstring); None
+    when one of them is a view or a foreign table."""
+    schema = source.postgres.schema_name
+    where = f"source '{name}' (postgres schema {schema}, dsn in ${source.postgres.dsn.env})"
+    dsn = postgres_dsn(name, source)
+    connection = _connect(dsn, where)
+    psycopg2 = _psycopg2()
+    try:
+        connection.set_session(isolation_level="REPEATABLE READ", readonly=True)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT c.relname, c.oid::bigint, c.relkind FROM pg_class AS c "
+                "JOIN pg_namespace AS n ON n.oid = c.relnamespace WHERE n.nspname = %s",
+                [schema],
+            )
+            relations = {row[0]: (row[1], row[2]) for row in cursor.fetchall()}
+            state: dict[str, Any] = {}
+            for table, found in _wanted(relations, tables).items():
+                if found == "missing":
+                    state[table] = found
+                    continue
+                oid, relkind = found
+                if relkind not in _ROW_VERSIONS:
+                    return None
+                cursor.execute(
+                    "SELECT count(*), coalesce(sum(hashtextextended("
+                    "ctid::text || ':' || xmin::text, 0)), 0)::text "
+                    f"FROM {psycopg2.extensions.quote_ident(schema, cursor)}."  # noqa: S608
+                    f"{psycopg2.extensions.quote_ident(_name_of(relations, table), cursor)}"
+                )
+                state[table] = [oid, *cursor.fetchone()]
+        connection.rollback()
+    except psycopg2.Error as error:
+        text = clean_message(" ".join(str(error).split()), [dsn])
+        raise DatabaseSourceError(f"{where}: cannot read its change signal: {text}") from None
+    finally:
+        connection.close()
+    return _digest(state)
+
+
+def _name_of(found: dict[str, Any], table: str) -> str:
+    """The schema's own spelling of `table` (matched with DuckDB's folding)."""
+    return next(name for name in found if ascii_lower(name) == ascii_lower(table))
+
+
+def lake_fingerprint(name: str, source: Any, tables: Iterable[str]) -> str:
+    """The change signal of `tables` of a lake source (see the module docstring)."""
+    where = f"source '{name}' (lake schema {source.lake})"
+    conninfo = warehouse_lake_conninfo()
+    if conninfo is None:
+        raise DatabaseSourceError(
+            f"{where}: the warehouse is not a DuckLake (AZEXPORT_WAREHOUSE=ducklake:postgres:...)"
+        )
+    connection = _connect(conninfo, f"{where}, the lake's catalog")
+    psycopg2 = _psycopg2()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(_LAKE_TABLES, [source.lake])
+            found = {row[0]: [row[1], row[2]] for row in cursor.fetchall()}
+        connection.rollback()
+    except psycopg2.Error as error:
+        text = clean_message(" ".join(str(error).split()), [conninfo])
+        raise DatabaseSourceError(f"{where}: cannot read the lake's catalog: {text}") from None
+    finally:
+        connection.close()
+    return _digest(_wanted(found, tables))
