@@ -169,6 +169,23 @@ def test_an_edited_defs_yaml_is_a_miss(root, computed):
         shape_of(root)
 
 
+def test_a_project_with_a_database_source_is_never_kept(root):
+    """A Postgres or lake source's tables live in a database: no file says they changed, so
+    such a project is validated against the database on every load."""
+    path = root / "defs" / "main" / "defs.yaml"
+    path.write_text(
+        path.read_text().replace(
+            "    crm: {duckdb: crm.duckdb}\n",
+            "    crm: {duckdb: crm.duckdb}\n    erp: {postgres: {dsn: {env: ERP_DSN}}}\n",
+        )
+    )
+    project = load_project(root / "defs", root)
+    assert project.sources["erp"].is_database
+    assert introspect.shape_key(project) is None
+    del project.sources["erp"]
+    assert introspect.shape_key(project) is not None
+
+
 def test_csv_warnings_are_logged_again_on_a_hit(root, computed, caplog):
     (root / "visits" / "a.csv").write_text("exported by the CRM\nid,person\n1,1\n")
     with caplog.at_level(logging.WARNING, logger="azexport_assets.introspect"):
