@@ -286,6 +286,16 @@ def test_a_relative_cache_folder_is_under_the_project_root(root, computed, monke
     assert len(list((root / "elsewhere" / "cache").glob("*.json"))) == 1
 
 
+def test_the_cache_module_imports_no_dagster():
+    # It belongs to the plain layers (see test_import_boundary.py): scripts may use it.
+    script = (
+        "import sys, azexport_assets.validation_cache\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0].startswith('dagster')))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr[-2000:]
+
+
 def test_old_entries_are_pruned(tmp_path, monkeypatch):
     monkeypatch.setattr(validation_cache, "MAX_ENTRIES", 5)
     for number in range(12):
