@@ -15,7 +15,6 @@ from typing import Any
 
 import dagster as dg
 import duckdb
-import psycopg2
 import pyarrow.parquet as pq
 import pytest
 from azure.storage.blob import BlobServiceClient
@@ -90,6 +89,10 @@ def _dsn(server: PostgresServer, dbname: str, password: str = PASSWORD) -> str:
 
 
 def _pg(dsn: str, *statements: str) -> list[tuple]:
+    # Imported here: psycopg2 is in the lake environment only, and `make test` collects this
+    # module too (its tests are all marked `lake`).
+    import psycopg2
+
     connection = psycopg2.connect(dsn)
     connection.autocommit = True
     try:
