@@ -19,7 +19,7 @@ import dagster as dg
 from pydantic import BaseModel
 
 from azexport_assets.config import SecretRef
-from azexport_assets.warehouse.settings import redact
+from azexport_assets.warehouse.settings import without_secrets
 
 if TYPE_CHECKING:
     from azexport_assets.project import Project
@@ -67,12 +67,6 @@ def project_secret_values(project: Project) -> list[str]:
             names.update(_secret_refs(config))
     values = {os.environ.get(n, "") for n in names}
     return sorted((v for v in values if len(v) >= _SHORTEST_SECRET), key=len, reverse=True)
-
-
-def without_secrets(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return redact(text)
 
 
 def _chain(error: BaseException) -> Iterator[BaseException]:

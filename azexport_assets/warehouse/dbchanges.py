@@ -29,12 +29,13 @@ from typing import Any
 
 from azexport_assets.sandbox import ascii_lower
 from azexport_assets.warehouse.dbsources import (
+    CONNECTION_STRING,
     DatabaseSourceError,
-    clean_message,
     postgres_dsn,
     warehouse_lake_conninfo,
 )
 from azexport_assets.warehouse.pglock import _psycopg2
+from azexport_assets.warehouse.settings import without_secrets
 
 CONNECT_TIMEOUT_SECONDS = 10
 _ROW_VERSIONS = {"r", "p", "m"}  # tables, partitioned tables, materialized views
@@ -58,7 +59,7 @@ def _connect(conninfo: str, where: str) -> Any:
     try:
         return psycopg2.connect(conninfo, connect_timeout=CONNECT_TIMEOUT_SECONDS)
     except psycopg2.Error as error:
-        text = clean_message(" ".join(str(error).split()), [conninfo])
+        text = without_secrets(" ".join(str(error).split()), [conninfo], CONNECTION_STRING)
         raise DatabaseSourceError(f"{where}: cannot connect: {text}") from None
 
 
@@ -103,7 +104,7 @@ def postgres_fingerprint(name: str, source: Any, tables: Iterable[str]) -> str |
                 state[table] = [oid, *cursor.fetchone()]
         connection.rollback()
     except psycopg2.Error as error:
-        text = clean_message(" ".join(str(error).split()), [dsn])
+        text = without_secrets(" ".join(str(error).split()), [dsn], CONNECTION_STRING)
         raise DatabaseSourceError(f"{where}: cannot read its change signal: {text}") from None
     finally:
         connection.close()
@@ -131,7 +132,7 @@ def lake_fingerprint(name: str, source: Any, tables: Iterable[str]) -> str:
             found = {row[0]: [row[1], row[2]] for row in cursor.fetchall()}
         connection.rollback()
     except psycopg2.Error as error:
-        text = clean_message(" ".join(str(error).split()), [conninfo])
+        text = without_secrets(" ".join(str(error).split()), [conninfo], CONNECTION_STRING)
         raise DatabaseSourceError(f"{where}: cannot read the lake's catalog: {text}") from None
     finally:
         connection.close()

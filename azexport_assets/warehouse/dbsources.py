@@ -25,7 +25,10 @@ from azexport_assets.sandbox import ascii_lower
 from azexport_assets.sql_text import quote_ident, quote_literal
 from azexport_assets.warehouse.base import WarehouseConfigError
 from azexport_assets.warehouse.extensions import install_extensions
-from azexport_assets.warehouse.settings import LAKE_PREFIX, is_lake, redact
+from azexport_assets.warehouse.settings import LAKE_PREFIX, is_lake, redact, without_secrets
+
+# What a connection string is replaced by in a message.
+CONNECTION_STRING = "<connection string>"
 
 if TYPE_CHECKING:  # the configuration layer may depend on Dagster; the warehouse does not
     from azexport_assets.config import SourceConfig
@@ -53,15 +56,6 @@ def postgres_dsn(name: str, source: SourceConfig) -> str:
     return value
 
 
-def clean_message(text: str, secrets: list[str]) -> str:
-    """`text` without the connection strings in `secrets`, and without any inline password or
-    key that remains (`settings.redact`)."""
-    for secret in sorted(secrets, key=len, reverse=True):
-        if secret:
-            text = text.replace(secret, "<connection string>")
-    return redact(text)
-
-
 def _first_lines(error: BaseException) -> str:
     return " ".join(line.strip() for line in str(error).strip().splitlines()[:2])
 
@@ -87,9 +81,8 @@ def attach_postgres(con: duckdb.DuckDBPyConnection, name: str, source: SourceCon
         )
         tables = _tables(con, name, schema=None)
     except duckdb.Error as error:
-        raise DatabaseSourceError(
-            f"{where}: cannot connect: {clean_message(_first_lines(error), [dsn])}"
-        ) from None
+        reason = without_secrets(_first_lines(error), [dsn], CONNECTION_STRING)
+        raise DatabaseSourceError(f"{where}: cannot connect: {reason}") from None
     if not tables and not _schema_exists(con, name, schema):
         con.execute(f"DETACH {quote_ident(name)}")
         raise DatabaseSourceError(f"{where}: the database has no schema '{schema}'")
@@ -195,7 +188,7 @@ def attach_lake_for_load(con: duckdb.DuckDBPyConnection) -> None:
         )
     except duckdb.Error as error:
         raise DatabaseSourceError(
-            f"cannot open the warehouse's DuckLake: {clean_message(_first_lines(error), [])}"
+            f"cannot open the warehouse's DuckLake: {redact(_first_lines(error))}"
         ) from None
 
 

@@ -54,7 +54,7 @@ from azexport_assets.warehouse.retries import (
 from azexport_assets.warehouse.settings import (
     AZURE_CONNECTION_STRING_ENV,
     LakeSettings,
-    redact,
+    without_secrets,
 )
 
 if TYPE_CHECKING:
@@ -125,10 +125,7 @@ class LakeWarehouse(WarehouseBackend):
         return [value] if value else []
 
     def _clean(self, error: BaseException) -> str:
-        text = redact(str(error))
-        for secret in self._secrets():
-            text = text.replace(secret, "***")
-        return text
+        return without_secrets(str(error), self._secrets())
 
     def _azure_secret(self, con: duckdb.DuckDBPyConnection) -> None:
         connection_string = os.environ.get(AZURE_CONNECTION_STRING_ENV)

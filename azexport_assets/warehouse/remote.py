@@ -33,7 +33,7 @@ from azexport_assets.sql_text import quote_ident, quote_literal
 from azexport_assets.storage.resource import BlobStorage, account_name_from_url
 from azexport_assets.warehouse.base import WarehouseConfigError
 from azexport_assets.warehouse.extensions import install_extensions
-from azexport_assets.warehouse.settings import redact
+from azexport_assets.warehouse.settings import without_secrets
 
 if TYPE_CHECKING:
     from azexport_assets.config import SourceConfig
@@ -232,9 +232,7 @@ def attach_remote(
             f"(TYPE azure, {options}, SCOPE {quote_literal(glob.base)})"
         )
     except duckdb.Error as error:
-        text = redact(str(error))
-        for secret in secrets:
-            text = text.replace(secret, "***")
+        text = without_secrets(str(error), secrets)
         raise WarehouseConfigError(f"source '{name}': cannot read {glob.base}: {text}") from None
     listed = (
         f"[{', '.join(quote_literal(f) for f in files)}]"

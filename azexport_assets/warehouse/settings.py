@@ -41,6 +41,14 @@ def redact(text: str) -> str:
     return _URI_USERINFO.sub(r"\1***\3", text)
 
 
+def without_secrets(text: str, secrets: list[str], mask: str = "***") -> str:
+    """`text` with each value of `secrets` replaced by `mask` (longest first, so a secret that
+    contains another is replaced whole), then `redact`ed."""
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(secret, mask)
+    return redact(text)
+
+
 def is_lake(location: str | None) -> bool:
     return bool(location) and str(location).startswith(LAKE_PREFIX)
 
