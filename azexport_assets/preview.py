@@ -8,7 +8,7 @@ listed or touched, and no storage credential is needed. The activation's lock is
 while this computes, so the preview waits for a run that is exporting the activation (its
 baseline is about to move) and a run waits for at most the preview's computation.
 
-Used by the `preview_<a>` job (Dagster) and `python -m azexport_assets.preview` (the CLI).
+Used by the `preview_activation` job (Dagster) and `python -m azexport_assets.preview` (the CLI).
 """
 
 from __future__ import annotations

@@ -398,3 +398,27 @@ def destination_resource(name: str, destination: DestinationConfig) -> Destinati
         retry_backoff_seconds=destination.retry_backoff_seconds,
         max_concurrency=destination.max_concurrency,
     )
+
+
+def destination_resource_definition(
+    name: str, destination: DestinationConfig
+) -> dg.ResourceDefinition:
+    """The destination's resource as a code location binds it: fixed by defs.yaml, so it has
+    no run configuration. Dagster puts every configurable resource of a code location into
+    the run configuration schema of every job; one per destination made each job's snapshot
+    grow with the number of destinations (in a project of 100 activations, most of
+    `definitions validate`). The UI shows the description: the variables' names, never a value."""
+    resource = destination_resource(name, destination)
+    account = (
+        f"`${resource.account_url_env}`"
+        if resource.account_url_env
+        else f"`{resource.account_url}`"
+    )
+    variables = ", ".join(f"`${v}`" for v in resource.environment_variables) or "none"
+    description = (
+        f"Destination `{name}` of defs.yaml: account {account}, sign-in "
+        f"{resource.credential_type.replace('_', ' ')}, container `{destination.container}`; "
+        f"environment variables read when a step opens it: {variables}; "
+        f"{resource.max_retries} retries, {resource.max_concurrency} parallel uploads."
+    )
+    return dg.ResourceDefinition.hardcoded_resource(resource, description)

@@ -55,8 +55,12 @@ def test_demo_definitions_lineage_jobs_and_schedules():
     assert schedule.cron_schedule == "0 6 * * *"
     assert schedule.execution_timezone == "Europe/Paris"
     assert schedule.job_name == "activate_customers_snapshot"
-    # Secrets are environment variable names in the resource config, never values.
-    resource = definitions.resources["azure_marketing_lake"]
+    # Secrets are environment variable names in the resource, never values; the resource is
+    # fixed by defs.yaml (no run configuration) and the UI shows what it reads.
+    resource_def = definitions.resources["azure_marketing_lake"]
+    assert "`$AZURE_STORAGE_SAS_TOKEN`" in resource_def.description
+    with dg.build_resources({"lake": resource_def}) as resources:
+        resource = resources.lake
     assert (resource.account_url_env, resource.secret_env) == (
         "AZURE_STORAGE_ACCOUNT_URL",
         "AZURE_STORAGE_SAS_TOKEN",

@@ -16,6 +16,7 @@ import pytest
 from dagster_graphql import DagsterGraphQLClient
 
 from azexport_assets.asset_keys import export_key, sync_log_key
+from azexport_assets.components.preview_job import PREVIEW_JOB, preview_run_config
 from azexport_assets.demo import __main__ as demo
 from azexport_assets.demo import environment
 from azexport_assets.demo.azurite import container_sas
@@ -191,10 +192,14 @@ def test_the_demos_new_options_show_in_what_it_prints(project, tmp_path, monkeyp
 def test_the_preview_hint_names_a_demo_activation_and_its_preview_job():
     from azexport_assets.definitions import defs
 
-    assert f"preview_{demo.PREVIEW_ACTIVATION}" in demo.PREVIEW_HINT
+    assert f"{PREVIEW_JOB} (activation: {demo.PREVIEW_ACTIVATION})" in demo.PREVIEW_HINT
     assert f"-m azexport_assets.preview {demo.PREVIEW_ACTIVATION}" in demo.PREVIEW_HINT
     definitions = defs()
-    assert definitions.resolve_job_def(f"preview_{demo.PREVIEW_ACTIVATION}")
+    # The preview job takes the activation's name, and only a name the project declares.
+    job = definitions.resolve_job_def(PREVIEW_JOB)
+    dg.validate_run_config(job, preview_run_config(demo.PREVIEW_ACTIVATION))
+    with pytest.raises(dg.DagsterInvalidConfigError, match="no_such_activation"):
+        dg.validate_run_config(job, preview_run_config("no_such_activation"))
     # The demo shows the new options on its own activations.
     graph = definitions.resolve_asset_graph()
     log = sync_log_key(demo.PREVIEW_ACTIVATION)

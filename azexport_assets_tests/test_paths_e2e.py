@@ -287,7 +287,7 @@ def test_the_scaffold_writes_the_new_options_commented_and_the_schema_has_them(t
 
     text = example_yaml("azexport_assets.components.AzureExport", "crm")
     assert "      # partition_by: [country]\n" in text and "      # warnings: {" in text
-    assert "preview_crm_customers_csv" in text and "{run_id}" in text
+    assert "config activation: crm_customers_csv" in text and "{run_id}" in text
     uncommented = text.replace("      # partition_by:", "      partition_by:").replace(
         "      # warnings:", "      warnings:"
     )

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 import duckdb
 
 from azexport_assets.asset_keys import model_key, segment_key
+from azexport_assets.components.preview_job import PREVIEW_JOB, PREVIEW_TAG, preview_run_config
 from azexport_assets_tests.project_kit import export_metadata
 from azexport_assets_tests.test_encryption_e2e import KEY_ENV, private_key  # noqa: F401
 
@@ -40,12 +41,15 @@ activations:
 
 
 def preview_metadata(kit, name: str, logical_time: datetime | None = None, **config):
-    """Run preview_<name> and return the metadata of its op's output."""
-    job = kit.definitions().resolve_job_def(f"preview_{name}")
+    """Run the preview job for activation `name`; the metadata of its op's output."""
+    job = kit.definitions().resolve_job_def(PREVIEW_JOB)
     tags = {"azexport/logical_time": logical_time.isoformat()} if logical_time else None
-    run_config = {"ops": {f"{name}_preview": {"config": config}}} if config else None
+    run_config = preview_run_config(name, **config)
     result = job.execute_in_process(instance=kit.instance, tags=tags, run_config=run_config)
     assert result.success
+    # The run is tagged with the activation it previewed (for the UI's runs list).
+    tagged = kit.instance.get_run_by_id(result.run_id).tags
+    assert tagged[PREVIEW_TAG] == name
     outputs = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
     assert len(outputs) == 1
     return {k: v.value for k, v in outputs[0].event_specific_data.metadata.items()}, result
@@ -90,8 +94,10 @@ def test_preview_writes_nothing_and_equals_the_next_run(project):
     )
     kit.write_defs(DEFS)
     # Before any run: no segment table yet, the preview says what to do.
-    job = kit.definitions().resolve_job_def("preview_diff")
-    failed = job.execute_in_process(instance=kit.instance, raise_on_error=False)
+    job = kit.definitions().resolve_job_def(PREVIEW_JOB)
+    failed = job.execute_in_process(
+        instance=kit.instance, run_config=preview_run_config("diff"), raise_on_error=False
+    )
     assert not failed.success
     assert "materialize segments/fr_people first" in str(failed.get_step_failure_events()[0])
     assert kit.blob_names() == []
@@ -222,8 +228,8 @@ def test_preview_job_has_no_asset_and_waits_for_nothing_but_the_computation(proj
     )
     kit.write_defs(DEFS)
     defs = kit.definitions()
-    job = defs.resolve_job_def("preview_diff")
-    assert [node.name for node in job.graph.nodes] == ["diff_preview"]
+    job = defs.resolve_job_def(PREVIEW_JOB)
+    assert [node.name for node in job.graph.nodes] == ["preview"]
     kit.run("diff", logical_time=T1)
     _, result = preview_metadata(kit, "diff", T2)
     assert result.get_asset_materialization_events() == []  # a preview materializes nothing

@@ -16,7 +16,7 @@ from azexport_assets.components.jobs import (
     tick_job,
 )
 from azexport_assets.components.model_assets import model_asset, segment_asset, source_table_specs
-from azexport_assets.components.preview_job import preview_job
+from azexport_assets.components.preview_job import PREVIEW_JOB, preview_job
 from azexport_assets.components.sensors import source_change_sensor, warning_webhook_sensor
 from azexport_assets.components.watchdog import watchdog_definitions
 from azexport_assets.introspect import ProjectShape
@@ -24,7 +24,7 @@ from azexport_assets.project import Project
 from azexport_assets.resources import (
     WAREHOUSE_KEY,
     WarehouseResource,
-    destination_resource,
+    destination_resource_definition,
     destination_resource_key,
 )
 
@@ -58,12 +58,15 @@ def build_definitions(
     for name in activations:
         assets += [delta_asset(project, shape, name), export_asset(project, shape, name)]
         job = jobs[f"activate_{name}"] = activation_job(project, shape, name)
-        jobs[f"preview_{name}"] = preview_job(project, shape, name)
         if project.activations[name].trigger == "on_change":
             sensors.append(source_change_sensor(project, shape, name, job))
         if project.activations[name].warnings.webhook_url_env:
             checks = [spec.name for spec in warning_specs(project, name)]
             sensors.append(warning_webhook_sensor(project, name, checks))
+    if activations and activations[0] == next(iter(project.activations)):
+        # One preview job for the project, built by the component declaring its first
+        # activation.
+        jobs[PREVIEW_JOB] = preview_job(project, shape)
     for (cron, timezone), names in scheduled_groups(project).items():
         # A schedule shared by several activations (maybe from several files) is built by the
         # component that declares the first of them.
@@ -76,7 +79,7 @@ def build_definitions(
             jobs[job.name] = job
         schedules.append(schedule_for(cron, timezone, names, job))
     resources = {
-        destination_resource_key(d): destination_resource(d, project.destinations[d])
+        destination_resource_key(d): destination_resource_definition(d, project.destinations[d])
         for d in declared("destinations")
     }
     return dg.Definitions(

@@ -1,4 +1,4 @@
-"""`preview_<a>`: what the next run of an activation would export, as a job of one op.
+"""`preview_activation`: what the next run of an activation would export, as a job of one op.
 
 The op calls `preview.preview` and turns its result into metadata on the step: rows per
 change kind against the current baseline, the model's or segment's size, the blob names and
@@ -7,10 +7,10 @@ materializes nothing and writes nothing (no blob, no baseline, no IO manager out
 launching it from the UI or `dagster job execute` is always safe.
 """
 
+import hashlib
 from typing import Any
 
 import dagster as dg
-from pydantic import Field
 
 from azexport_assets import preview as previewing
 from azexport_assets.components.activation_assets import delta_run
@@ -28,13 +28,9 @@ PREVIEW_TAG = "azexport/preview"
 RUN_ID_SHOWN = "{run_id}"
 
 
-class PreviewConfig(dg.Config):
-    sample_rows: int = Field(
-        previewing.DEFAULT_SAMPLE_ROWS,
-        ge=0,
-        le=1000,
-        description="Rows of each change kind (added / updated / removed) shown as a sample.",
-    )
+PREVIEW_JOB = "preview_activation"
+PREVIEW_OP = "preview"
+MAX_SAMPLE_ROWS = 1000
 
 
 def preview_run(
@@ -133,20 +129,48 @@ def _without_kind(result: previewing.Preview) -> list[tuple[str, str]]:
     return [(n, types.get(n, "")) for n in names]
 
 
-def preview_job(project: Project, shape: ProjectShape, name: str) -> dg.JobDefinition:
-    activation = project.activations[name]
+def preview_job(project: Project, shape: ProjectShape) -> dg.JobDefinition:
+    """One job previews any activation, named in its run configuration.
+
+    One job for the whole project rather than one per activation: Dagster builds, resolves
+    and snapshots every job of a code location when it loads (`definitions validate`, the
+    code server, every run), so a job per activation made a project's load grow with it
+    twice as fast; and 100 preview jobs crowd the UI's job list. The activation is an enum,
+    so the Launchpad offers the names and a misspelt one is refused before a run exists.
+    """
+    names = list(project.activations)
 
     @dg.op(
-        name=f"{name}_preview",
+        name=PREVIEW_OP,
         out=dg.Out(dg.Nothing),
+        config_schema={
+            "activation": dg.Field(
+                # Dagster knows a config type by its name, within a process: one name per set
+                # of activations (a process may build two projects, or one twice after a change).
+                dg.Enum(f"Activation_{_digest(names)}", [dg.EnumValue(n) for n in names]),
+                description=f"The activation to preview: {_listed(names)}.",
+            ),
+            "sample_rows": dg.Field(
+                int,
+                default_value=previewing.DEFAULT_SAMPLE_ROWS,
+                description="Rows of each change kind (added / updated / removed) shown as a "
+                f"sample, 0 to {MAX_SAMPLE_ROWS}.",
+            ),
+        },
         description=(
-            f"What the next run of activation `{name}` would export, against its current "
-            "baseline; writes nothing and moves no baseline."
+            "What the next run of the activation would export, against its current baseline; "
+            "writes nothing and moves no baseline."
         ),
     )
-    def _preview(
-        context: dg.OpExecutionContext, config: PreviewConfig, warehouse: WarehouseResource
-    ) -> None:
+    def _preview(context: dg.OpExecutionContext, warehouse: WarehouseResource) -> None:
+        name: str = context.op_config["activation"]
+        sample_rows: int = context.op_config["sample_rows"]
+        if not 0 <= sample_rows <= MAX_SAMPLE_ROWS:
+            raise dg.Failure(
+                f"sample_rows is {sample_rows}: use 0 to {MAX_SAMPLE_ROWS}", allow_retries=False
+            )
+        # The runs list can then be filtered by the activation previewed.
+        context.instance.add_run_tags(context.run_id, {PREVIEW_TAG: name})
         store = warehouse.open(project.project_root)
         run = preview_run(
             project,
@@ -154,7 +178,7 @@ def preview_job(project: Project, shape: ProjectShape, name: str) -> dg.JobDefin
             name,
             logical_time(context),  # type: ignore[arg-type]
             holder=f"preview {context.run.run_id[:8]}",
-            sample_rows=config.sample_rows,
+            sample_rows=sample_rows,
         )
         try:
             with reporting_retries(context.log.warning):
@@ -167,16 +191,32 @@ def preview_job(project: Project, shape: ProjectShape, name: str) -> dg.JobDefin
         context.add_output_metadata(preview_metadata(result))
 
     @dg.job(
-        name=f"preview_{name}",
+        name=PREVIEW_JOB,
         description=(
-            f"Preview of activation `{name}` ({activation.run_type} + {activation.sync_mode}): "
-            "rows per change kind, blob names and parts, columns and a sample of what the next "
-            "run would export. Writes nothing, moves no baseline."
+            "Preview of an activation (run config `activation`): rows per change kind, blob "
+            "names and parts, columns and a sample of what its next run would export. Writes "
+            "nothing, moves no baseline."
         ),
-        tags={PREVIEW_TAG: name},
         executor_def=dg.in_process_executor,
     )
     def _job() -> None:
         _preview()
 
     return _job
+
+
+def _listed(names: list[str], most: int = 30) -> str:
+    shown = ", ".join(names[:most])
+    return shown if len(names) <= most else f"{shown} and {len(names) - most} more"
+
+
+def _digest(names: list[str]) -> str:
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()[:10]
+
+
+def preview_run_config(name: str, sample_rows: int | None = None) -> dict[str, Any]:
+    """The run configuration of the preview job for activation `name`."""
+    config: dict[str, Any] = {"activation": name}
+    if sample_rows is not None:
+        config["sample_rows"] = sample_rows
+    return {"ops": {PREVIEW_OP: {"config": config}}}

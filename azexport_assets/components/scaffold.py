@@ -76,8 +76,9 @@ attributes:
       # WARN checks; a check that failed and passes again says so once (and the webhook
       # in $EXPORT_WEBHOOK_URL posts failures and recoveries):
       # warnings: {{min_rows: 1, max_change_ratio: 0.5, webhook_url_env: EXPORT_WEBHOOK_URL}}
-      # See what the next run would export, writing nothing: the job
-      # preview_{name}_customers_csv, or `python -m azexport_assets.preview <activation>`.
+      # See what the next run would export, writing nothing: the job preview_activation
+      # (config activation: {name}_customers_csv), or
+      # `python -m azexport_assets.preview <activation>`.
       # Keep each run's exported keys (run id, logical time, operation) in the warehouse
       # table azexport_log.<activation>, committed with the baseline; it shows as the asset
       # activations/<activation>/<activation>_sync_log, materialized with the export:

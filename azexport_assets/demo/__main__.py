@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 import dagster as dg
 from dagster_graphql import DagsterGraphQLClient
 
+from azexport_assets.components.preview_job import PREVIEW_JOB
 from azexport_assets.components.sensors import MINIMUM_INTERVAL_SECONDS
 from azexport_assets.demo.azurite import PROJECT_ROOT, free_port
 from azexport_assets.demo.environment import DEMO_CONTAINER, STATE_DIR, demo_environment
@@ -41,8 +42,9 @@ LOCATION = "azexport"
 # The activation the preview hint names (the demo's incremental one: its next run's changes).
 PREVIEW_ACTIVATION = "french_customers_upsert"
 PREVIEW_HINT = (
-    f"What the next run would export, writing nothing: the job preview_{PREVIEW_ACTIVATION} "
-    f"in the UI, or .venv/bin/python -m azexport_assets.preview {PREVIEW_ACTIVATION}"
+    f"What the next run would export, writing nothing: the job {PREVIEW_JOB} "
+    f"(activation: {PREVIEW_ACTIVATION}) in the UI's Launchpad, or "
+    f".venv/bin/python -m azexport_assets.preview {PREVIEW_ACTIVATION}"
 )
 JOBS_QUERY = """
 query Jobs {
