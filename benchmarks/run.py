@@ -90,6 +90,9 @@ DLT_TARGET = 1.0  # dlt must take at least this many times our time: faster than
 RSS_TARGET_MB = 1000.0
 FIXED_TARGET = 1.5  # a 10-row run vs loading the code location
 LARGE_PROJECT_TARGET = 1.2  # the 10-row run in the larger project vs in the small one
+# Disk a full invocation may use per row of the largest size (Azurite's store peaked at
+# 36 GB for 5M rows, both shapes, every format, with dlt).
+DISK_BYTES_PER_ROW = 8_000
 VALIDATE_TARGET = 1.5  # `dagster definitions validate`, larger project vs small one
 DELTA_TARGET = 2.0
 
@@ -150,6 +153,7 @@ class Bench:
         shutil.rmtree(self.workdir, ignore_errors=True)
         self.project = self.workdir / "project"
         self.project.mkdir(parents=True)
+        self.warn_if_disk_short()
         self.src = self.project / "src.duckdb"
         home = self.workdir / "dagster_home"
         project_kit.write_project(self.project)
@@ -185,6 +189,22 @@ class Bench:
             instance=dg.DagsterInstance.get(),
         )
         self.dev: DevServer | None = None
+
+    def warn_if_disk_short(self) -> None:
+        """Azurite frees a deleted blob's space only when its garbage collection runs (every
+        few minutes), so a run's store grows to tens of GB at 5M rows: say so before starting
+        rather than fail cells with 'No space left on device' half-way."""
+        if not self.args.formats:
+            return
+        needed = max(self.args.rows) * DISK_BYTES_PER_ROW
+        free = shutil.disk_usage(self.workdir).free
+        if free < needed:
+            print(
+                f"warning: {free / 1e9:.0f} GB free under {self.workdir}; a run at "
+                f"{max(self.args.rows):,} rows may need about {needed / 1e9:.0f} GB (Azurite "
+                "keeps deleted blobs' space until its garbage collection runs)",
+                flush=True,
+            )
 
     def start_dev(self) -> None:
         from azexport_assets.demo.azurite import free_port
