@@ -14,6 +14,7 @@ process carrying its DAGSTER_HOME is left.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -84,6 +85,23 @@ def bin_of(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
 
 
+@contextlib.contextmanager
+def running_daemon(kit: ProjectKit):
+    """`dagster-daemon run` on the test's workspace; stopped with everything under it."""
+    log = open(kit.root / "daemon.log", "wb")  # noqa: SIM115 (closed below)
+    daemon = spawn(
+        [bin_of("dagster-daemon"), "run", "-w", str(kit.root / "workspace.yaml")],
+        cwd=kit.root,
+        env=os.environ.copy(),
+        log=log,
+    )
+    try:
+        yield daemon
+    finally:
+        stop_trees([daemon])
+        log.close()
+
+
 @pytest.fixture
 def deployment(
     project: ProjectKit,
@@ -141,29 +159,21 @@ def test_daemon_runs_one_run_per_activation_at_a_time(deployment: ProjectKit):
     # step waits) until the test has seen `b` finish alongside it.
     held = open_warehouse().activation_lock("a", holder="test")
     held.acquire()
-    daemon_log = open(kit.root / "daemon.log", "wb")  # noqa: SIM115 (closed below)
-    daemon = spawn(
-        [bin_of("dagster-daemon"), "run", "-w", str(kit.root / "workspace.yaml")],
-        cwd=kit.root,
-        env=os.environ.copy(),
-        log=daemon_log,
-    )
     while_b_finished = None
-    try:
-        deadline = time.monotonic() + 420
-        while time.monotonic() < deadline:
-            statuses = {r: instance.get_run_by_id(r).status for r in (first_a, second_a, b)}
-            if while_b_finished is None and statuses[b] in FINISHED:
-                while_b_finished = statuses
-                held.release()
-            if all(s in FINISHED for s in statuses.values()):
-                break
-            time.sleep(0.2)
-    finally:
-        held.release()
-        # The daemon, its code servers and any run worker: everything this test started.
-        stop_trees([daemon])
-        daemon_log.close()
+    # The daemon, its code servers and any run worker are stopped when the block ends.
+    with running_daemon(kit):
+        try:
+            deadline = time.monotonic() + 420
+            while time.monotonic() < deadline:
+                statuses = {r: instance.get_run_by_id(r).status for r in (first_a, second_a, b)}
+                if while_b_finished is None and statuses[b] in FINISHED:
+                    while_b_finished = statuses
+                    held.release()
+                if all(s in FINISHED for s in statuses.values()):
+                    break
+                time.sleep(0.2)
+        finally:
+            held.release()
     left = with_environment("DAGSTER_HOME", os.environ["DAGSTER_HOME"])
     assert not left, f"processes of this test still running: {sorted(left)}"
 

@@ -35,13 +35,17 @@ import dagster as dg
 import pytest
 
 from azexport_assets.components.watchdog import INTERVAL_ENV, SENSOR_NAME
-from azexport_assets.demo.processes import spawn, stop_trees
 from azexport_assets.run_worker import read_records
 from azexport_assets.warehouse import open_warehouse
 from azexport_assets_tests.fault_proxy import FaultProxy
 from azexport_assets_tests.lake_kit import postgres  # noqa: F401
 from azexport_assets_tests.project_kit import URL_ENV, ProjectKit
-from azexport_assets_tests.test_daemon import FINISHED, bin_of, deployment, submit  # noqa: F401
+from azexport_assets_tests.test_daemon import (  # noqa: F401
+    FINISHED,
+    deployment,
+    running_daemon,
+    submit,
+)
 
 pytestmark = pytest.mark.lake
 
@@ -140,23 +144,6 @@ def kill_code_server_with_run_worker(instance: dg.DagsterInstance, run_id: str) 
 def _failure_message(instance: dg.DagsterInstance, run_id: str) -> str:
     events = instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
     return events[-1].dagster_event.message if events else ""
-
-
-@contextlib.contextmanager
-def running_daemon(kit: ProjectKit):
-    """`dagster-daemon run` on the test's workspace; stopped with everything under it."""
-    log = open(kit.root / "daemon.log", "wb")  # noqa: SIM115 (closed below)
-    daemon = spawn(
-        [bin_of("dagster-daemon"), "run", "-w", str(kit.root / "workspace.yaml")],
-        cwd=kit.root,
-        env=os.environ.copy(),
-        log=log,
-    )
-    try:
-        yield daemon
-    finally:
-        stop_trees([daemon])
-        log.close()
 
 
 def heal_after(

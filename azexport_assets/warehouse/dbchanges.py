@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from azexport_assets.sandbox import ascii_lower
@@ -54,13 +55,28 @@ def _digest(value: object) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _connect(conninfo: str, where: str) -> Any:
+@contextmanager
+def _session(conninfo: str, where: str, doing: str) -> Iterator[Any]:
+    """A connection to `conninfo`, rolled back and closed when the block ends. A database
+    error while connecting or in the block is a DatabaseSourceError naming `where` and
+    what failed (`cannot connect`, or `doing`), without the connection string."""
     psycopg2 = _psycopg2()
-    try:
-        return psycopg2.connect(conninfo, connect_timeout=CONNECT_TIMEOUT_SECONDS)
-    except psycopg2.Error as error:
+
+    def failure(what: str, error: Exception) -> DatabaseSourceError:
         text = without_secrets(" ".join(str(error).split()), [conninfo], CONNECTION_STRING)
-        raise DatabaseSourceError(f"{where}: cannot connect: {text}") from None
+        return DatabaseSourceError(f"{where}: {what}: {text}")
+
+    try:
+        connection = psycopg2.connect(conninfo, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+    except psycopg2.Error as error:
+        raise failure("cannot connect", error) from None
+    try:
+        yield connection
+        connection.rollback()
+    except psycopg2.Error as error:
+        raise failure(doing, error) from None
+    finally:
+        connection.close()
 
 
 def _wanted(found: dict[str, Any], tables: Iterable[str]) -> dict[str, Any]:
@@ -76,9 +92,8 @@ def postgres_fingerprint(name: str, source: Any, tables: Iterable[str]) -> str |
     schema = source.postgres.schema_name
     where = f"source '{name}' (postgres schema {schema}, dsn in ${source.postgres.dsn.env})"
     dsn = postgres_dsn(name, source)
-    connection = _connect(dsn, where)
     psycopg2 = _psycopg2()
-    try:
+    with _session(dsn, where, "cannot read its change signal") as connection:
         connection.set_session(isolation_level="REPEATABLE READ", readonly=True)
         with connection.cursor() as cursor:
             cursor.execute(
@@ -102,12 +117,6 @@ def postgres_fingerprint(name: str, source: Any, tables: Iterable[str]) -> str |
                     f"{psycopg2.extensions.quote_ident(_name_of(relations, table), cursor)}"
                 )
                 state[table] = [oid, *cursor.fetchone()]
-        connection.rollback()
-    except psycopg2.Error as error:
-        text = without_secrets(" ".join(str(error).split()), [dsn], CONNECTION_STRING)
-        raise DatabaseSourceError(f"{where}: cannot read its change signal: {text}") from None
-    finally:
-        connection.close()
     return _digest(state)
 
 
@@ -124,16 +133,8 @@ def lake_fingerprint(name: str, source: Any, tables: Iterable[str]) -> str:
         raise DatabaseSourceError(
             f"{where}: the warehouse is not a DuckLake (AZEXPORT_WAREHOUSE=ducklake:postgres:...)"
         )
-    connection = _connect(conninfo, f"{where}, the lake's catalog")
-    psycopg2 = _psycopg2()
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(_LAKE_TABLES, [source.lake])
-            found = {row[0]: [row[1], row[2]] for row in cursor.fetchall()}
-        connection.rollback()
-    except psycopg2.Error as error:
-        text = without_secrets(" ".join(str(error).split()), [conninfo], CONNECTION_STRING)
-        raise DatabaseSourceError(f"{where}: cannot read the lake's catalog: {text}") from None
-    finally:
-        connection.close()
+    catalog = f"{where}, the lake's catalog"
+    with _session(conninfo, catalog, "cannot read it") as connection, connection.cursor() as cursor:
+        cursor.execute(_LAKE_TABLES, [source.lake])
+        found = {row[0]: [row[1], row[2]] for row in cursor.fetchall()}
     return _digest(_wanted(found, tables))
