@@ -236,6 +236,14 @@ def test_preview_job_has_no_asset_and_waits_for_nothing_but_the_computation(proj
     assert not any(e.event_type_value == "ASSET_OBSERVATION" for e in result.all_events)
     # The activation lock is free again: a run right after the preview goes through.
     assert kit.run("diff", logical_time=T2).success
+    # A sample larger than 1000 rows per kind is refused, saying the range.
+    refused = job.execute_in_process(
+        instance=kit.instance,
+        run_config=preview_run_config("diff", sample_rows=1001),
+        raise_on_error=False,
+    )
+    assert not refused.success
+    assert "sample_rows is 1001: use 0 to 1000" in str(refused.get_step_failure_events()[0])
 
 
 def test_preview_of_an_encrypted_activation_names_the_pgp_files(
