@@ -91,6 +91,13 @@ def test_four_cli_runs_at_once_on_a_fresh_home_all_succeed(tmp_path, project):
         runs = instance.get_runs()
         assert sorted(r.job_name for r in runs) == sorted(f"activate_{n}" for n in JOBS)
         assert {r.status for r in runs} == {dg.DagsterRunStatus.SUCCESS}
+        # The steps' messages are in the event log ...
+        (run,) = [r for r in runs if r.job_name == "activate_everyone_csv"]
+        messages = [e.user_message for e in instance.all_logs(run.run_id)]
+        assert any(m.startswith("activation 'everyone_csv': 5,000 rows") for m in messages)
+    # ... and no raw stdout/stderr was captured (no helper processes, no files).
+    captured = [p.name for p in home.rglob("*") if p.suffix in {".out", ".err", ".complete"}]
+    assert captured == []
 
     adults = kit.query_source("SELECT count(*) FROM people WHERE age >= 18")[0][0]
     everyone = list(csv.DictReader(io.StringIO(kit.download("everyone.csv").decode())))

@@ -220,13 +220,11 @@ def _run_one_activation(
         DEFS.format(source=source.container_name, destination=destination.container_name)
     )
     (project / "entry.py").write_text(ENTRY)
-    # Dagster's instance: storage in Postgres, no compute logs kept on disk.
+    # Dagster's instance as deploy/dagster.yaml has it: storage in Postgres, no compute logs
+    # kept on disk.
     home = area / "dagster_home"
     home.mkdir()
-    instance = (REPO / "deploy" / "dagster.yaml").read_text()
-    docker = (REPO / "deploy" / "dagster-docker.yaml").read_text()
-    compute_logs = docker[docker.index("compute_logs:") :].split("\n\n")[0]
-    (home / "dagster.yaml").write_text(instance + "\n" + compute_logs + "\n")
+    shutil.copy(REPO / "deploy" / "dagster.yaml", home / "dagster.yaml")
     workdir = area / "workdir"  # the working directory and $HOME: empty
     workdir.mkdir()
     for folder in (project, home, workdir):
