@@ -16,8 +16,9 @@ from pathlib import Path
 import dagster as dg
 
 # No telemetry (the demo must not phone home), a run queue read every second, no capture of
-# raw step output, and the concurrency the project documents: one model or segment build at a time (pool
-# azexport_warehouse) and one run per activation, so waiting work shows as queued in the UI.
+# raw step output, and the concurrency the project documents: one model or segment build at
+# a time (pool azexport_warehouse) and one run per activation, so waiting work shows as
+# queued in the UI.
 DEFAULT_DAGSTER_YAML = """\
 telemetry:
   enabled: false
