@@ -111,7 +111,7 @@ def _parse_tree(sql: str) -> dict[str, Any]:
 
 def _statement_types(sql: str) -> list[str]:
     try:
-        statements = duckdb.extract_statements(sql)
+        statements = _parser_connection().extract_statements(sql)
     except duckdb.Error as error:
         raise UnsafeSQLError(f"does not parse: {str(error).strip().splitlines()[0]}") from None
     return [str(s.type).rsplit(".", 1)[-1] for s in statements]
