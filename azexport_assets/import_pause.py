@@ -1,4 +1,4 @@
-"""Importing the code location's libraries with the garbage collector paused.
+"""Pausing the garbage collector while the code location imports and builds.
 
 Importing the project's modules and what they use (the Azure SDK, dagster-azure, DuckDB,
 PyArrow, ...) creates a large number of long-lived objects, and Python's cyclic collector
@@ -6,7 +6,7 @@ runs many times meanwhile, walking them again each time, though none of them is 
 Pausing it for those imports takes about 0.1 s off every process that loads the code
 location (a run, a code server, `dagster definitions validate`). It runs again (if it was
 running) as soon as the imports are done; the build of the definitions pauses it again
-(`components.load_cache`).
+and freezes what it built (`components.load_cache`).
 """
 
 from __future__ import annotations

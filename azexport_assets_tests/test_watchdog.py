@@ -20,6 +20,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 
 from azexport_assets.components.watchdog import (
     SENSOR_NAME,
@@ -27,6 +28,7 @@ from azexport_assets.components.watchdog import (
     run_watchdog_sensor,
     watch_started_runs,
 )
+from azexport_assets.demo.instance import DEFAULT_DAGSTER_YAML
 from azexport_assets.resources import WarehouseResource
 from azexport_assets.run_worker import (
     HEARTBEAT_ENV,
@@ -69,14 +71,9 @@ def multiprocess_job() -> dg.JobDefinition:
     return in_steps_processes
 
 
-# Dagster's compute-log capture (a `tail` process per run) can take 30 s to stop on a busy
-# machine, and these runs' output is not what the tests check.
-NO_COMPUTE_LOGS = {
-    "compute_logs": {
-        "module": "dagster._core.storage.noop_compute_log_manager",
-        "class": "NoOpComputeLogManager",
-    }
-}
+# The project's instances capture no raw step output (Dagster's `tail` process per run could
+# take 30 s to stop on a busy machine); these instances neither.
+NO_COMPUTE_LOGS = {"compute_logs": yaml.safe_load(DEFAULT_DAGSTER_YAML)["compute_logs"]}
 
 
 @pytest.fixture

@@ -40,6 +40,7 @@ from pathlib import Path
 import dagster as dg
 
 from azexport_assets.fast_exit import freeze_at_exit
+from azexport_assets.import_pause import collection_paused
 from azexport_assets.project import Project
 from azexport_assets.warehouse import resolve_path, source_files
 
@@ -132,18 +133,14 @@ def _without_collections(build: Callable[[], dg.Definitions]) -> dg.Definitions:
     if _frozen_in == pid:
         gc.unfreeze()
         _frozen_in = None
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    running = gc.isenabled()
+    with collection_paused():
         definitions = build()
-        if pid not in _built_in and enabled:
+        if pid not in _built_in and running:
             gc.freeze()  # before the collector runs again: none of it is walked
             _frozen_in = pid
         _built_in.add(pid)
-        return definitions
-    finally:
-        if enabled:
-            gc.enable()
+    return definitions
 
 
 def forget_built() -> None:
