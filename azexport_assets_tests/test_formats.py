@@ -454,6 +454,26 @@ def test_xml_exact_bytes(tmp_path: Path) -> None:
     assert result.xml_element_names == {"my text": "my_text"}
 
 
+def test_xml_removes_forbidden_characters_per_value_of_a_row(tmp_path: Path) -> None:
+    """A row is searched once for forbidden characters; each of its values is then cleaned
+    and counted on its own, NULLs included (a NULL next to a cleaned value counts 0)."""
+    con = duckdb.connect()
+    query = """SELECT * FROM (VALUES
+        (1, NULL, 'b' || chr(2) || chr(3), 'ok'),
+        (2, 'x' || chr(65535), NULL, 'a&' || chr(31)),
+        (3, 'clean', 'also <clean>', NULL)) AS t(id, first, second, third)"""
+    result = export(con, FormatSpec("xml", xml_root="r", xml_row="i"), tmp_path, query)
+    lines = result.files[0].path.read_bytes().split(b"\n")[2:5]
+    nil = b' xsi:nil="true"/>'
+    assert lines == [
+        b"<i><id>1</id><first" + nil + b"<second>b</second><third>ok</third></i>",
+        b"<i><id>2</id><first>x</first><second" + nil + b"<third>a&amp;</third></i>",
+        b"<i><id>3</id><first>clean</first><second>also &lt;clean&gt;</second>"
+        b"<third" + nil + b"</i>",
+    ]
+    assert result.xml_removed_chars == 4
+
+
 def test_xml_nested_and_blob_values_are_escaped(tmp_path: Path) -> None:
     con = duckdb.connect()
     query = "SELECT ['<a>', NULL] AS l, {'k': 'x&y'} AS s, '<>'::BLOB AS b, uuid() AS u"
