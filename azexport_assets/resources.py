@@ -194,9 +194,12 @@ class ExportBlobStorage(AzureBlobStorageResource):
         le=5000 * MiB,
         description="Files up to this size are uploaded in one request (still atomic).",
     )
-    verify_blocks: bool = Field(
-        default=True,
-        description="Send a Content-MD5 with every block so the service verifies it on arrival.",
+    verify_blocks: bool | None = Field(
+        default=None,
+        description=(
+            "Send a Content-MD5 with every block so the service verifies it on arrival. "
+            "Default: over plain http only (over https TLS already protects the bytes)."
+        ),
     )
     connection_timeout_seconds: float = Field(
         default=20.0, gt=0, description="Client-side timeout to open a connection."

@@ -9,7 +9,7 @@
         proxy.delay(seconds=3, comp="block", before="response")          # applied, answer late
         ...  # point an ExportBlobStorage at proxy.account_url
         proxy.requests   # [(method, path, query without SAS fields), ...] as seen, in order
-        proxy.headers    # parallel to `requests`: each request's x-ms-* headers (lower-case)
+        proxy.headers    # parallel to `requests`: each request's x-ms-* and Content-MD5 headers
         proxy.clear()    # forget rules and the request log
 
 Rules are checked in the order they were added; `times=None` means "every matching request".
@@ -142,7 +142,8 @@ class FaultProxy:
         self.target = (target_host, target_port)
         self.requests: list[ProxiedRequest] = []
         self.outcomes: list[str] = []  # parallel to `requests`: 'forwarded 201', 'fail 503', ...
-        # Parallel to `requests`: the x-ms-* headers (no Authorization: it carries secrets).
+        # Parallel to `requests`: the x-ms-* and Content-MD5 headers, lower-case names (no
+        # Authorization: it carries secrets).
         self.headers: list[dict[str, str]] = []
         self._rules: list[Rule] = []
         self._lock = threading.Lock()
@@ -337,7 +338,7 @@ class FaultProxy:
                 {
                     k.lower(): v
                     for k, v in handler.headers.items()
-                    if k.lower().startswith("x-ms-")
+                    if (k.lower().startswith("x-ms-") or k.lower() == "content-md5")
                     and k.lower() != "x-ms-copy-source-authorization"
                 }
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import logging
@@ -21,6 +22,7 @@ from azexport_assets.demo.azurite import DEV_KEY, Azurite, container_sas, free_p
 from azexport_assets.resources import ExportBlobStorage
 from azexport_assets.storage import (
     StorageError,
+    TransferSettings,
     list_blob_names,
     preflight,
     upload_bytes,
@@ -90,6 +92,41 @@ def test_proxy_forwards_streams_and_records_without_sas(proxy, container, sas_to
     with storage(proxy.account_url, sas_token).container(container.container_name) as client:
         client.get_blob_client("chunked.bin").upload_blob(iter([b"ab", b"cd" * 40000]))
     assert content(container, "chunked.bin") == b"ab" + b"cd" * 40000
+
+
+def test_blocks_carry_a_verified_content_md5_over_plain_http(
+    proxy, container, sas_token, data_file
+):
+    """By default every Put Block over plain http carries the block's MD5, which the service
+    checks on arrival; `verify_blocks=False` leaves it out. Over https (real Azure) it is left
+    out by default too: TLS already rejects any byte changed in transit."""
+    path, data = data_file
+    name = container.container_name
+    upload_via(proxy, sas_token, name, "verified.bin", path)
+    assert content(container, "verified.bin") == data
+    sent = [
+        h.get("content-md5")
+        for r, h in zip(proxy.requests, proxy.headers, strict=True)
+        if r.method == "PUT" and "comp=block&" in r.query + "&"
+    ]
+    size = SETTINGS["block_size"]
+    blocks = [data[i : i + size] for i in range(0, len(data), size)]
+    assert sent == [base64.b64encode(hashlib.md5(b).digest()).decode() for b in blocks]
+    assert len(sent) == BLOCKS
+
+    proxy.clear()
+    upload_via(proxy, sas_token, name, "unverified.bin", path, verify_blocks=False)
+    assert content(container, "unverified.bin") == data
+    sent = [h for r, h in zip(proxy.requests, proxy.headers, strict=True) if r.method == "PUT"]
+    assert len(sent) == BLOCKS + 1 and not any("content-md5" in h for h in sent)
+
+    default = TransferSettings()
+    assert default.verifies_blocks("http://127.0.0.1:10000/devstoreaccount1/c/b")
+    assert not default.verifies_blocks("https://acct.blob.core.windows.net/c/b")
+    assert TransferSettings(verify_blocks=True).verifies_blocks(
+        "https://acct.blob.core.windows.net"
+    )
+    assert not TransferSettings(verify_blocks=False).verifies_blocks("http://127.0.0.1:1/a")
 
 
 def test_proxy_stops_cleanly_with_open_keep_alive_connections(azurite, container, sas_token):

@@ -221,7 +221,7 @@ def _put_blocks(
             path,
             block_size,
             settings.max_concurrency,
-            settings.verify_blocks,
+            settings.verifies_blocks(blob.url),
             settings.scope,
         )
         if total != size:

@@ -168,7 +168,7 @@ class GrowingFileUpload:
         ids: list[str] = []
         futures: list[Future] = []
         offset = 0
-        checks = {"validate_content": "md5"} if settings.verify_blocks else {}
+        checks = {"validate_content": "md5"} if settings.verifies_blocks(blob.url) else {}
         checks |= settings.scope
         with self.path.open("rb") as stream:
             while True:
