@@ -90,9 +90,10 @@ DLT_TARGET = 1.0  # dlt must take at least this many times our time: faster than
 RSS_TARGET_MB = 1000.0
 FIXED_TARGET = 1.5  # a 10-row run vs loading the code location
 LARGE_PROJECT_TARGET = 1.2  # the 10-row run in the larger project vs in the small one
-# Disk a full invocation may use per row of the largest size (Azurite's store peaked at
-# 36 GB for 5M rows, both shapes, every format, with dlt).
-DISK_BYTES_PER_ROW = 8_000
+# Bytes per row of each format's file, a little above both shapes' (customers: CSV 172,
+# JSON lines 400, Parquet 9-60, XML 408). Azurite frees an overwritten blob's space only when
+# its garbage collection catches up, which it did not within a 5M-row CSV + XML invocation.
+FILE_BYTES_PER_ROW = {"csv": 200, "jsonl": 420, "parquet": 60, "xml": 450}
 VALIDATE_TARGET = 1.5  # `dagster definitions validate`, larger project vs small one
 DELTA_TARGET = 2.0
 
@@ -191,18 +192,26 @@ class Bench:
         self.dev: DevServer | None = None
 
     def warn_if_disk_short(self) -> None:
-        """Azurite frees a deleted blob's space only when its garbage collection runs (every
-        few minutes), so a run's store grows to tens of GB at 5M rows: say so before starting
-        rather than fail cells with 'No space left on device' half-way."""
+        """Azurite frees a deleted or overwritten blob's space only when its garbage collection
+        runs, so its store can grow to everything the invocation uploads (tens of GB at 5M
+        rows): say so before starting rather than fail cells with 'No space left on device'."""
         if not self.args.formats:
             return
-        needed = max(self.args.rows) * DISK_BYTES_PER_ROW
+        models = len(measured_models(self.args.models))
+        needed = 0
+        for fmt in self.args.formats:
+            # Every side of a cell uploads the whole table: ours per model, the bound, dlt.
+            others = 0 if fmt == "xml" else 1 + (not self.args.no_dlt)
+            sides = models + (fmt in self.args.launched) + others
+            needed += FILE_BYTES_PER_ROW[fmt] * sides * self.args.reps
+        needed *= sum(self.args.rows) * len(self.args.shapes)
         free = shutil.disk_usage(self.workdir).free
         if free < needed:
             print(
-                f"warning: {free / 1e9:.0f} GB free under {self.workdir}; a run at "
-                f"{max(self.args.rows):,} rows may need about {needed / 1e9:.0f} GB (Azurite "
-                "keeps deleted blobs' space until its garbage collection runs)",
+                f"warning: {free / 1e9:.0f} GB free under {self.workdir}; this invocation "
+                f"uploads about {needed / 1e9:.0f} GB, and Azurite keeps an overwritten blob's "
+                "space until its garbage collection runs: cells may fail with 'No space left "
+                "on device' (fewer --reps, --formats or --shapes need less)",
                 flush=True,
             )
 
