@@ -43,3 +43,17 @@ def test_the_dagster_layer_does_import_dagster():
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     ).stdout
     assert output.strip() == "True"
+
+
+def test_encryption_library_is_imported_only_to_encrypt():
+    """Loading the code location (components, export pipeline) does not import pgpy: only an
+    activation with `pgp_public_key` uses it, and it takes about 70 ms to import."""
+    script = (
+        "import sys\n"
+        "import azexport_assets.components, azexport_assets.export\n"
+        "from azexport_assets.formats.pgp import PgpRecipient\n"
+        "print('pgpy' in sys.modules)"
+    )
+    run = [sys.executable, "-c", script]
+    output = subprocess.run(run, capture_output=True, text=True, check=True).stdout
+    assert output.split() == ["False"]

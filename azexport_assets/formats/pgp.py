@@ -42,11 +42,6 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-with _quiet():
-    import pgpy
-    from pgpy.constants import CompressionAlgorithm, SymmetricKeyAlgorithm
-
-
 class EncryptionKeyError(ValueError):
     """The configured public key cannot be used (never quotes the key itself)."""
 
@@ -64,6 +59,9 @@ class PgpRecipient:
             raise EncryptionKeyError(
                 f"{where} is empty or not set: put the recipient's public key in it"
             )
+        with _quiet():
+            # Imported on first use: a project without encryption never pays for it (~70 ms).
+            import pgpy
         try:
             with _quiet():
                 key, _ = pgpy.PGPKey.from_blob(text.strip())
@@ -95,6 +93,9 @@ class PgpRecipient:
         """One binary OpenPGP message holding `data` (no compression: exports compress by
         format or `compression:`)."""
         with _quiet():
+            import pgpy
+            from pgpy.constants import CompressionAlgorithm, SymmetricKeyAlgorithm
+
             message = pgpy.PGPMessage.new(
                 bytearray(data), compression=CompressionAlgorithm.Uncompressed
             )
