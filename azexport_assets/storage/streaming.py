@@ -7,7 +7,8 @@ A run then takes about max(encode, upload) instead of their sum, the warehouse i
 while encoding, and memory stays at a few blocks whatever the size of the file.
 
 The guarantees of `upload_file` hold: nothing is visible before the commit, every block is
-verified on arrival (its own Content-MD5), and the blob's Content-MD5 is the MD5 the writer
+verified in transit (its own Content-MD5 over plain http, TLS over https:
+`TransferSettings.verifies_blocks`), and the blob's Content-MD5 is the MD5 the writer
 computed of the bytes it wrote (not computed a second time: the file is private to the export,
 and its size is checked before the commit).
 """
