@@ -112,6 +112,13 @@ def test_webserver_shows_the_lineage(tmp_path):
             assert upstream in [d["path"] for d in deps[tuple(downstream)]["dependencyKeys"]]
         # Asset descriptions (docstrings) show the SQL in the UI.
         assert "crm.customers" in deps[("models", "customers")]["description"]
+        # The code server serves Dagster's catalog of installed component types (runs skip it).
+        catalog = _graphql(
+            port,
+            '{ componentTypesForLocationOrError(locationName: "azexport") '
+            "{ ... on ComponentTypes { componentTypes { name } } } }",
+        )["componentTypesForLocationOrError"]["componentTypes"]
+        assert {"name": "azexport_assets.components.AzureExport"} in catalog
     finally:
         # The webserver and the code server it started.
         stop_trees([server])

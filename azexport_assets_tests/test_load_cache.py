@@ -13,6 +13,10 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
+from dagster._core.definitions.definitions_load_context import (
+    DefinitionsLoadContext,
+    DefinitionsLoadType,
+)
 
 from azexport_assets.components import loading
 from azexport_assets.components.load_cache import forget_built
@@ -134,6 +138,53 @@ def test_a_changed_source_is_checked_again(root: Path, builds: list[int]) -> Non
     with pytest.raises(Exception, match="name"):
         definitions_from_folder(root / "defs", root)
     assert len(builds) == 2
+
+
+CATALOG = "plugin_component_types_json"  # Dagster's metadata key of the component catalog
+
+
+def load_as(monkeypatch: pytest.MonkeyPatch, load_type: DefinitionsLoadType | None) -> None:
+    """Dagster's load context as a code server (INITIALIZATION), a run or step worker
+    (RECONSTRUCTION), or `dagster job execute` and scripts (none) set it."""
+    context = DefinitionsLoadContext(load_type) if load_type is not None else None
+    monkeypatch.setattr(DefinitionsLoadContext, "_instance", context)
+
+
+def shape(definitions: dg.Definitions) -> tuple:
+    complete = dg.Definitions.merge(
+        definitions, dg.Definitions(resources={WAREHOUSE_KEY: WarehouseResource()})
+    )
+    return (
+        sorted(s.key.to_user_string() for s in complete.resolve_all_asset_specs()),
+        sorted(j.name for j in complete.resolve_all_job_defs()),
+        sorted(complete.resources or {}),
+    )
+
+
+def test_only_a_load_that_serves_the_code_location_builds_the_component_catalog(
+    root: Path, builds: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs, steps and scripts get the same assets, jobs and resources without Dagster's
+    catalog of installed component types, which only a code server serves (to the UI); a
+    build with it also serves the loads that do not need it."""
+    load_as(monkeypatch, DefinitionsLoadType.RECONSTRUCTION)
+    for_run = definitions_from_folder(root / "defs", root)
+    assert CATALOG not in (for_run.metadata or {})
+    load_as(monkeypatch, DefinitionsLoadType.INITIALIZATION)
+    served = definitions_from_folder(root / "defs", root)
+    assert len(builds) == 2  # the catalog-less build could not serve it
+    catalog = json.loads(json.dumps(served.metadata[CATALOG].value))
+    types = {t["name"] for namespace in catalog for t in namespace["componentTypes"]}
+    assert "azexport_assets.components.AzureExport" in types
+    assert shape(served) == shape(for_run)
+    for load_type in (DefinitionsLoadType.RECONSTRUCTION, None):
+        load_as(monkeypatch, load_type)
+        assert definitions_from_folder(root / "defs", root) is served
+    assert len(builds) == 2
+
+    forget_built()
+    load_as(monkeypatch, None)  # `dagster job execute`'s first load and scripts
+    assert CATALOG not in (definitions_from_folder(root / "defs", root).metadata or {})
 
 
 def test_the_code_location_builds_once_per_dagster_command(tmp_path: Path) -> None:

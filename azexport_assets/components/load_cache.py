@@ -53,6 +53,7 @@ class _Built:
     sources: tuple  # the sources' files when it was built
     project: Project | None
     definitions: dg.Definitions
+    with_catalog: bool  # Dagster's component catalog is in `definitions`
 
 
 _built: dict[tuple[int, str], _Built] = {}
@@ -97,27 +98,48 @@ def sources_state(project: Project | None) -> tuple:
     return tuple(state)
 
 
+def serves_code_location() -> bool:
+    """Whether Dagster is loading the definitions to serve them (a code server, `dg`'s own
+    commands), not rebuilding them for a run, a step, a CLI command or a script. Only a load
+    that serves them needs Dagster's catalog of installed component types (the UI reads it
+    from the code server); the others skip it (`loading.tree_definitions`)."""
+    # Dagster sets this context for its loads: INITIALIZATION where a code location is
+    # served, RECONSTRUCTION in run and step workers; `dagster job execute` and scripts set none.
+    from dagster._core.definitions.definitions_load_context import (
+        DefinitionsLoadContext,
+        DefinitionsLoadType,
+    )
+
+    return (
+        DefinitionsLoadContext.is_set()
+        and DefinitionsLoadContext.get().load_type == DefinitionsLoadType.INITIALIZATION
+    )
+
+
 def cached_definitions(
     defs_root: Path,
-    build: Callable[[], dg.Definitions],
+    build: Callable[[bool], dg.Definitions],
     project_of: Callable[[], Project | None],
 ) -> dg.Definitions:
-    """`build()`'s definitions, reused while the defs folder, the environment and the sources
-    are unchanged. `project_of()` names the project the last build validated."""
+    """`build(with_catalog)`'s definitions, reused while the defs folder, the environment and
+    the sources are unchanged. `project_of()` names the project the last build validated. A
+    build with the component catalog also serves loads that do not need it."""
     freeze_at_exit()  # a process that loads the project exits without a last full collection
     key = (os.getpid(), str(defs_root.resolve()))  # a forked child builds its own
     inputs = folder_digest(defs_root)
+    with_catalog = serves_code_location()
     with _lock:
         built = _built.get(key)
         if (
             built is not None
             and built.inputs == inputs
+            and (built.with_catalog or not with_catalog)
             and built.sources == sources_state(built.project)
         ):
             return built.definitions
-        definitions = _without_collections(build)
+        definitions = _without_collections(lambda: build(with_catalog))
         project = project_of()
-        _built[key] = _Built(inputs, sources_state(project), project, definitions)
+        _built[key] = _Built(inputs, sources_state(project), project, definitions, with_catalog)
         return definitions
 
 

@@ -93,6 +93,17 @@ def component_tree(defs_root: Path, project_root: Path) -> dg.ComponentTree:
     return dg.ComponentTree.from_module(defs_module=module, project_root=project_root)
 
 
+def tree_definitions(tree: dg.ComponentTree, with_catalog: bool) -> dg.Definitions:
+    """The definitions of every component under the tree's defs folder; `with_catalog` adds
+    Dagster's catalog of the installed component types (repository metadata the UI's
+    component pages read from a code server). The catalog is a JSON schema of every installed
+    component type, 0.1-0.2 s per process, so only a load that serves the code location
+    builds it (`load_cache.serves_code_location`)."""
+    if with_catalog:
+        return tree.build_defs()  # the root: the defs folder plus the catalog
+    return tree.build_defs(tree.defs_module_path)
+
+
 def azure_exports(tree: dg.ComponentTree) -> list[AzureExport]:
     """Every AzureExport component of the tree (loading them if not loaded yet)."""
     from azexport_assets.components.azure_export import AzureExport
@@ -112,9 +123,9 @@ def definitions_from_folder(defs_root: Path, project_root: Path) -> dg.Definitio
     for the process while nothing they were built from changes, see load_cache.py)."""
     from azexport_assets.components.load_cache import cached_definitions
 
-    def build() -> dg.Definitions:
+    def build(with_catalog: bool) -> dg.Definitions:
         with config_errors_first(project_root):
-            return component_tree(defs_root, project_root).build_defs()
+            return tree_definitions(component_tree(defs_root, project_root), with_catalog)
 
     return cached_definitions(defs_root, build, lambda: last_validated(project_root))
 
