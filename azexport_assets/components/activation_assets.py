@@ -131,7 +131,7 @@ def delta_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDe
                         delta_run(project, shape, name),
                         store,
                         delta_id=context.run.run_id,
-                        full_resync=context.op_config["full_resync"],
+                        full_resync=context.op_execution_context.op_config["full_resync"],
                         log=context.log.info,
                     )
             except BaseException as error:
