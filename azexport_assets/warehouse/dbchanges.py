@@ -15,6 +15,12 @@ They feed the `on_change` sensors and the models' rebuild fingerprints
   only): list the tables models read in `tables` to bound the cost. A view or a foreign table
   has no row versions: its source then cannot be fingerprinted (None), and models over it are
   rebuilt on every run.
+  A process keeps the signal it read last with the transaction snapshot it was read in
+  (`pg_current_snapshot()`: the next transaction id and those in progress). Any row change
+  needs a write transaction, which changes the snapshot when it starts taking ids and when it
+  ends; so a later read in an identical snapshot returns the kept signal without scanning. A
+  code server's on-change sensor then costs one short query per tick while the database is
+  quiet (a replica loaded nightly), and scans again after any write anywhere in it.
 - The warehouse's lake: per table, its id (a table dropped and created again gets a new one) and
   the last snapshot whose changes name it (`ducklake_snapshot_changes`: inserts, deletes,
   inlined rows, schema changes, compactions), read from the lake's catalog in Postgres.
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -86,37 +93,62 @@ def _wanted(found: dict[str, Any], tables: Iterable[str]) -> dict[str, Any]:
     return {t: by_folded.get(ascii_lower(t), "missing") for t in sorted(set(tables))}
 
 
+# (connection string digest, schema, tables) -> (snapshot, signal) of this process's last read.
+_last_read: dict[tuple[str, str, tuple[str, ...]], tuple[str, str | None]] = {}
+_last_read_lock = threading.Lock()
+
+
 def postgres_fingerprint(name: str, source: Any, tables: Iterable[str]) -> str | None:
     """The change signal of `tables` of a postgres source (see the module docstring); None
     when one of them is a view or a foreign table."""
     schema = source.postgres.schema_name
     where = f"source '{name}' (postgres schema {schema}, dsn in ${source.postgres.dsn.env})"
     dsn = postgres_dsn(name, source)
-    psycopg2 = _psycopg2()
+    wanted = tuple(sorted(set(tables)))
+    # The connection string holds a password: only its digest is kept.
+    key = (hashlib.sha256(dsn.encode()).hexdigest(), schema, wanted)
     with _session(dsn, where, "cannot read its change signal") as connection:
         connection.set_session(isolation_level="REPEATABLE READ", readonly=True)
         with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT c.relname, c.oid::bigint, c.relkind FROM pg_class AS c "
-                "JOIN pg_namespace AS n ON n.oid = c.relnamespace WHERE n.nspname = %s",
-                [schema],
-            )
-            relations = {row[0]: (row[1], row[2]) for row in cursor.fetchall()}
-            state: dict[str, Any] = {}
-            for table, found in _wanted(relations, tables).items():
-                if found == "missing":
-                    state[table] = found
-                    continue
-                oid, relkind = found
-                if relkind not in _ROW_VERSIONS:
-                    return None
-                cursor.execute(
-                    "SELECT count(*), coalesce(sum(hashtextextended("
-                    "ctid::text || ':' || xmin::text, 0)), 0)::text "
-                    f"FROM {psycopg2.extensions.quote_ident(schema, cursor)}."  # noqa: S608
-                    f"{psycopg2.extensions.quote_ident(_name_of(relations, table), cursor)}"
-                )
-                state[table] = [oid, *cursor.fetchone()]
+            # The first statement fixes the transaction's snapshot; every read below uses it.
+            # (`txid_current_snapshot` is its name before Postgres 13.)
+            function = "pg" if connection.server_version >= 130000 else "txid"
+            cursor.execute(f"SELECT {function}_current_snapshot()::text")
+            (snapshot,) = cursor.fetchone()
+            with _last_read_lock:
+                kept = _last_read.get(key)
+            if kept is not None and kept[0] == snapshot:
+                return kept[1]  # no transaction wrote or ended since: the same rows
+            signal = _read_signal(cursor, schema, wanted)
+    with _last_read_lock:
+        _last_read[key] = (snapshot, signal)
+    return signal
+
+
+def _read_signal(cursor: Any, schema: str, tables: Iterable[str]) -> str | None:
+    """The signal of `tables` read through `cursor` (one REPEATABLE READ transaction)."""
+    psycopg2 = _psycopg2()
+    cursor.execute(
+        "SELECT c.relname, c.oid::bigint, c.relkind FROM pg_class AS c "
+        "JOIN pg_namespace AS n ON n.oid = c.relnamespace WHERE n.nspname = %s",
+        [schema],
+    )
+    relations = {row[0]: (row[1], row[2]) for row in cursor.fetchall()}
+    state: dict[str, Any] = {}
+    for table, found in _wanted(relations, tables).items():
+        if found == "missing":
+            state[table] = found
+            continue
+        oid, relkind = found
+        if relkind not in _ROW_VERSIONS:
+            return None
+        cursor.execute(
+            "SELECT count(*), coalesce(sum(hashtextextended("
+            "ctid::text || ':' || xmin::text, 0)), 0)::text "
+            f"FROM {psycopg2.extensions.quote_ident(schema, cursor)}."  # noqa: S608
+            f"{psycopg2.extensions.quote_ident(_name_of(relations, table), cursor)}"
+        )
+        state[table] = [oid, *cursor.fetchone()]
     return _digest(state)
 
 
