@@ -16,11 +16,12 @@ They feed the `on_change` sensors and the models' rebuild fingerprints
   has no row versions: its source then cannot be fingerprinted (None), and models over it are
   rebuilt on every run.
   A process keeps the signal it read last with the transaction snapshot it was read in
-  (`pg_current_snapshot()`: the next transaction id and those in progress). Any row change
-  needs a write transaction, which changes the snapshot when it starts taking ids and when it
-  ends; so a later read in an identical snapshot returns the kept signal without scanning. A
-  code server's on-change sensor then costs one short query per tick while the database is
-  quiet (a replica loaded nightly), and scans again after any write anywhere in it.
+  (`pg_current_snapshot()`: the transaction ids completed and in progress). A row change
+  becomes visible only when the transaction that wrote it commits, and every commit or
+  rollback of a transaction that wrote changes the snapshot; so a later read in an identical
+  snapshot sees the same rows and returns the kept signal without scanning. A code server's
+  on-change sensor then costs one short query per tick while the database is quiet (a
+  replica loaded nightly), and scans again after any write anywhere in it is committed.
 - The warehouse's lake: per table, its id (a table dropped and created again gets a new one) and
   the last snapshot whose changes name it (`ducklake_snapshot_changes`: inserts, deletes,
   inlined rows, schema changes, compactions), read from the lake's catalog in Postgres.
