@@ -16,6 +16,9 @@ decided by the caller (`introspect.py`); this module only stores and reads JSON 
   another user) is a miss or a skipped write: the caller computes the value as without a cache.
   Nothing here can change a result, only whether it is computed again.
 
+The Postgres sources' change signals are kept the same way, in the folder's
+`postgres_signals/` (`warehouse.dbchanges`), so that they do not push validations out.
+
 Deleting the folder is always safe (`make clean` does, with the rest of `.azexport/`).
 """
 

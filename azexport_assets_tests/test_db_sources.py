@@ -11,6 +11,7 @@ import logging
 import uuid
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -25,7 +26,7 @@ from azexport_assets.config import ConfigError, SourceConfig
 from azexport_assets.introspect import describe_project
 from azexport_assets.project import load_project
 from azexport_assets.sandbox import lock_down
-from azexport_assets.warehouse import LakeWarehouse, attach_source, open_warehouse
+from azexport_assets.warehouse import LakeWarehouse, attach_source, dbchanges, open_warehouse
 from azexport_assets.warehouse.dbchanges import postgres_fingerprint
 from azexport_assets.warehouse.dbsources import DatabaseSourceError
 from azexport_assets_tests.lake_kit import (  # noqa: F401
@@ -236,46 +237,59 @@ def test_an_update_that_keeps_the_row_count_is_seen(project: ProjectKit, crm: st
         cursor = tick.cursor
 
 
-def test_the_change_signal_is_not_read_again_while_no_transaction_wrote(crm: str, monkeypatch):
-    """A process keeps the signal with the snapshot it was read in: while no transaction wrote
-    (or ended) anywhere in the database, a new read returns it without touching the tables;
-    after any write it reads them again, and only a change to a watched table changes it."""
+def test_the_change_signal_is_not_read_again_while_no_transaction_wrote(
+    crm: str, tmp_path, monkeypatch
+):
+    """A signal is kept with the snapshot it was read in, by the process and on disk for the
+    next processes: while no transaction that wrote ended anywhere in the database, a new read
+    returns it without touching the tables; after any write it reads them again, and only a
+    change to a watched table changes it. The kept entries hold no connection string."""
+    import psycopg2
+
     source = SourceConfig.model_validate(
         {"postgres": {"dsn": {"env": DSN_ENV}, "schema": "sales"}, "tables": ["customers"]}
     )
-    first = postgres_fingerprint("crm", source, ["customers"])
-    # A session holds the table locked (a lock takes no transaction id): any read of it
+    kept = tmp_path / "signals"
+
+    def signal(new_process: bool = False, kept_in: Path = kept) -> str | None:
+        if new_process:
+            monkeypatch.setattr(dbchanges, "_last_read", {})
+        return postgres_fingerprint("crm", source, ["customers"], kept_in)
+
+    first = signal()
+    # A session holds the table locked (this ends no transaction that wrote): any read of it
     # would now wait, and fail after the lock timeout every session of this test gets.
     monkeypatch.setenv("PGOPTIONS", "-c lock_timeout=3000")
-    import psycopg2
-
     holder = psycopg2.connect(crm)
     try:
         with holder.cursor() as cursor:
             cursor.execute("LOCK TABLE sales.customers IN ACCESS EXCLUSIVE MODE")
-        for _ in range(3):
-            assert postgres_fingerprint("crm", source, ["customers"]) == first
+        assert [signal(), signal(), signal(new_process=True)] == [first] * 3
+        with pytest.raises(DatabaseSourceError, match="lock timeout"):  # nothing kept
+            signal(new_process=True, kept_in=tmp_path / "elsewhere")
         # A write elsewhere in the database: the snapshot moves, so the table is read again.
         _pg(crm, "INSERT INTO public.other VALUES (1)")
         with pytest.raises(DatabaseSourceError, match="lock timeout"):
-            postgres_fingerprint("crm", source, ["customers"])
+            signal()
     finally:
         holder.rollback()
         holder.close()
-    assert postgres_fingerprint("crm", source, ["customers"]) == first  # read, unchanged
+    assert signal() == first  # read again, unchanged
     _pg(crm, "UPDATE sales.customers SET city = 'Bern' WHERE id = 3")
-    second = postgres_fingerprint("crm", source, ["customers"])
+    second = signal(new_process=True)
     assert second != first
     # A transaction open since before a read that commits after it moves the snapshot too.
     writer = psycopg2.connect(crm)
     try:
         with writer.cursor() as cursor:
             cursor.execute("UPDATE sales.customers SET city = 'Genf' WHERE id = 3")
-        assert postgres_fingerprint("crm", source, ["customers"]) == second  # not committed
+        assert signal() == second  # not committed
         writer.commit()
     finally:
         writer.close()
-    assert postgres_fingerprint("crm", source, ["customers"]) not in (first, second)
+    assert signal(new_process=True) not in (first, second)
+    entries = list(kept.iterdir())
+    assert entries and not any(PASSWORD in e.read_text() or "crm" in e.read_text() for e in entries)
 
 
 def test_sandbox_refuses_undeclared_tables_and_schemas(project: ProjectKit, crm: str):

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from azexport_assets.components.lineage import upstream_models
 from azexport_assets.introspect import ProjectShape
 from azexport_assets.project import Project
+from azexport_assets.validation_cache import cache_folder
 from azexport_assets.warehouse import resolve_path, source_files
 from azexport_assets.warehouse.dbchanges import lake_fingerprint, postgres_fingerprint
 from azexport_assets.warehouse.remote import list_remote
@@ -53,7 +54,9 @@ def source_fingerprint(
     if config.is_database:
         tables = tables_read(shape, source) if shape is not None else list(config.tables or [])
         if config.kind == "postgres":
-            return postgres_fingerprint(source, config, tables)
+            folder = cache_folder(project.project_root)
+            kept_in = folder / "postgres_signals" if folder is not None else None
+            return postgres_fingerprint(source, config, tables, kept_in)
         return lake_fingerprint(source, config, tables)
     if config.remote:
         listing = [(f.url, f.etag, f.modified, f.size) for f in list_remote(config, source)]

@@ -22,6 +22,10 @@ They feed the `on_change` sensors and the models' rebuild fingerprints
   snapshot sees the same rows and returns the kept signal without scanning. A code server's
   on-change sensor then costs one short query per tick while the database is quiet (a
   replica loaded nightly), and scans again after any write anywhere in it is committed.
+  Signals are also kept on disk for the next processes (a run's model step), under a digest
+  of the connection string, schema, tables and snapshot (`validation_cache`'s entries, in
+  `<cache folder>/postgres_signals`). The snapshot carries the server's start time: a server
+  restored to an earlier point has restarted, and may hand out the same transaction ids again.
 - The warehouse's lake: per table, its id (a table dropped and created again gets a new one) and
   the last snapshot whose changes name it (`ducklake_snapshot_changes`: inserts, deletes,
   inlined rows, schema changes, compactions), read from the lake's catalog in Postgres.
@@ -34,8 +38,10 @@ import json
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+from azexport_assets import validation_cache
 from azexport_assets.sandbox import ascii_lower
 from azexport_assets.warehouse.dbsources import (
     CONNECTION_STRING,
@@ -99,9 +105,12 @@ _last_read: dict[tuple[str, str, tuple[str, ...]], tuple[str, str | None]] = {}
 _last_read_lock = threading.Lock()
 
 
-def postgres_fingerprint(name: str, source: Any, tables: Iterable[str]) -> str | None:
+def postgres_fingerprint(
+    name: str, source: Any, tables: Iterable[str], kept_in: Path | None = None
+) -> str | None:
     """The change signal of `tables` of a postgres source (see the module docstring); None
-    when one of them is a view or a foreign table."""
+    when one of them is a view or a foreign table. `kept_in`: a folder where signals are also
+    kept for other processes (`validation_cache`'s entries), by source and snapshot."""
     schema = source.postgres.schema_name
     where = f"source '{name}' (postgres schema {schema}, dsn in ${source.postgres.dsn.env})"
     dsn = postgres_dsn(name, source)
@@ -111,19 +120,33 @@ def postgres_fingerprint(name: str, source: Any, tables: Iterable[str]) -> str |
     with _session(dsn, where, "cannot read its change signal") as connection:
         connection.set_session(isolation_level="REPEATABLE READ", readonly=True)
         with connection.cursor() as cursor:
-            # The first statement fixes the transaction's snapshot; every read below uses it.
-            # (`txid_current_snapshot` is its name before Postgres 13.)
-            function = "pg" if connection.server_version >= 130000 else "txid"
-            cursor.execute(f"SELECT {function}_current_snapshot()::text")
-            (snapshot,) = cursor.fetchone()
+            snapshot = _snapshot(connection, cursor)
             with _last_read_lock:
                 kept = _last_read.get(key)
             if kept is not None and kept[0] == snapshot:
-                return kept[1]  # no transaction wrote or ended since: the same rows
-            signal = _read_signal(cursor, schema, wanted)
+                return kept[1]  # no transaction that wrote ended since: the same rows
+            entry = validation_cache.digest(["postgres signal", *key, snapshot])
+            stored = validation_cache.load(kept_in, entry)
+            if isinstance(stored, dict) and "signal" in stored:
+                signal = stored["signal"]
+            else:
+                signal = _read_signal(cursor, schema, wanted)
+                validation_cache.store(kept_in, entry, {"signal": signal})
     with _last_read_lock:
         _last_read[key] = (snapshot, signal)
     return signal
+
+
+def _snapshot(connection: Any, cursor: Any) -> str:
+    """The transaction's snapshot (it is fixed by this, the transaction's first statement) and
+    the server's start time: a server restored to an earlier point must restart, and may then
+    hand out transaction ids again."""
+    # `txid_current_snapshot` is the function's name before Postgres 13.
+    function = "pg" if connection.server_version >= 130000 else "txid"
+    cursor.execute(
+        f"SELECT {function}_current_snapshot()::text || '@' || pg_postmaster_start_time()::text"
+    )
+    return str(cursor.fetchone()[0])
 
 
 def _read_signal(cursor: Any, schema: str, tables: Iterable[str]) -> str | None:
