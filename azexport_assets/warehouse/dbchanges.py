@@ -23,9 +23,10 @@ They feed the `on_change` sensors and the models' rebuild fingerprints
   on-change sensor then costs one short query per tick while the database is quiet (a
   replica loaded nightly), and scans again after any write anywhere in it is committed.
   Signals are also kept on disk for the next processes (a run's model step), under a digest
-  of the connection string, schema, tables and snapshot (`validation_cache`'s entries, in
-  `<cache folder>/postgres_signals`). The snapshot carries the server's start time: a server
-  restored to an earlier point has restarted, and may hand out the same transaction ids again.
+  of the server, database and user (never the password), schema, tables and snapshot
+  (`validation_cache`'s entries, in `<cache folder>/postgres_signals`). The snapshot carries
+  the server's start time: a server restored to an earlier point has restarted, and may hand
+  out the same transaction ids again.
 - The warehouse's lake: per table, its id (a table dropped and created again gets a new one) and
   the last snapshot whose changes name it (`ducklake_snapshot_changes`: inserts, deletes,
   inlined rows, schema changes, compactions), read from the lake's catalog in Postgres.
@@ -100,7 +101,7 @@ def _wanted(found: dict[str, Any], tables: Iterable[str]) -> dict[str, Any]:
     return {t: by_folded.get(ascii_lower(t), "missing") for t in sorted(set(tables))}
 
 
-# (connection string digest, schema, tables) -> (snapshot, signal) of this process's last read.
+# (server, schema, tables) -> (snapshot, signal) of this process's last read.
 _last_read: dict[tuple[str, str, tuple[str, ...]], tuple[str, str | None]] = {}
 _last_read_lock = threading.Lock()
 
@@ -115,9 +116,14 @@ def postgres_fingerprint(
     where = f"source '{name}' (postgres schema {schema}, dsn in ${source.postgres.dsn.env})"
     dsn = postgres_dsn(name, source)
     wanted = tuple(sorted(set(tables)))
-    # The connection string holds a password: only its digest is kept.
-    key = (hashlib.sha256(dsn.encode()).hexdigest(), schema, wanted)
     with _session(dsn, where, "cannot read its change signal") as connection:
+        # The database the signal is of (host, port, database, user): never its password,
+        # which libpq does not report.
+        reported = connection.get_dsn_parameters()
+        server = json.dumps(
+            [reported.get(k) for k in ("host", "hostaddr", "port", "dbname", "user")]
+        )
+        key = (server, schema, wanted)
         connection.set_session(isolation_level="REPEATABLE READ", readonly=True)
         with connection.cursor() as cursor:
             snapshot = _snapshot(connection, cursor)
