@@ -56,18 +56,20 @@ def defs() -> dg.Definitions:
         return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
 """
 
-# azexport_assets/definitions.py: the defs folder plus the warehouse resource.
-WITH_WAREHOUSE = DEFINITIONS.replace(
-    "from azexport_assets.components.loading import config_errors_first",
-    "from azexport_assets.components.loading import config_errors_first\n"
-    "from azexport_assets.resources import WAREHOUSE_KEY, WarehouseResource",
-).replace(
-    "        return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)",
-    "        loaded = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)\n"
-    "    return dg.Definitions.merge(\n"
-    "        loaded, dg.Definitions(resources={WAREHOUSE_KEY: WarehouseResource()})\n"
-    "    )",
-)
+# The documented definitions.py (azexport_assets/definitions.py is the same): the defs folder
+# plus the warehouse resource and the run watchdog, built once per process.
+WITH_WAREHOUSE = """\
+from pathlib import Path
+
+import dagster as dg
+
+from azexport_assets.code_location import load_code_location
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return load_code_location(Path(__file__).parent)
+"""
 
 
 @pytest.fixture
@@ -174,6 +176,40 @@ def test_make_check_validates_every_folder_and_names_the_file_with_the_typo(dg_p
     assert "All definitions loaded successfully." in output
     # dg check defs runs without its own whole-project YAML pass and its false success line.
     assert "All component YAML validated successfully." not in output
+
+
+COUNT_VALIDATIONS = """\
+import atexit, runpy, sys
+from azexport_assets.components import azure_export, loading
+real = loading.validate_components
+calls = []
+def counted(*args):
+    calls.append(1)
+    return real(*args)
+loading.validate_components = azure_export.validate_components = counted
+atexit.register(lambda: print(f"VALIDATIONS={len(calls)}", file=sys.stderr))
+sys.argv = ["dagster", "definitions", "validate", "-m", "userexports.definitions"]
+runpy.run_module("dagster", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_a_dg_project_using_load_code_location_builds_once_per_dagster_command(dg_project):
+    """Dagster calls a project's `defs()` several times in one command: with Dagster's own
+    loader each call builds (and validates) the project again; with `load_code_location` the
+    project is built once, and has the warehouse resource."""
+    scaffold(dg_project, "crm_exports")
+    probe = dg_project / "count_validations.py"
+    probe.write_text(COUNT_VALIDATIONS)
+    validations = {}
+    for name, text in (("dagster", DEFINITIONS), ("ours", WITH_WAREHOUSE)):
+        (dg_project / "userexports" / "definitions.py").write_text(text)
+        done = run_module(dg_project, "count_validations")
+        output = done.stdout + done.stderr
+        validations[name] = int(output.split("VALIDATIONS=")[1].split()[0])
+        if name == "ours":
+            assert done.returncode == 0, output[-3000:]
+    assert validations["ours"] == 1
+    assert validations["dagster"] > 1, validations
 
 
 def run_module(project: Path, module: str) -> subprocess.CompletedProcess[str]:
