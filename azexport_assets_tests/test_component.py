@@ -25,6 +25,7 @@ from azexport_assets.introspect import describe_project
 from azexport_assets.project import load_project
 from azexport_assets.resources import WAREHOUSE_KEY, WarehouseResource
 from azexport_assets_tests.many_folders import write_project
+from azexport_assets_tests.test_load_cache import count_validations
 
 TYPE = "azexport_assets.components.AzureExport"
 DG = str(Path(sys.executable).parent / "dg")
@@ -178,28 +179,13 @@ def test_make_check_validates_every_folder_and_names_the_file_with_the_typo(dg_p
     assert "All component YAML validated successfully." not in output
 
 
-COUNT_VALIDATIONS = """\
-import atexit, runpy, sys
-from azexport_assets.components import azure_export, loading
-real = loading.validate_components
-calls = []
-def counted(*args):
-    calls.append(1)
-    return real(*args)
-loading.validate_components = azure_export.validate_components = counted
-atexit.register(lambda: print(f"VALIDATIONS={len(calls)}", file=sys.stderr))
-sys.argv = ["dagster", "definitions", "validate", "-m", "userexports.definitions"]
-runpy.run_module("dagster", run_name="__main__", alter_sys=True)
-"""
-
-
 def test_a_dg_project_using_load_code_location_builds_once_per_dagster_command(dg_project):
     """Dagster calls a project's `defs()` several times in one command: with Dagster's own
     loader each call builds (and validates) the project again; with `load_code_location` the
     project is built once, and has the warehouse resource."""
     scaffold(dg_project, "crm_exports")
     probe = dg_project / "count_validations.py"
-    probe.write_text(COUNT_VALIDATIONS)
+    probe.write_text(count_validations("userexports.definitions"))
     validations = {}
     for name, text in (("dagster", DEFINITIONS), ("ours", WITH_WAREHOUSE)):
         (dg_project / "userexports" / "definitions.py").write_text(text)

@@ -26,7 +26,7 @@ from azexport_assets.config import ConfigError, SourceConfig
 from azexport_assets.introspect import describe_project
 from azexport_assets.project import load_project
 from azexport_assets.sandbox import lock_down
-from azexport_assets.warehouse import LakeWarehouse, attach_source, dbchanges, open_warehouse
+from azexport_assets.warehouse import LakeWarehouse, attach_source, open_warehouse
 from azexport_assets.warehouse.dbchanges import postgres_fingerprint
 from azexport_assets.warehouse.dbsources import DatabaseSourceError
 from azexport_assets_tests.lake_kit import (  # noqa: F401
@@ -240,10 +240,10 @@ def test_an_update_that_keeps_the_row_count_is_seen(project: ProjectKit, crm: st
 def test_the_change_signal_is_not_read_again_while_no_transaction_wrote(
     crm: str, tmp_path, monkeypatch
 ):
-    """A signal is kept with the snapshot it was read in, by the process and on disk for the
-    next processes: while no transaction that wrote ended anywhere in the database, a new read
-    returns it without touching the tables; after any write it reads them again, and only a
-    change to a watched table changes it. The kept entries hold no connection string."""
+    """A signal is kept with the snapshot it was read in: while no transaction that wrote
+    ended anywhere in the database, a new read returns it without touching the tables; after
+    any write it reads them again, and only a change to a watched table changes it. The kept
+    entries hold no connection string."""
     import psycopg2
 
     source = SourceConfig.model_validate(
@@ -251,9 +251,7 @@ def test_the_change_signal_is_not_read_again_while_no_transaction_wrote(
     )
     kept = tmp_path / "signals"
 
-    def signal(new_process: bool = False, kept_in: Path = kept) -> str | None:
-        if new_process:
-            monkeypatch.setattr(dbchanges, "_last_read", {})
+    def signal(kept_in: Path = kept) -> str | None:
         return postgres_fingerprint("crm", source, ["customers"], kept_in)
 
     first = signal()
@@ -264,9 +262,9 @@ def test_the_change_signal_is_not_read_again_while_no_transaction_wrote(
     try:
         with holder.cursor() as cursor:
             cursor.execute("LOCK TABLE sales.customers IN ACCESS EXCLUSIVE MODE")
-        assert [signal(), signal(), signal(new_process=True)] == [first] * 3
-        with pytest.raises(DatabaseSourceError, match="lock timeout"):  # nothing kept
-            signal(new_process=True, kept_in=tmp_path / "elsewhere")
+        assert [signal(), signal()] == [first, first]
+        with pytest.raises(DatabaseSourceError, match="lock timeout"):  # nothing kept there
+            signal(kept_in=tmp_path / "elsewhere")
         # A write elsewhere in the database: the snapshot moves, so the table is read again.
         _pg(crm, "INSERT INTO public.other VALUES (1)")
         with pytest.raises(DatabaseSourceError, match="lock timeout"):
@@ -276,7 +274,7 @@ def test_the_change_signal_is_not_read_again_while_no_transaction_wrote(
         holder.close()
     assert signal() == first  # read again, unchanged
     _pg(crm, "UPDATE sales.customers SET city = 'Bern' WHERE id = 3")
-    second = signal(new_process=True)
+    second = signal()
     assert second != first
     # A transaction open since before a read that commits after it moves the snapshot too.
     writer = psycopg2.connect(crm)
@@ -287,7 +285,7 @@ def test_the_change_signal_is_not_read_again_while_no_transaction_wrote(
         writer.commit()
     finally:
         writer.close()
-    assert signal(new_process=True) not in (first, second)
+    assert signal() not in (first, second)
     entries = list(kept.iterdir())
     assert entries and not any(PASSWORD in e.read_text() or "crm" in e.read_text() for e in entries)
 

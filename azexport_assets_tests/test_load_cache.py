@@ -187,26 +187,29 @@ def test_only_a_load_that_serves_the_code_location_builds_the_component_catalog(
     assert CATALOG not in (definitions_from_folder(root / "defs", root).metadata or {})
 
 
-def test_the_code_location_builds_once_per_dagster_command(tmp_path: Path) -> None:
-    """Dagster calls `defs()` several times in one `dagster definitions validate`; the
-    project is validated once."""
-    probe = tmp_path / "probe.py"
-    probe.write_text(
-        textwrap.dedent("""\
-        import runpy, sys
-        from azexport_assets.components import loading, azure_export
+def count_validations(module: str) -> str:
+    """A script that runs `dagster definitions validate -m <module>` and prints
+    VALIDATIONS=<how many times the project was validated> on its way out."""
+    return textwrap.dedent(f"""\
+        import atexit, runpy, sys
+        from azexport_assets.components import azure_export, loading
         real = loading.validate_components
         calls = []
         def counted(*args):
             calls.append(1)
             return real(*args)
         loading.validate_components = azure_export.validate_components = counted
-        import atexit
-        atexit.register(lambda: print(f"VALIDATIONS={len(calls)}", file=sys.stderr))
-        sys.argv = ["dagster", "definitions", "validate", "-m", "azexport_assets.definitions"]
+        atexit.register(lambda: print(f"VALIDATIONS={{len(calls)}}", file=sys.stderr))
+        sys.argv = ["dagster", "definitions", "validate", "-m", "{module}"]
         runpy.run_module("dagster", run_name="__main__", alter_sys=True)
         """)
-    )
+
+
+def test_the_code_location_builds_once_per_dagster_command(tmp_path: Path) -> None:
+    """Dagster calls `defs()` several times in one `dagster definitions validate`; the
+    project is validated once."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(count_validations("azexport_assets.definitions"))
     env = dict(os.environ, DAGSTER_HOME=str(tmp_path))
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     result = subprocess.run(

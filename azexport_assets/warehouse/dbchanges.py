@@ -15,18 +15,17 @@ They feed the `on_change` sensors and the models' rebuild fingerprints
   only): list the tables models read in `tables` to bound the cost. A view or a foreign table
   has no row versions: its source then cannot be fingerprinted (None), and models over it are
   rebuilt on every run.
-  A process keeps the signal it read last with the transaction snapshot it was read in
-  (`pg_current_snapshot()`: the transaction ids completed and in progress). A row change
-  becomes visible only when the transaction that wrote it commits, and every commit or
-  rollback of a transaction that wrote changes the snapshot; so a later read in an identical
-  snapshot sees the same rows and returns the kept signal without scanning. A code server's
-  on-change sensor then costs one short query per tick while the database is quiet (a
-  replica loaded nightly), and scans again after any write anywhere in it is committed.
-  Signals are also kept on disk for the next processes (a run's model step), under a digest
-  of the server, database and user (never the password), schema, tables and snapshot
-  (`validation_cache`'s entries, in `<cache folder>/postgres_signals`). The snapshot carries
-  the server's start time: a server restored to an earlier point has restarted, and may hand
-  out the same transaction ids again.
+  A signal is kept on disk with the transaction snapshot it was read in
+  (`pg_current_snapshot()`: the transaction ids completed and in progress), under a digest of
+  the server, database and user (never the password), schema, tables and snapshot
+  (`validation_cache`'s entries, in `<cache folder>/postgres_signals`). A row change becomes
+  visible only when the transaction that wrote it commits, and every commit or rollback of a
+  transaction that wrote changes the snapshot; so a later read in an identical snapshot, by
+  any process, sees the same rows and returns the kept signal without scanning. The on-change
+  sensor and a kept model's step then cost one short query while the database is quiet (a
+  replica loaded nightly), and scan again after any write anywhere in it is committed. The
+  snapshot carries the server's start time: a server restored to an earlier point has
+  restarted, and may hand out the same transaction ids again.
 - The warehouse's lake: per table, its id (a table dropped and created again gets a new one) and
   the last snapshot whose changes name it (`ducklake_snapshot_changes`: inserts, deletes,
   inlined rows, schema changes, compactions), read from the lake's catalog in Postgres.
@@ -36,7 +35,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -101,45 +99,30 @@ def _wanted(found: dict[str, Any], tables: Iterable[str]) -> dict[str, Any]:
     return {t: by_folded.get(ascii_lower(t), "missing") for t in sorted(set(tables))}
 
 
-# (server, schema, tables) -> (snapshot, signal) of this process's last read.
-_last_read: dict[tuple[str, str, tuple[str, ...]], tuple[str, str | None]] = {}
-_last_read_lock = threading.Lock()
-
-
 def postgres_fingerprint(
     name: str, source: Any, tables: Iterable[str], kept_in: Path | None = None
 ) -> str | None:
     """The change signal of `tables` of a postgres source (see the module docstring); None
-    when one of them is a view or a foreign table. `kept_in`: a folder where signals are also
-    kept for other processes (`validation_cache`'s entries), by source and snapshot."""
+    when one of them is a view or a foreign table. `kept_in`: the folder where signals are
+    kept by source and snapshot (`validation_cache`'s entries); None keeps nothing."""
     schema = source.postgres.schema_name
     where = f"source '{name}' (postgres schema {schema}, dsn in ${source.postgres.dsn.env})"
     dsn = postgres_dsn(name, source)
-    wanted = tuple(sorted(set(tables)))
+    wanted = sorted(set(tables))
     with _session(dsn, where, "cannot read its change signal") as connection:
         # The database the signal is of (host, port, database, user): never its password,
         # which libpq does not report.
         reported = connection.get_dsn_parameters()
-        server = json.dumps(
-            [reported.get(k) for k in ("host", "hostaddr", "port", "dbname", "user")]
-        )
-        key = (server, schema, wanted)
+        server = [reported.get(k) for k in ("host", "hostaddr", "port", "dbname", "user")]
         connection.set_session(isolation_level="REPEATABLE READ", readonly=True)
         with connection.cursor() as cursor:
             snapshot = _snapshot(connection, cursor)
-            with _last_read_lock:
-                kept = _last_read.get(key)
-            if kept is not None and kept[0] == snapshot:
-                return kept[1]  # no transaction that wrote ended since: the same rows
-            entry = validation_cache.digest(["postgres signal", *key, snapshot])
-            stored = validation_cache.load(kept_in, entry)
-            if isinstance(stored, dict) and "signal" in stored:
-                signal = stored["signal"]
-            else:
-                signal = _read_signal(cursor, schema, wanted)
-                validation_cache.store(kept_in, entry, {"signal": signal})
-    with _last_read_lock:
-        _last_read[key] = (snapshot, signal)
+            entry = validation_cache.digest(["postgres signal", server, schema, wanted, snapshot])
+            kept = validation_cache.load(kept_in, entry)
+            if isinstance(kept, dict) and "signal" in kept:
+                return kept["signal"]  # no transaction that wrote ended since: the same rows
+            signal = _read_signal(cursor, schema, wanted)
+    validation_cache.store(kept_in, entry, {"signal": signal})
     return signal
 
 
