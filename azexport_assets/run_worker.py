@@ -6,8 +6,10 @@ container's `dagster api execute_run`; with `dagster job execute`, that command)
 dies, nothing else may ever mark the run finished, and the run holds its activation's place
 in the run queue (see `components/watchdog.py`).
 
-When a run's warehouse resource is set up (before its first step), the process records its
-worker in Dagster's key-value store, under `azexport/run_worker/<run id>`:
+When a run's warehouse resource is set up (before its first step) on a persistent instance
+(an ephemeral one, as in `execute_in_process` without an instance, is read by no other
+process), the process records its worker in Dagster's key-value store, under
+`azexport/run_worker/<run id>`:
 
 - the host name (for messages), and the *machine*: the kernel's boot id and the worker's pid
   namespace. Two processes with the same machine see the same process ids, so one of them can

@@ -194,6 +194,28 @@ def test_a_step_process_records_its_parent_the_worker_without_heartbeat(
     assert record.pid == os.getpid()  # the run's worker: here, this process
 
 
+def test_a_run_on_an_ephemeral_instance_has_no_watch(tmp_path, monkeypatch):
+    """An ephemeral instance is read by no other process, and its in-memory SQLite rejects a
+    write from the watch's thread while the run writes its events ("database table is
+    locked"): such a run starts no watch and records no worker."""
+    monkeypatch.setenv("AZEXPORT_WAREHOUSE", str(tmp_path / "warehouse.duckdb"))
+    monkeypatch.setenv(HEARTBEAT_ENV, "0.01")  # a watch would write a hundred times a second
+    threads_in_the_step: list[str] = []
+
+    @dg.asset
+    def looks_around(warehouse: WarehouseResource) -> None:
+        time.sleep(0.3)
+        threads_in_the_step.extend(t.name for t in threading.enumerate())
+
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(
+        [looks_around], resources={"warehouse": WarehouseResource()}, instance=instance
+    )
+    assert result.success
+    assert threads_in_the_step and "azexport-run-worker-watch" not in threads_in_the_step
+    assert read_records(instance, [result.run_id]) == {}
+
+
 def test_a_run_whose_worker_process_is_gone_is_failed_with_the_reason(instance):
     run = started_run(instance)
     pid = dead_pid()
