@@ -23,6 +23,7 @@ from azexport_assets.config import (
     ExportFileConfig,
     Locate,
     ModelConfig,
+    SecretRef,
     SegmentConfig,
     SourceConfig,
     file_position,
@@ -116,6 +117,7 @@ def build_project(files: list[DeclaredFile], project_root: Path) -> Project:
     _check_references(project)
     _check_path_variables(project)
     _check_blob_names(project)
+    _check_shared_blobs(project)
     _check_tables(project)
     return project
 
@@ -243,6 +245,66 @@ def _check_blob_names(project: Project) -> None:
                 f"destination '{activation.destination}' the blob names reach {longest} "
                 "characters; Azure allows 1024: shorten the file name or the prefix"
             )
+
+
+def _destination_place(destination: DestinationConfig, name: str) -> tuple[str, str]:
+    """(account, container) as far as the configuration tells: a literal account URL, or the
+    variable an endpoint is read from (the same variable is the same account). Two
+    destinations whose accounts cannot be compared are taken as different."""
+    ref = destination.account_url or destination.connection_string or destination.sas_url
+    if isinstance(ref, SecretRef):
+        account = f"env:{ref.env}"
+    elif isinstance(ref, str):
+        account = ref.rstrip("/").lower()
+    else:
+        account = f"destination:{name}"
+    return account, destination.container
+
+
+def _blob_set(project: Project, name: str) -> tuple[tuple, str] | None:
+    """What decides the names of the blobs an activation writes, with the time variables left
+    as they are (equal templates give equal names at the same logical time), and the name to
+    show; None when each run writes names of its own (`{run_id}`)."""
+    activation = project.activations[name]
+    if "{run_id}" in activation.file_name:
+        return None
+    stem = activation.file_name
+    for variable, value in path_names(project, name, "").items():
+        stem = stem.replace("{" + variable + "}", value)
+    destination = project.destinations[activation.destination]
+    place = _destination_place(destination, activation.destination)
+    full_stem = naming.join_prefix(destination.path_prefix, stem)
+    if activation.is_table:
+        return (*place, full_stem, "delta table"), full_stem
+    extension = naming.extension(
+        activation.format, activation.json_options.style, activation.compression
+    )
+    folders = tuple(activation.partition_by)
+    key = (*place, full_stem, extension, bool(activation.encryption), folders)
+    return key, full_stem + extension
+
+
+def _check_shared_blobs(project: Project) -> None:
+    """Two activations never write the same blobs (or merge into the same Delta table): each
+    run would replace the other's files, and each keeps its own delta baseline and its own
+    run lock, so consumers would get a mix of both."""
+    first: dict[tuple, str] = {}
+    for name in project.activations:
+        found = _blob_set(project, name)
+        if found is None:
+            continue
+        key, shown = found
+        other = first.setdefault(key, name)
+        if other == name:
+            continue
+        activation = project.activations[name]
+        what = "Delta table" if activation.is_table else "blobs"
+        raise ConfigError(
+            f"{project.where('activations', name, 'file_name')}: writes the same {what} as "
+            f"activation '{other}' ({project.position('activations', other, 'file_name')}): "
+            f"'{shown}' in container '{key[1]}'; each run would replace the other's files. "
+            "Give one of them another file_name (or put {activation} in it)"
+        )
 
 
 def _check_tables(project: Project) -> None:

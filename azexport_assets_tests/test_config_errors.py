@@ -7,6 +7,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+import yaml
 
 from azexport_assets.config import ConfigError
 from azexport_assets.introspect import describe_project
@@ -255,6 +256,74 @@ def test_cross_folder_reference_works(project_dir):
     """
     project = load(project_dir, BASE, {"team_b": other})
     assert project.activations["people_again"].destination == "lake"
+
+
+def other_folder(activations: dict, destinations: dict | None = None) -> str:
+    """A second defs folder's defs.yaml with these activations (and destinations)."""
+    attributes = {"destinations": destinations or {}, "activations": activations}
+    return yaml.safe_dump(
+        {"type": "azexport_assets.components.AzureExport", "attributes": attributes},
+        sort_keys=False,
+    )
+
+
+PEOPLE_DAILY = {"source": "people", "destination": "lake", "file_name": "people/{YYYY}-{MM}-{DD}"}
+
+
+def test_two_activations_writing_the_same_blobs_are_refused(project_dir):
+    """Each run would replace the other's files (and each keeps its own baseline and lock)."""
+    message = error_of(project_dir, BASE, {"team_b": other_folder({"people_copy": PEOPLE_DAILY})})
+    assert message.startswith(
+        "defs/team_b/defs.yaml:8:7: activation 'people_copy', field 'file_name': writes the "
+        "same blobs as activation 'people_csv' (defs/main/defs.yaml:19:7): "
+        "'people/{YYYY}-{MM}-{DD}.csv' in container 'exports'"
+    ), message
+    assert "another file_name" in message
+
+    # Through another destination on the same account and container: the prefix joins the name.
+    lake_people = {
+        "account_url": "https://ACCT.blob.core.windows.net/",
+        "container": "exports",
+        "path_prefix": "people",
+        "sas_token": {"env": "OTHER_SAS"},
+    }
+    via_prefix = {"source": "people", "destination": "lake_people", "file_name": "{YYYY}-{MM}-{DD}"}
+    folder = other_folder({"people_copy": via_prefix}, {"lake_people": lake_people})
+    assert "same blobs as activation 'people_csv'" in error_of(
+        project_dir, BASE, {"team_b": folder}
+    )
+
+    # Two Delta tables merged at one path.
+    table = {"source": "people", "destination": "lake", "file_name": "lake/people"}
+    table["format"] = "delta"
+    folder = other_folder({"t1": table, "t2": table})
+    assert "writes the same Delta table as activation 't1'" in error_of(
+        project_dir, BASE, {"team_b": folder}
+    )
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"format": "json"},
+        {"compression": "gzip"},
+        {"file_name": "people/{YYYY}-{MM}"},
+        {"file_name": "people/{YYYY}-{MM}-{DD}_{run_id}"},
+        {"partition_by": ["age"]},
+        {"destination": "elsewhere"},
+        {"file_name": "{activation}/{YYYY}-{MM}-{DD}"},
+    ],
+    ids=["format", "compression", "template", "run_id", "partition_by", "container", "name"],
+)
+def test_activations_writing_other_blobs_load(project_dir, changes):
+    elsewhere = {
+        "account_url": "https://acct.blob.core.windows.net",
+        "container": "other",
+        "sas_token": {"env": "LAKE_SAS"},
+    }
+    folder = other_folder({"people_other": {**PEOPLE_DAILY, **changes}}, {"elsewhere": elsewhere})
+    project = load(project_dir, BASE, {"team_b": folder})
+    assert set(project.activations) == {"people_csv", "people_other"}
 
 
 def test_delta_needs_primary_key(project_dir):
