@@ -261,13 +261,14 @@ def _destination_place(destination: DestinationConfig, name: str) -> tuple[str, 
     return account, destination.container
 
 
-def _blob_set(project: Project, name: str) -> tuple[tuple, str] | None:
+def _blob_sets(project: Project, name: str) -> list[tuple[tuple, str]]:
     """What decides the names of the blobs an activation writes, with the time variables left
-    as they are (equal templates give equal names at the same logical time), and the name to
-    show; None when each run writes names of its own (`{run_id}`)."""
+    as they are (equal templates give equal names at the same logical time), each with the
+    name to show: its files (or Delta table) and its manifest; none when each run writes
+    names of its own (`{run_id}`)."""
     activation = project.activations[name]
     if "{run_id}" in activation.file_name:
-        return None
+        return []
     stem = activation.file_name
     for variable, value in path_names(project, name, "").items():
         stem = stem.replace("{" + variable + "}", value)
@@ -275,13 +276,21 @@ def _blob_set(project: Project, name: str) -> tuple[tuple, str] | None:
     place = _destination_place(destination, activation.destination)
     full_stem = naming.join_prefix(destination.path_prefix, stem)
     if activation.is_table:
-        return (*place, full_stem, "delta table"), full_stem
+        return [((*place, full_stem, "Delta table"), full_stem)]
     extension = naming.extension(
         activation.format, activation.json_options.style, activation.compression
     )
-    folders = tuple(activation.partition_by)
-    key = (*place, full_stem, extension, bool(activation.encryption), folders)
-    return key, full_stem + extension
+    files = (
+        *place,
+        full_stem,
+        extension,
+        bool(activation.encryption),
+        tuple(activation.partition_by),
+    )
+    found = [(files, full_stem + extension)]
+    if activation.manifest:  # one manifest name, whatever the format
+        found.append(((*place, full_stem, "manifest"), f"{full_stem}_manifest.json"))
+    return found
 
 
 def _check_shared_blobs(project: Project) -> None:
@@ -290,21 +299,18 @@ def _check_shared_blobs(project: Project) -> None:
     run lock, so consumers would get a mix of both."""
     first: dict[tuple, str] = {}
     for name in project.activations:
-        found = _blob_set(project, name)
-        if found is None:
-            continue
-        key, shown = found
-        other = first.setdefault(key, name)
-        if other == name:
-            continue
-        activation = project.activations[name]
-        what = "Delta table" if activation.is_table else "blobs"
-        raise ConfigError(
-            f"{project.where('activations', name, 'file_name')}: writes the same {what} as "
-            f"activation '{other}' ({project.position('activations', other, 'file_name')}): "
-            f"'{shown}' in container '{key[1]}'; each run would replace the other's files. "
-            "Give one of them another file_name (or put {activation} in it)"
-        )
+        for key, shown in _blob_sets(project, name):
+            other = first.setdefault(key, name)
+            if other == name:
+                continue
+            what = "Delta table" if key[-1] == "Delta table" else "blobs"
+            raise ConfigError(
+                f"{project.where('activations', name, 'file_name')}: writes the same {what} "
+                f"as activation '{other}' "
+                f"({project.position('activations', other, 'file_name')}): '{shown}' in "
+                f"container '{key[1]}'; each run would replace the other's files. Give one of "
+                "them another file_name (or put {activation} in it)"
+            )
 
 
 def _check_tables(project: Project) -> None:

@@ -293,6 +293,13 @@ def test_two_activations_writing_the_same_blobs_are_refused(project_dir):
         project_dir, BASE, {"team_b": folder}
     )
 
+    # Two formats of one name, each with its manifest: one manifest name for both.
+    with_manifest = {**PEOPLE_DAILY, "file_name": "people/{YYYY}", "manifest": True}
+    folder = other_folder({"as_csv": with_manifest, "as_json": {**with_manifest, "format": "json"}})
+    message = error_of(project_dir, BASE, {"team_b": folder})
+    assert "writes the same blobs as activation 'as_csv'" in message
+    assert "'people/{YYYY}_manifest.json'" in message
+
     # Two Delta tables merged at one path.
     table = {"source": "people", "destination": "lake", "file_name": "lake/people"}
     table["format"] = "delta"
@@ -312,8 +319,18 @@ def test_two_activations_writing_the_same_blobs_are_refused(project_dir):
         {"partition_by": ["age"]},
         {"destination": "elsewhere"},
         {"file_name": "{activation}/{YYYY}-{MM}-{DD}"},
+        {"format": "json", "manifest": True},
     ],
-    ids=["format", "compression", "template", "run_id", "partition_by", "container", "name"],
+    ids=[
+        "format",
+        "compression",
+        "template",
+        "run_id",
+        "partition_by",
+        "container",
+        "name",
+        "one_manifest",
+    ],
 )
 def test_activations_writing_other_blobs_load(project_dir, changes):
     elsewhere = {
