@@ -280,14 +280,18 @@ def _blob_sets(project: Project, name: str) -> list[tuple[tuple, str]]:
     extension = naming.extension(
         activation.format, activation.json_options.style, activation.compression
     )
-    files = (
-        *place,
-        full_stem,
-        extension,
-        bool(activation.encryption),
-        tuple(activation.partition_by),
-    )
-    found = [(files, full_stem + extension)]
+    # `difference` writes <name>_added / _updated / _removed, the other modes <name>.
+    suffixes = [""]
+    if activation.sync_mode == "difference":
+        suffixes = [f"_{kind}" for kind in naming.CHANGE_KINDS]
+    encrypted, folders = bool(activation.encryption), tuple(activation.partition_by)
+    found = [
+        (
+            (*place, full_stem + suffix, extension, encrypted, folders),
+            full_stem + suffix + extension,
+        )
+        for suffix in suffixes
+    ]
     if activation.manifest:  # one manifest name, whatever the format
         found.append(((*place, full_stem, "manifest"), f"{full_stem}_manifest.json"))
     return found

@@ -300,6 +300,15 @@ def test_two_activations_writing_the_same_blobs_are_refused(project_dir):
     assert "writes the same blobs as activation 'as_csv'" in message
     assert "'people/{YYYY}_manifest.json'" in message
 
+    # A `difference` activation's removed rows under another activation's file name.
+    difference = {**PEOPLE_DAILY, "file_name": "crm/people", "run_type": "full_then_delta"}
+    difference["sync_mode"] = "difference"
+    removed = {**PEOPLE_DAILY, "file_name": "crm/people_removed"}
+    folder = other_folder({"changes": difference, "removed_by_hand": removed})
+    message = error_of(project_dir, BASE, {"team_b": folder})
+    assert "same blobs as activation 'changes'" in message
+    assert "'crm/people_removed.csv'" in message
+
     # Two Delta tables merged at one path.
     table = {"source": "people", "destination": "lake", "file_name": "lake/people"}
     table["format"] = "delta"
