@@ -291,6 +291,16 @@ def _reader(
     return con.sql(table_select(query, columns, passthrough)).to_arrow_reader(BATCH_ROWS)
 
 
+def _release(reader: pa.RecordBatchReader | None, cursor: duckdb.DuckDBPyConnection) -> None:
+    """Close DuckDB's Arrow stream before the cursor it reads from, never after: delta-rs
+    reads the stream through its own handle, which outlives the call that consumed it."""
+    try:
+        if reader is not None:
+            reader.close()
+    finally:
+        cursor.close()
+
+
 def _ensure_cdf(table: DeltaTable, care: TableCare, target: DeltaTarget) -> None:
     if care.change_data_feed and table.metadata().configuration.get(CDF_PROPERTY) != "true":
         try:
@@ -320,6 +330,7 @@ def _overwrite(
     except BaseException:
         cursor.close()
         raise
+    reader: pa.RecordBatchReader | None = None
     try:
         with _translated_errors(target, columns, "writing the table"):
             reader = _reader(cursor, columns, query)
@@ -334,7 +345,7 @@ def _overwrite(
                 commit_properties=_commit_properties(spec.activation, change, run_id, sequence),
             )
     finally:
-        cursor.close()
+        _release(reader, cursor)
     report.operation = "overwrite"
     report.rows_written = change.added
     report.rows_inserted = change.added
@@ -363,6 +374,7 @@ def _merge(
     except BaseException:
         cursor.close()
         raise
+    reader: pa.RecordBatchReader | None = None
     try:
         with _translated_errors(target, columns, "merging into the table"):
             reader = _reader(cursor, columns, query, passthrough=1)
@@ -385,8 +397,9 @@ def _merge(
                 predicate=f"{kind} <> 'removed'", except_cols=[KIND_COLUMN]
             )
             metrics = merger.execute()
+            del merger  # it holds delta-rs's end of the stream
     finally:
-        cursor.close()
+        _release(reader, cursor)
     report.operation = "merge"
     report.rows_written = int(metrics.get("num_source_rows", 0))
     report.rows_inserted = int(metrics.get("num_target_rows_inserted", 0))
