@@ -64,4 +64,6 @@ def project(tmp_path, azurite, container, sas_token, monkeypatch):
     """An empty throw-away azexport project wired to this test's container (see project_kit)."""
     from azexport_assets_tests.project_kit import ProjectKit
 
-    return ProjectKit.create(tmp_path, azurite, container, sas_token, monkeypatch)
+    kit = ProjectKit.create(tmp_path, azurite, container, sas_token, monkeypatch)
+    yield kit
+    kit.close()

@@ -74,6 +74,11 @@ class ProjectKit:
         monkeypatch.setenv("AZEXPORT_WAREHOUSE", str(root / "warehouse.duckdb"))
         return cls(root=root, container=container, instance=dg.DagsterInstance.ephemeral())
 
+    def close(self) -> None:
+        """Dispose of the instance: its in-memory SQLite connections close here, not whenever
+        the garbage collector gets to them."""
+        self.instance.dispose()
+
     @property
     def source_path(self) -> Path:
         return self.root / "src.duckdb"

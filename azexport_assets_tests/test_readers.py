@@ -111,6 +111,7 @@ def exported(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iter
             "files": files,
             "diff": downloads / "diff",
         }
+        kit.close()
 
 
 @pytest.fixture(scope="module")

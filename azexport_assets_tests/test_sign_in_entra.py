@@ -52,7 +52,7 @@ def entra(tls: SelfSignedTls, monkeypatch) -> Iterator[EntraTokenService]:
 
 
 @pytest.fixture
-def kit(tmp_path: Path, azurite_oauth: Azurite, entra, monkeypatch) -> ProjectKit:
+def kit(tmp_path: Path, azurite_oauth: Azurite, entra, monkeypatch) -> Iterator[ProjectKit]:
     """A project on the HTTPS Azurite whose destination signs in as the service principal."""
     owner = BlobServiceClient.from_connection_string(azurite_oauth.connection_string)
     container = owner.create_container(f"sp-{uuid.uuid4().hex[:20]}")
@@ -73,7 +73,8 @@ def kit(tmp_path: Path, azurite_oauth: Azurite, entra, monkeypatch) -> ProjectKi
         """,
         "run_type: full_then_delta\nsync_mode: upsert",
     )
-    return kit
+    yield kit
+    kit.close()
 
 
 def _run_text(result) -> str:
