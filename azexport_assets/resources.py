@@ -90,12 +90,8 @@ class WarehouseResource(dg.ConfigurableResource):
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # Every step of the project uses the warehouse, so its set-up, once per run before
         # the first step, records the run's worker for the run watchdog (run_worker.py).
-        # Not for an ephemeral instance: no other process can read it, and its in-memory
-        # SQLite fails ("database table is locked") when the watch thread writes while the
-        # run writes its events.
-        instance = context.instance
-        if instance is not None and not instance.is_ephemeral and context.run is not None:
-            self._worker_watch = watch_run_worker(instance, context.run.run_id)
+        if context.instance is not None and context.run is not None:
+            self._worker_watch = watch_run_worker(context.instance, context.run.run_id)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._worker_watch is not None:

@@ -278,6 +278,10 @@ class WorkerWatch:
         self._thread.join(timeout=1)
 
 
-def watch_run_worker(instance: dg.DagsterInstance, run_id: str) -> WorkerWatch:
-    """Record this run's worker (see the module's docstring) and start its heartbeat."""
+def watch_run_worker(instance: dg.DagsterInstance, run_id: str) -> WorkerWatch | None:
+    """Record this run's worker (see the module's docstring) and start its heartbeat; None on
+    an ephemeral instance: no other process can read it, and its in-memory SQLite refuses
+    ("database table is locked") a write from the watch's thread while the run writes."""
+    if instance.is_ephemeral:
+        return None
     return WorkerWatch(instance, run_id).start()

@@ -293,7 +293,8 @@ def _reader(
 
 def _release(reader: pa.RecordBatchReader | None, cursor: duckdb.DuckDBPyConnection) -> None:
     """Close DuckDB's Arrow stream before the cursor it reads from, never after: delta-rs
-    reads the stream through its own handle, which outlives the call that consumed it."""
+    reads it through a handle of its own (kept by its merger after the call), which would
+    otherwise release the stream whenever Python frees that handle."""
     try:
         if reader is not None:
             reader.close()
@@ -397,7 +398,6 @@ def _merge(
                 predicate=f"{kind} <> 'removed'", except_cols=[KIND_COLUMN]
             )
             metrics = merger.execute()
-            del merger  # it holds delta-rs's end of the stream
     finally:
         _release(reader, cursor)
     report.operation = "merge"
