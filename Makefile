@@ -7,7 +7,10 @@ PY := $(VENV)/bin/python
 .PHONY: demo test ui lint check format bench setup browser clean test-lake bench-lake \
 	test-readers test-containers
 
+# The project's own modules are compiled to bytecode here: where PYTHONDONTWRITEBYTECODE is set
+# (CI images, containers) Python would otherwise compile them again in every process.
 setup: $(VENV)/.installed node_modules/.installed
+	@$(PY) -m compileall -q azexport_assets benchmarks
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
