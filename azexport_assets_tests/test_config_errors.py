@@ -436,3 +436,66 @@ def test_a_source_in_azure_needs_the_azure_extension(project, monkeypatch):
         project.definitions()
     text = str(raised.value)
     assert "defs.yaml" in text and "source 'events'" in text and "azure" in text
+
+
+@pytest.mark.parametrize(
+    ("added", "expected"),
+    [
+        (
+            "    people_csv:\n      source: people\n      destination: lake\n"
+            "      file_name: other\n",
+            "defs/main/defs.yaml:20:5: activation 'people_csv' is defined twice in this file "
+            "(first at line 16); YAML keeps only the last one, so the first would be lost: "
+            "give one of them another name, or remove one",
+        ),
+        (
+            "      file_name: people/{YYYY}\n",
+            "defs/main/defs.yaml:20:7: activation 'people_csv', field 'file_name': given twice "
+            "(first at line 19); YAML keeps only the last one, so the first would be lost: "
+            "remove one of them",
+        ),
+        (
+            "attributes:\n  sources: {}\n",
+            "defs/main/defs.yaml:20:1: key 'attributes' is given twice (first at line 3)",
+        ),
+    ],
+    ids=["activation", "field", "attributes"],
+)
+def test_a_key_given_twice_in_one_file_is_refused(project_dir, added, expected):
+    """YAML keeps the last of two equal keys: the first object or value would vanish silently."""
+    message = error_of(project_dir, BASE + added)
+    assert message.startswith(expected), message
+
+
+def test_a_destination_or_model_defined_twice_in_one_file_is_refused(project_dir):
+    twice = BASE.replace(
+        "  destinations:\n",
+        "  destinations:\n    lake:\n      account_url: https://other.blob.core.windows.net\n"
+        "      container: other\n      sas_token: {env: OTHER_SAS}\n",
+    )
+    assert error_of(project_dir, twice).startswith(
+        "defs/main/defs.yaml:15:5: destination 'lake' is defined twice in this file "
+        "(first at line 11)"
+    )
+    twice = BASE.replace(
+        "  models:\n", "  models:\n    people:\n      sql: SELECT 1 AS id\n      primary_key: id\n"
+    )
+    assert error_of(project_dir, twice).startswith(
+        "defs/main/defs.yaml:10:5: model 'people' is defined twice in this file (first at line 7)"
+    )
+
+
+def test_yaml_anchors_and_merge_keys_still_load(project_dir):
+    """A merge key (`<<: *anchor`) overridden by an explicit key is not a duplicate."""
+    text = BASE.replace(
+        "  activations:\n",
+        "  activations:\n"
+        "    people_json:\n"
+        "      <<: &common {source: people, destination: lake, format: csv}\n"
+        "      format: json\n"
+        "      file_name: people_json\n",
+    ) + "    people_again:\n      <<: *common\n      file_name: again\n"
+    project = load(project_dir, text)
+    assert project.activations["people_json"].format == "json"
+    assert project.activations["people_again"].format == "csv"
+    assert project.activations["people_csv"].file_name == "people/{YYYY}-{MM}-{DD}"

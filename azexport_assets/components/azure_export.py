@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field, PrivateAttr
 from typing_extensions import Self
 
 from azexport_assets.components.build import build_definitions
+from azexport_assets.components.duplicate_keys import check_duplicate_keys
 from azexport_assets.components.loading import ValidatedProject, validate_components
 from azexport_assets.components.scaffold import AzureExportScaffolder
 from azexport_assets.components.schema import AzureExportAttributes
@@ -91,6 +92,8 @@ class AzureExport(dg.Component, dg.Resolvable, dg.Model):
         problem: 'file:line:col: activation 'x', field 'y': what is wrong')."""
         raw = model.model_dump(exclude_unset=True)
         file, shown, locate = _whereabouts(context)
+        if file is not None:
+            check_duplicate_keys(file, shown)
         secrets = secret_variables(raw)
         # SQL is rendered apart, under stricter rules (sql_templates.py); every other field
         # by Dagster, with a destination's secrets out of reach of its templates too.
