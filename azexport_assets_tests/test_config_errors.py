@@ -487,14 +487,17 @@ def test_a_destination_or_model_defined_twice_in_one_file_is_refused(project_dir
 
 def test_yaml_anchors_and_merge_keys_still_load(project_dir):
     """A merge key (`<<: *anchor`) overridden by an explicit key is not a duplicate."""
-    text = BASE.replace(
-        "  activations:\n",
-        "  activations:\n"
-        "    people_json:\n"
-        "      <<: &common {source: people, destination: lake, format: csv}\n"
-        "      format: json\n"
-        "      file_name: people_json\n",
-    ) + "    people_again:\n      <<: *common\n      file_name: again\n"
+    text = (
+        BASE.replace(
+            "  activations:\n",
+            "  activations:\n"
+            "    people_json:\n"
+            "      <<: &common {source: people, destination: lake, format: csv}\n"
+            "      format: json\n"
+            "      file_name: people_json\n",
+        )
+        + "    people_again:\n      <<: *common\n      file_name: again\n"
+    )
     project = load(project_dir, text)
     assert project.activations["people_json"].format == "json"
     assert project.activations["people_again"].format == "csv"
