@@ -502,3 +502,62 @@ def test_yaml_anchors_and_merge_keys_still_load(project_dir):
     assert project.activations["people_json"].format == "json"
     assert project.activations["people_again"].format == "csv"
     assert project.activations["people_csv"].file_name == "people/{YYYY}-{MM}-{DD}"
+
+
+ON_COLUMN = BASE.replace("SELECT id, name, age FROM", 'SELECT id, name, age, true AS "on" FROM')
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            ON_COLUMN + "      mapping: {id: id, on: flag}\n",
+            "defs/main/defs.yaml:20:25: activation 'people_csv', field 'mapping.on': on is read "
+            "by YAML as a boolean, not as the text 'on': write it in quotes ('on')",
+        ),
+        (
+            BASE + "      mapping: {id: id, age: no}\n",
+            "defs/main/defs.yaml:20:30: activation 'people_csv', field 'mapping.age': no is "
+            "read by YAML as a boolean, not as the text 'no': write it in quotes ('no')",
+        ),
+        (
+            ON_COLUMN.replace("primary_key: id", "primary_key: [id, on]"),
+            "defs/main/defs.yaml:9:25: model 'people', field 'primary_key.1': on is read by "
+            "YAML as a boolean",
+        ),
+        (
+            BASE.replace("    people_csv:", "    yes:"),
+            "defs/main/defs.yaml:16:5: activation name yes is read by YAML as a boolean, not as "
+            "the text 'yes': write it in quotes ('yes')",
+        ),
+        (
+            BASE.replace("    lake:", "    'null':").replace(
+                "destination: lake", "destination: null"
+            ),
+            "defs/main/defs.yaml:18:20: activation 'people_csv', field 'destination': null is "
+            "read by YAML as null (no value), not as the text 'null': write it in quotes",
+        ),
+        (
+            BASE + "      mapping: {id: id, name: 123}\n",
+            "defs/main/defs.yaml:20:31: activation 'people_csv', field 'mapping.name': 123 is "
+            "read by YAML as a number",
+        ),
+    ],
+    ids=["mapping-key", "mapping-value", "primary-key", "object-name", "reference", "number"],
+)
+def test_a_name_yaml_reads_as_another_type_says_to_quote_it(project_dir, text, expected):
+    """A plain on / no / yes / null / 123 is a boolean, null or number to YAML 1.1, not text."""
+    message = error_of(project_dir, text)
+    assert message.startswith(expected), message
+
+
+def test_quoted_names_that_look_like_booleans_load(project_dir):
+    text = ON_COLUMN.replace("primary_key: id", "primary_key: [id, 'on']")
+    text += "      mapping: {id: id, 'on': 'no', age: 'null'}\n"
+    project = load(project_dir, text)
+    assert list(project.models["people"].primary_key) == ["id", "on"]
+    assert dict(project.activations["people_csv"].mapping) == {
+        "id": "id",
+        "on": "no",
+        "age": "null",
+    }

@@ -24,7 +24,6 @@ from pydantic import BaseModel, Field, PrivateAttr
 from typing_extensions import Self
 
 from azexport_assets.components.build import build_definitions
-from azexport_assets.components.duplicate_keys import check_duplicate_keys
 from azexport_assets.components.loading import ValidatedProject, validate_components
 from azexport_assets.components.scaffold import AzureExportScaffolder
 from azexport_assets.components.schema import AzureExportAttributes
@@ -35,6 +34,7 @@ from azexport_assets.components.sql_templates import (
     secret_in_templates,
     secret_variables,
 )
+from azexport_assets.components.yaml_keys import check_yaml_keys
 from azexport_assets.config import (
     ActivationConfig,
     ConfigError,
@@ -93,7 +93,7 @@ class AzureExport(dg.Component, dg.Resolvable, dg.Model):
         raw = model.model_dump(exclude_unset=True)
         file, shown, locate = _whereabouts(context)
         if file is not None:
-            check_duplicate_keys(file, shown)
+            check_yaml_keys(file, shown)
         secrets = secret_variables(raw)
         # SQL is rendered apart, under stricter rules (sql_templates.py); every other field
         # by Dagster, with a destination's secrets out of reach of its templates too.
