@@ -9,6 +9,7 @@ and the field. The files themselves are read by Dagster's component loader (see
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -30,6 +31,7 @@ from azexport_assets.config import (
 )
 from azexport_assets.delta.synclog import LOG_SCHEMA, RESERVED_NAMES
 from azexport_assets.sandbox import ascii_lower
+from azexport_assets.warehouse.confinement import CONFINE_ENV, confine_sources
 
 # The longest suffix a part file can get after its rendered name: '_removed_part-00001'
 # plus the longest extension ('.parquet' / '.jsonl.zst'), and '_manifest.json'.
@@ -151,12 +153,29 @@ def _read_model_sql(project: Project) -> None:
             project.model_sql[name] = model.sql
             continue
         path = project.file_of("models", name).parent / str(model.sql_file)
+        _check_sql_file_confined(project, name, path)
         try:
             project.model_sql[name] = path.read_text(encoding="utf-8")
         except OSError as error:
             raise ConfigError(
                 f"{project.where('models', name, 'sql_file')}: cannot read {path}: {error.strerror}"
             ) from None
+
+
+def _check_sql_file_confined(project: Project, name: str, path: Path) -> None:
+    """With sources confined to the project root, a model's SQL file is too: a file elsewhere
+    (`sql_file: ../../../etc/passwd`) would be read, and its first words quoted back by the
+    parse error, in the UI and the logs."""
+    if not confine_sources():
+        return
+    root = os.path.realpath(project.project_root)
+    resolved = os.path.realpath(path)
+    if not Path(resolved).is_relative_to(root):
+        raise ConfigError(
+            f"{project.where('models', name, 'sql_file')}: '{project.models[name].sql_file}' "
+            f"resolves to {resolved} (with '..' and symlinks resolved), outside the project "
+            f"root {root}; with {CONFINE_ENV}=1 every SQL file must live under the project root"
+        )
 
 
 def _check_references(project: Project) -> None:

@@ -309,3 +309,50 @@ def test_a_swap_during_the_step_is_refused_by_duckdb_itself(project_dir):
         with pytest.raises(duckdb.Error) as error:
             con.execute("SELECT * FROM ext").fetchall()
     assert "Permission Error" in str(error.value) and SECRET not in str(error.value)
+
+
+SQL_FILE_DEFS = """\
+type: azexport_assets.components.AzureExport
+attributes:
+  sources:
+    crm: {{duckdb: crm.duckdb}}
+  models:
+    people:
+      sql_file: '{sql_file}'
+      primary_key: id
+"""
+
+
+@pytest.mark.parametrize(
+    "sql_file", ["../../../outside/secret.sql", "{outside}/secret.sql", "linked.sql"]
+)
+def test_a_sql_file_outside_the_project_is_refused_at_load(project_dir, sql_file):
+    """Read, a file elsewhere would have its first words quoted back by the parse error."""
+    outside = project_dir.parent / "outside"
+    (outside / "secret.sql").write_text(f"{SECRET} is not SQL\n")
+    (project_dir / "defs" / "main" / "linked.sql").symlink_to(outside / "secret.sql")
+    text = SQL_FILE_DEFS.format(sql_file=sql_file.format(outside=outside))
+    (project_dir / "defs" / "main" / "defs.yaml").write_text(text)
+    message = load_error(project_dir)
+    assert message.startswith(f"{FILE}:7:7: model 'people', field 'sql_file': "), message
+    assert f"resolves to {os.path.realpath(outside / 'secret.sql')}" in message
+    assert f"{CONFINE_ENV}=1 every SQL file must live under the project root" in message
+    assert SECRET not in message
+
+
+def test_a_sql_file_inside_the_project_loads_and_off_it_may_live_anywhere(project_dir, monkeypatch):
+    (project_dir / "sql").mkdir()
+    (project_dir / "sql" / "people.sql").write_text("SELECT id, name FROM crm.people\n")
+    text = SQL_FILE_DEFS.format(sql_file="../../sql/people.sql")
+    (project_dir / "defs" / "main" / "defs.yaml").write_text(text)
+    project, _ = load(project_dir)
+    assert project.model_sql["people"] == "SELECT id, name FROM crm.people\n"
+
+    outside = project_dir.parent / "outside"
+    (outside / "people.sql").write_text("SELECT id FROM crm.people\n")
+    text = SQL_FILE_DEFS.format(sql_file="../../../outside/people.sql")
+    (project_dir / "defs" / "main" / "defs.yaml").write_text(text)
+    assert "every SQL file must live under the project root" in load_error(project_dir)
+    monkeypatch.delenv(CONFINE_ENV)
+    project, _ = load(project_dir)
+    assert project.model_sql["people"] == "SELECT id FROM crm.people\n"
