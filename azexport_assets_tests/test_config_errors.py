@@ -561,3 +561,58 @@ def test_quoted_names_that_look_like_booleans_load(project_dir):
         "on": "no",
         "age": "null",
     }
+
+
+UNSET = "AZEXPORT_TEST_NEVER_SET"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "where"),
+    [
+        (
+            "file_name: people/{YYYY}-{MM}-{DD}",
+            f'file_name: "{{{{ env.{UNSET} }}}}/people"',
+            "19:7: activation 'people_csv', field 'file_name'",
+        ),
+        (
+            "container: exports",
+            f'container: "{{{{ env.{UNSET} }}}}"',
+            "13:7: destination 'lake', field 'container'",
+        ),
+        (
+            "account_url: https://acct.blob.core.windows.net",
+            f'account_url: "{{{{ env.{UNSET} }}}}"',
+            "12:7: destination 'lake', field 'account_url'",
+        ),
+    ],
+    ids=["inside-text", "whole-value", "account-url"],
+)
+def test_a_template_reading_an_unset_variable_names_it(project_dir, monkeypatch, old, new, where):
+    """Dagster's env.X is None when X is unset: 'None/people.csv', or a message naming no
+    variable. It is one line naming the variable, with the way to give a default."""
+    monkeypatch.delenv(UNSET, raising=False)
+    message = error_of(project_dir, BASE.replace(old, new))
+    assert message == (
+        f"defs/main/defs.yaml:{where}: reads environment variable {UNSET}, which is not set; "
+        f"set it (or put it in .env), or give a default: {{{{ env('{UNSET}', 'value') }}}}"
+    )
+
+
+def test_templates_with_a_default_for_an_unset_variable_load(project_dir, monkeypatch):
+    monkeypatch.delenv(UNSET, raising=False)
+    monkeypatch.setenv("AZEXPORT_TEST_FOLDER", "crm")
+    text = BASE.replace(
+        "file_name: people/{YYYY}-{MM}-{DD}",
+        "file_name: \"{{ env.AZEXPORT_TEST_FOLDER }}/{{ env.UNSET_NAME or 'all' }}/"
+        "{{ env.UNSET_NAME | default('people') }}\"\n"
+        "      timezone: \"{{ env('UNSET_NAME', 'Europe/Paris') }}\"\n"
+        "      schedule: \"{{ env('UNSET_NAME', none) }}\"\n"
+        '      description: "{% if env.UNSET_NAME %}set{% else %}unset{% endif %}"'.replace(
+            "UNSET_NAME", UNSET
+        ),
+    )
+    activation = load(project_dir, text).activations["people_csv"]
+    assert activation.file_name == "crm/all/people"
+    assert activation.timezone == "Europe/Paris"
+    assert activation.schedule is None
+    assert activation.description == "unset"

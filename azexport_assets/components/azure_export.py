@@ -1,8 +1,9 @@
 """The AzureExport component: YAML sources/models/segments/destinations/activations -> Dagster.
 
 Each `defs.yaml` with `type: azexport_assets.components.AzureExport` is parsed and templated
-by Dagster (`{{ env.X }}` works; secrets still use `{env: VAR}` so they stay variable names
-and are only read at run time, by the destination's resource). Its fields are the validated
+by Dagster (`{{ env.X }}` works, an unset X being an error unless the template gives a
+default: `template_env.py`; secrets still use `{env: VAR}` so they stay variable names and are
+only read at run time, by the destination's resource). Its fields are the validated
 config models of `config.py`; a problem is reported at load time with the file, the line,
 the object and the field.
 
@@ -34,6 +35,7 @@ from azexport_assets.components.sql_templates import (
     secret_in_templates,
     secret_variables,
 )
+from azexport_assets.components.template_env import StrictEnv, UnsetVariableError
 from azexport_assets.components.yaml_keys import check_yaml_keys
 from azexport_assets.config import (
     ActivationConfig,
@@ -102,7 +104,11 @@ class AzureExport(dg.Component, dg.Resolvable, dg.Model):
         if leak is not None:
             loc, message = leak
             raise ConfigError(f"{file_position(shown, locate, loc)}: {_object_field(loc)}{message}")
-        rendered = resolve_templates(context, raw)
+        try:
+            rendered = resolve_templates(context, raw)
+        except UnsetVariableError as error:
+            place = file_position(shown, locate, error.path)
+            raise ConfigError(f"{place}: {_object_field(error.path)}{error}") from None
         for (kind, name, field), text in sql_texts.items():
             try:
                 rendered[kind][name][field] = render_sql(text, secrets)
@@ -171,7 +177,13 @@ def resolve_templates(context: dg.ResolutionContext, value: Any, path: tuple = (
     at = context
     for part in path:
         at = at.at_path(part)
-    return at.resolve_value(value)
+    env = StrictEnv()
+    try:
+        return at.with_scope(env=env).resolve_value(value)
+    except Exception:
+        if env.unset:  # the template failed on a variable that is not set: say which
+            raise UnsetVariableError(path, env.unset) from None
+        raise
 
 
 def _object_field(loc: tuple[str | int, ...]) -> str:
