@@ -44,7 +44,7 @@ def load_code_location(path_within_project: Path) -> dg.Definitions:
     project_root, defs_root = _project_folders(Path(path_within_project).resolve())
 
     def build(with_catalog: bool) -> dg.Definitions:
-        with config_errors_first(project_root):
+        with config_errors_first(project_root, defs_root):
             tree = dg.ComponentTree.for_project(path_within_project=defs_root)
             loaded = tree_definitions(tree, with_catalog)
         return dg.Definitions.merge(loaded, location_definitions(WarehouseResource()))

@@ -160,6 +160,14 @@ def _read_model_sql(project: Project) -> None:
             raise ConfigError(
                 f"{project.where('models', name, 'sql_file')}: cannot read {path}: {error.strerror}"
             ) from None
+        except UnicodeDecodeError as error:
+            before = error.object[: error.start]
+            line, column = before.count(b"\n") + 1, error.start - before.rfind(b"\n")
+            raise ConfigError(
+                f"{project.where('models', name, 'sql_file')}: {path} is not UTF-8 text (byte "
+                f"0x{error.object[error.start : error.start + 1].hex()} at line {line}, column "
+                f"{column}): save it as UTF-8"
+            ) from None
 
 
 def _check_sql_file_confined(project: Project, name: str, path: Path) -> None:

@@ -616,3 +616,35 @@ def test_templates_with_a_default_for_an_unset_variable_load(project_dir, monkey
     assert activation.timezone == "Europe/Paris"
     assert activation.schedule is None
     assert activation.description == "unset"
+
+
+def test_a_defs_yaml_that_is_not_utf8_is_named(project_dir):
+    """Saved in Latin-1 (an editor's default on some systems): the file, line and column of
+    the first byte that is not UTF-8, not a bare UnicodeDecodeError."""
+    (project_dir / "defs" / "main" / "defs.yaml").write_text(textwrap.dedent(BASE))
+    other = project_dir / "defs" / "team_b" / "defs.yaml"
+    other.parent.mkdir()
+    other.write_bytes(
+        "type: azexport_assets.components.AzureExport\n"
+        "attributes:\n"
+        "  activations:\n"
+        "    people_b: {source: people, destination: lake, file_name: b\u00f6rse}\n".encode(
+            "latin-1"
+        )
+    )
+    with pytest.raises(ConfigError) as error:
+        load_project(project_dir / "defs", project_dir)
+    assert str(error.value) == (
+        "defs/team_b/defs.yaml:4:63: not UTF-8 text (byte 0xf6): save the file as UTF-8"
+    )
+
+
+def test_a_sql_file_that_is_not_utf8_is_named(project_dir):
+    sql = project_dir / "defs" / "main" / "people.sql"
+    sql.write_bytes("SELECT id,\n  name AS n\u00e4me FROM crm.people\n".encode("latin-1"))
+    text = BASE.replace("sql: SELECT id, name, age FROM crm.people", "sql_file: people.sql")
+    message = error_of(project_dir, text)
+    assert message == (
+        f"defs/main/defs.yaml:8:7: model 'people', field 'sql_file': {sql} is not UTF-8 text "
+        "(byte 0xe4 at line 2, column 12): save it as UTF-8"
+    )

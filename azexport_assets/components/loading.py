@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import dagster as dg
 import pydantic
@@ -30,6 +30,8 @@ from azexport_assets.project import DeclaredFile, Project, build_project
 
 if TYPE_CHECKING:
     from azexport_assets.components.azure_export import AzureExport
+
+E = TypeVar("E", bound=BaseException)
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,7 @@ def azure_exports(tree: dg.ComponentTree) -> list[AzureExport]:
 
 def load_project_from_folder(defs_root: Path, project_root: Path) -> Project:
     """Every AzureExport defs.yaml under defs_root, loaded by Dagster and merged."""
-    with config_errors_first(project_root):
+    with config_errors_first(project_root, defs_root):
         components = azure_exports(component_tree(defs_root, project_root))
         return merge_components(components, project_root)
 
@@ -124,7 +126,7 @@ def definitions_from_folder(defs_root: Path, project_root: Path) -> dg.Definitio
     from azexport_assets.components.load_cache import cached_definitions
 
     def build(with_catalog: bool) -> dg.Definitions:
-        with config_errors_first(project_root):
+        with config_errors_first(project_root, defs_root):
             return tree_definitions(component_tree(defs_root, project_root), with_catalog)
 
     return cached_definitions(defs_root, build, lambda: last_validated(project_root))
@@ -136,6 +138,18 @@ def _shown(file: str, project_root: Path | None) -> str:
         with contextlib.suppress(ValueError):
             return str(path.relative_to(project_root.resolve()))
     return file
+
+
+def _cause_of_type(error: BaseException, kind: type[E]) -> E | None:
+    """The first exception of `kind` in `error`'s chain (causes and contexts)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def as_config_error(error: BaseException, project_root: Path | None = None) -> ConfigError | None:
@@ -164,8 +178,31 @@ def as_config_error(error: BaseException, project_root: Path | None = None) -> C
     return None
 
 
+def _not_utf8(error: UnicodeDecodeError, defs_root: Path, project_root: Path | None) -> str:
+    """The file Dagster could not read (found by its bytes, on this error path only), its line
+    and column, and the fix."""
+    for path in sorted(defs_root.rglob("*.y*ml")):
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        if data != error.object:
+            continue
+        before = data[: error.start]
+        line = before.count(b"\n") + 1
+        column = error.start - (before.rfind(b"\n") + 1) + 1
+        byte = data[error.start : error.start + 1].hex()
+        return (
+            f"{_shown(str(path), project_root)}:{line}:{column}: not UTF-8 text (byte 0x{byte}): "
+            "save the file as UTF-8"
+        )
+    return f"a YAML file under {defs_root} is not UTF-8 text ({error.reason}): save it as UTF-8"
+
+
 @contextlib.contextmanager
-def config_errors_first(project_root: Path | None = None) -> Iterator[None]:
+def config_errors_first(
+    project_root: Path | None = None, defs_root: Path | None = None
+) -> Iterator[None]:
     """Re-raise a configuration error on its own, so its one line (file:line, object, field)
     is the first thing users read instead of the last line under Dagster's load tracebacks.
 
@@ -180,6 +217,9 @@ def config_errors_first(project_root: Path | None = None) -> Iterator[None]:
     except ConfigError:
         raise
     except Exception as error:
+        undecodable = _cause_of_type(error, UnicodeDecodeError)
+        if undecodable is not None and defs_root is not None:
+            raise ConfigError(_not_utf8(undecodable, defs_root, project_root)) from None
         found = as_config_error(error, project_root)
         if found is None:
             raise
