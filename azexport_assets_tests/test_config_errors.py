@@ -648,3 +648,37 @@ def test_a_sql_file_that_is_not_utf8_is_named(project_dir):
         f"defs/main/defs.yaml:8:7: model 'people', field 'sql_file': {sql} is not UTF-8 text "
         "(byte 0xe4 at line 2, column 12): save it as UTF-8"
     )
+
+
+@pytest.mark.parametrize(
+    ("type_name", "problem"),
+    [
+        (
+            "azexport_assets.components.AzureExprt",
+            "module azexport_assets.components has no AzureExprt; did you mean "
+            "azexport_assets.components.AzureExport?",
+        ),
+        (
+            "azexport_asets.components.AzureExport",
+            "there is no module azexport_asets.components; azexport's component is "
+            "azexport_assets.components.AzureExport",
+        ),
+        (
+            "AzureExport",
+            "write the module and the class, e.g. azexport_assets.components.AzureExport",
+        ),
+    ],
+    ids=["class-typo", "module-typo", "no-module"],
+)
+def test_a_component_type_that_cannot_be_imported_is_named(project_dir, type_name, problem):
+    """Dagster names the missing module or class, not the file: the file, line and field."""
+    (project_dir / "defs" / "main" / "defs.yaml").write_text(textwrap.dedent(BASE))
+    other = project_dir / "defs" / "team_b" / "defs.yaml"
+    other.parent.mkdir()
+    other.write_text(f"type: {type_name}\nattributes: {{}}\n")
+    with pytest.raises(ConfigError) as error:
+        load_project(project_dir / "defs", project_dir)
+    assert str(error.value) == (
+        f"defs/team_b/defs.yaml:1:7: field 'type': '{type_name}' is not a component type: "
+        + problem
+    )

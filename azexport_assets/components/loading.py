@@ -24,6 +24,7 @@ import pydantic
 import yaml
 from dagster._utils.warnings import BetaWarning, PreviewWarning
 
+from azexport_assets.components.file_errors import not_utf8, unresolvable_type
 from azexport_assets.config import OBJECT_KINDS, ConfigError
 from azexport_assets.introspect import ProjectShape, describe_project
 from azexport_assets.project import DeclaredFile, Project, build_project
@@ -178,27 +179,6 @@ def as_config_error(error: BaseException, project_root: Path | None = None) -> C
     return None
 
 
-def _not_utf8(error: UnicodeDecodeError, defs_root: Path, project_root: Path | None) -> str:
-    """The file Dagster could not read (found by its bytes, on this error path only), its line
-    and column, and the fix."""
-    for path in sorted(defs_root.rglob("*.y*ml")):
-        try:
-            data = path.read_bytes()
-        except OSError:
-            continue
-        if data != error.object:
-            continue
-        before = data[: error.start]
-        line = before.count(b"\n") + 1
-        column = error.start - (before.rfind(b"\n") + 1) + 1
-        byte = data[error.start : error.start + 1].hex()
-        return (
-            f"{_shown(str(path), project_root)}:{line}:{column}: not UTF-8 text (byte 0x{byte}): "
-            "save the file as UTF-8"
-        )
-    return f"a YAML file under {defs_root} is not UTF-8 text ({error.reason}): save it as UTF-8"
-
-
 @contextlib.contextmanager
 def config_errors_first(
     project_root: Path | None = None, defs_root: Path | None = None
@@ -219,8 +199,12 @@ def config_errors_first(
     except Exception as error:
         undecodable = _cause_of_type(error, UnicodeDecodeError)
         if undecodable is not None and defs_root is not None:
-            raise ConfigError(_not_utf8(undecodable, defs_root, project_root)) from None
+            shown = lambda path: _shown(str(path), project_root)  # noqa: E731
+            raise ConfigError(not_utf8(undecodable, defs_root, shown)) from None
         found = as_config_error(error, project_root)
+        if found is None and defs_root is not None:
+            # Dagster names no file for a component type it cannot import: find it.
+            found = unresolvable_type(defs_root, lambda path: _shown(str(path), project_root))
         if found is None:
             raise
         raise ConfigError(str(found)) from None
