@@ -682,3 +682,18 @@ def test_a_component_type_that_cannot_be_imported_is_named(project_dir, type_nam
         f"defs/team_b/defs.yaml:1:7: field 'type': '{type_name}' is not a component type: "
         + problem
     )
+
+
+def test_an_empty_defs_yaml_is_named(project_dir):
+    """A folder scaffolded by hand (`touch defs/new/defs.yaml`): Dagster's own message names
+    no file."""
+    (project_dir / "defs" / "main" / "defs.yaml").write_text(textwrap.dedent(BASE))
+    empty = project_dir / "defs" / "new" / "defs.yaml"
+    empty.parent.mkdir()
+    empty.write_text("# to do\n\n")
+    with pytest.raises(ConfigError) as error:
+        load_project(project_dir / "defs", project_dir)
+    assert str(error.value) == (
+        "defs/new/defs.yaml: holds no component (nothing but comments or blank lines): write "
+        "`type: azexport_assets.components.AzureExport` and its `attributes:` in it, or remove it"
+    )

@@ -5,7 +5,8 @@ Both are looked for only once loading has failed, so a project that loads pays n
 - a file that is not UTF-8 (Dagster's read raises a bare `UnicodeDecodeError`): found by its
   bytes, with the line and column of the first byte that is not UTF-8;
 - a `type:` that names no importable component (a typo: `AzureExprt`, `azexport_asets`):
-  Dagster says which module or attribute is missing, not in which file.
+  Dagster says which module or attribute is missing, not in which file;
+- an empty `defs.yaml` (Dagster: "No components found in YAML file", with no file).
 """
 
 from __future__ import annotations
@@ -42,14 +43,19 @@ def not_utf8(error: UnicodeDecodeError, defs_root: Path, shown: Shown) -> str:
     return f"a YAML file under {defs_root} is not UTF-8 text ({error.reason}): save it as UTF-8"
 
 
-def unresolvable_type(defs_root: Path, shown: Shown) -> str | None:
-    """'file:line:col: field 'type': ...' for the first defs.yaml whose component type cannot
-    be imported, or None when every file's type can."""
+def unloadable_file(defs_root: Path, shown: Shown) -> str | None:
+    """'file:line:col: ...' for the first defs.yaml that is empty or whose component type
+    cannot be imported, or None when there is none."""
     for path in sorted(defs_root.rglob("defs.yaml")):
         try:
             documents = list(yaml.compose_all(path.read_text(encoding="utf-8"), Loader=_Loader))
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
             continue
+        if all(document is None for document in documents):
+            return (
+                f"{shown(path)}: holds no component (nothing but comments or blank lines): "
+                f"write `type: {OUR_TYPE}` and its `attributes:` in it, or remove it"
+            )
         for document in documents:
             node = _type_node(document)
             if node is None:

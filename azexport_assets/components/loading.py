@@ -24,7 +24,7 @@ import pydantic
 import yaml
 from dagster._utils.warnings import BetaWarning, PreviewWarning
 
-from azexport_assets.components.file_errors import not_utf8, unresolvable_type
+from azexport_assets.components.file_errors import not_utf8, unloadable_file
 from azexport_assets.config import OBJECT_KINDS, ConfigError
 from azexport_assets.introspect import ProjectShape, describe_project
 from azexport_assets.project import DeclaredFile, Project, build_project
@@ -203,8 +203,8 @@ def config_errors_first(
             raise ConfigError(not_utf8(undecodable, defs_root, shown)) from None
         found = as_config_error(error, project_root)
         if found is None and defs_root is not None:
-            # Dagster names no file for a component type it cannot import: find it.
-            found = unresolvable_type(defs_root, lambda path: _shown(str(path), project_root))
+            # Dagster names no file for an empty one or a type it cannot import: find it.
+            found = unloadable_file(defs_root, lambda path: _shown(str(path), project_root))
         if found is None:
             raise
         raise ConfigError(str(found)) from None
