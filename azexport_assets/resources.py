@@ -36,15 +36,11 @@ from azexport_assets.warehouse import (
     DEFAULT_WAREHOUSE,
     WAREHOUSE_ENV,
     WarehouseBackend,
+    WarehouseConfigError,
     open_warehouse,
 )
 
 WAREHOUSE_KEY = "warehouse"
-
-
-def _env_float(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    return float(value) if value else default
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -98,13 +94,20 @@ class WarehouseResource(dg.ConfigurableResource):
             self._worker_watch.stop()
 
     def open(self, project_root: Path) -> WarehouseBackend:
+        """The backend; a wrong setting fails the step with its one line, not retried."""
+        try:
+            return self._open(project_root)
+        except WarehouseConfigError as error:
+            raise dg.Failure(description=str(error), allow_retries=False) from None
+
+    def _open(self, project_root: Path) -> WarehouseBackend:
         return open_warehouse(
             location=self.path,
             project_root=project_root,
-            lock_timeout=self.lock_timeout_seconds
-            if self.lock_timeout_seconds is not None
-            else _env_float("AZEXPORT_LOCK_TIMEOUT_SECONDS", DEFAULT_LOCK_TIMEOUT),
-            memory_limit=self.memory_limit or os.environ.get("AZEXPORT_DUCKDB_MEMORY_LIMIT"),
+            # Unset fields: the backend reads $AZEXPORT_LOCK_TIMEOUT_SECONDS and
+            # $AZEXPORT_DUCKDB_MEMORY_LIMIT itself, and names them when they are wrong.
+            lock_timeout=self.lock_timeout_seconds,
+            memory_limit=self.memory_limit,
             data_path=self.lake_data_path,
             where="the warehouse resource's 'path'" if self.path else WAREHOUSE_ENV,
         )

@@ -16,7 +16,12 @@ from pathlib import Path
 import pytest
 
 from azexport_assets.demo.instance import prepare_dagster_home
-from azexport_assets.warehouse import ActivationBusyError, Warehouse, WarehouseBusyError
+from azexport_assets.warehouse import (
+    ActivationBusyError,
+    Warehouse,
+    WarehouseBusyError,
+    WarehouseConfigError,
+)
 
 DEFS = """
 models:
@@ -146,6 +151,79 @@ def test_memory_limit_from_environment(monkeypatch, tmp_path):
     with warehouse.connect() as con:
         (limit,) = con.execute("SELECT current_setting('memory_limit')").fetchall()[0]
     assert limit == "488.2 MiB"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        (
+            "AZEXPORT_DUCKDB_MEMORY_LIMIT",
+            "lots",
+            "AZEXPORT_DUCKDB_MEMORY_LIMIT='lots' is not a memory size DuckDB takes: use a number "
+            "and a unit, e.g. 512MB, 2GB or 50% (of the machine's memory)",
+        ),
+        (
+            "AZEXPORT_DUCKDB_MEMORY_LIMIT",
+            "512 megs",
+            "AZEXPORT_DUCKDB_MEMORY_LIMIT='512 megs' is not a memory size DuckDB takes: use",
+        ),
+        (
+            "AZEXPORT_DUCKDB_MEMORY_LIMIT",
+            "101%",
+            "AZEXPORT_DUCKDB_MEMORY_LIMIT='101%' is not a memory size DuckDB takes (Invalid Input "
+            "Error: Unable to parse valid percentage (input: 101%)): use a number and a unit",
+        ),
+        (
+            "AZEXPORT_LOCK_TIMEOUT_SECONDS",
+            "an hour",
+            "AZEXPORT_LOCK_TIMEOUT_SECONDS='an hour' is not a number of seconds: set it to e.g. "
+            "600, or unset it for the default (3600)",
+        ),
+        ("AZEXPORT_LOCK_TIMEOUT_SECONDS", "-5", "AZEXPORT_LOCK_TIMEOUT_SECONDS='-5' is not a"),
+    ],
+    ids=[
+        "memory-not-a-size",
+        "memory-unknown-unit",
+        "memory-refused-by-duckdb",
+        "timeout-not-a-number",
+        "timeout-negative",
+    ],
+)
+def test_a_wrong_warehouse_variable_is_named(monkeypatch, tmp_path, variable, value, message):
+    """Deployment settings fail with the variable and the fix, not DuckDB's or Python's bare
+    parser error (which named neither)."""
+    monkeypatch.setenv(variable, value)
+
+    def open_and_connect() -> None:
+        with Warehouse(path=tmp_path / "w.duckdb", project_root=tmp_path).connect():
+            pass
+
+    with pytest.raises(WarehouseConfigError) as error:
+        open_and_connect()
+    assert str(error.value).startswith(message), error.value
+
+
+def test_a_run_with_a_wrong_memory_limit_fails_its_step_naming_the_variable(project, monkeypatch):
+    project.source_sql("CREATE TABLE people AS SELECT 1 AS id, 'Ann' AS name")
+    project.write_defs(
+        """\
+  models:
+    people: {sql: SELECT * FROM src.people, primary_key: id}
+  activations:
+    people_csv: {source: people, destination: lake, file_name: people}
+"""
+    )
+    monkeypatch.setenv("AZEXPORT_DUCKDB_MEMORY_LIMIT", "lots")
+    result = project.run("people_csv", raise_on_error=False)
+    assert not result.success
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert [e.step_key for e in failures] == ["models__people"]
+    failure = failures[0].step_failure_data
+    assert failure.user_failure_data.description == (
+        "AZEXPORT_DUCKDB_MEMORY_LIMIT='lots' is not a memory size DuckDB takes: use a number "
+        "and a unit, e.g. 512MB, 2GB or 50% (of the machine's memory)"
+    )
+    assert project.blob_names() == []
 
 
 def test_two_runs_of_one_delta_activation_export_each_change_once(

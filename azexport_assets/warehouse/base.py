@@ -8,6 +8,9 @@ them: the embedded DuckDB file (`file.Warehouse`) and DuckLake (`lake.LakeWareho
 
 from __future__ import annotations
 
+import math
+import os
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
@@ -28,6 +31,14 @@ DEFAULT_LOCK_TIMEOUT = 3600.0
 # DuckDB's own default is 80% of RAM, which it fills with cached blocks of large tables; a run
 # then holds gigabytes it does not need. Past the limit DuckDB spills to disk instead of failing.
 DEFAULT_MEMORY_LIMIT = "512MB"
+LOCK_TIMEOUT_ENV = "AZEXPORT_LOCK_TIMEOUT_SECONDS"
+MEMORY_LIMIT_ENV = "AZEXPORT_DUCKDB_MEMORY_LIMIT"
+# What DuckDB 1.5-2.0's memory_limit takes: a number and one of its units ('512MB', '2 GiB',
+# '50%'), or no limit.
+_MEMORY_UNITS = (
+    "b|bytes?|k|kb|kib|kilobytes?|m|mb|mib|megabytes?|g|gb|gib|gigabytes?|t|tb|tib|terabytes?|%"
+)
+_MEMORY_SIZE = re.compile(rf"\s*(\d+(\.\d+)?\s*({_MEMORY_UNITS})|-1|none)\s*", re.IGNORECASE)
 
 
 class WarehouseBusyError(RuntimeError):
@@ -40,6 +51,56 @@ class ActivationBusyError(RuntimeError):
 
 class WarehouseConfigError(ValueError):
     """The warehouse settings are incomplete or contradict each other."""
+
+
+def lock_timeout_setting(given: float | None) -> float:
+    """Seconds to wait for the warehouse or an activation's lock: `given` (the resource's
+    field), else $AZEXPORT_LOCK_TIMEOUT_SECONDS, else the default; a value that is not a
+    number of seconds is an error naming the variable (it failed as a bare ValueError)."""
+    if given is not None:
+        return given
+    raw = os.environ.get(LOCK_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_LOCK_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise WarehouseConfigError(
+            f"{LOCK_TIMEOUT_ENV}={raw!r} is not a number of seconds: set it to e.g. 600, or "
+            f"unset it for the default ({DEFAULT_LOCK_TIMEOUT:.0f})"
+        )
+    return value
+
+
+def memory_limit_setting(given: str | None) -> str:
+    """DuckDB's memory limit: `given` (the resource's field), else
+    $AZEXPORT_DUCKDB_MEMORY_LIMIT, else the default; one that is not a size is an error naming
+    where it came from (DuckDB's own message names neither)."""
+    value = given or os.environ.get(MEMORY_LIMIT_ENV) or DEFAULT_MEMORY_LIMIT
+    if not _MEMORY_SIZE.fullmatch(value):
+        raise WarehouseConfigError(memory_limit_problem(value, given))
+    return value
+
+
+def set_memory_limit(con: duckdb.DuckDBPyConnection, value: str, given: str | None) -> None:
+    """`SET memory_limit`; a size DuckDB refuses ('512 megs') is the same error as above."""
+    try:
+        con.execute("SET memory_limit = ?", [value])
+    except duckdb.Error as error:
+        detail = str(error).strip().splitlines()[0]
+        raise WarehouseConfigError(memory_limit_problem(value, given, detail)) from None
+
+
+def memory_limit_problem(value: str, given: str | None, detail: str = "") -> str:
+    """The message for a memory limit DuckDB does not take (`detail`: DuckDB's words)."""
+    where = "the warehouse resource's memory_limit" if given else MEMORY_LIMIT_ENV
+    because = f" ({detail})" if detail else ""
+    return (
+        f"{where}={value!r} is not a memory size DuckDB takes{because}: use a number and a "
+        "unit, e.g. 512MB, 2GB or 50% (of the machine's memory)"
+    )
 
 
 class ActivationLockLike(Protocol):

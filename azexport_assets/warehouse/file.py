@@ -26,13 +26,14 @@ import duckdb
 
 from azexport_assets.sandbox import lock_down
 from azexport_assets.warehouse.base import (
-    DEFAULT_LOCK_TIMEOUT,
-    DEFAULT_MEMORY_LIMIT,
     ActivationBusyError,
     WarehouseBackend,
     WarehouseBusyError,
     create_schemas,
+    lock_timeout_setting,
+    memory_limit_setting,
     quiet,
+    set_memory_limit,
 )
 from azexport_assets.warehouse.sources import attach_sources
 
@@ -159,14 +160,9 @@ class Warehouse(WarehouseBackend):
     ) -> None:
         self.path = Path(path) if path else warehouse_path()
         self.project_root = project_root or Path.cwd()
-        self.lock_timeout = (
-            lock_timeout
-            if lock_timeout is not None
-            else float(os.environ.get("AZEXPORT_LOCK_TIMEOUT_SECONDS") or DEFAULT_LOCK_TIMEOUT)
-        )
-        self.memory_limit = (
-            memory_limit or os.environ.get("AZEXPORT_DUCKDB_MEMORY_LIMIT") or DEFAULT_MEMORY_LIMIT
-        )
+        self.lock_timeout = lock_timeout_setting(lock_timeout)
+        self._memory_limit_given = memory_limit
+        self.memory_limit = memory_limit_setting(memory_limit)
 
     def activation_lock(self, activation: str, holder: str = "") -> ActivationLock:
         """The lock that lets one run of `activation` at a time compute and export changes."""
@@ -192,7 +188,7 @@ class Warehouse(WarehouseBackend):
                 quiet(con)
                 if self.memory_limit:
                     # Past the limit DuckDB spills to <warehouse>.tmp/ instead of failing.
-                    con.execute("SET memory_limit = ?", [self.memory_limit])
+                    set_memory_limit(con, self.memory_limit, self._memory_limit_given)
                 files = attach_sources(con, sources or {}, self.project_root)
                 # From here on the connection runs user SQL: sandbox it (docs/security.md).
                 # Only the step's own export folder is writable: not the temp root, where

@@ -34,10 +34,10 @@ import duckdb
 from azexport_assets.sandbox import lock_down, process_scratch
 from azexport_assets.sql_text import quote_literal
 from azexport_assets.warehouse.base import (
-    DEFAULT_LOCK_TIMEOUT,
-    DEFAULT_MEMORY_LIMIT,
     WarehouseBackend,
     create_schemas,
+    lock_timeout_setting,
+    memory_limit_setting,
     quiet,
 )
 from azexport_assets.warehouse.extensions import install_extensions
@@ -97,14 +97,9 @@ class LakeWarehouse(WarehouseBackend):
     ) -> None:
         self.settings = settings
         self.project_root = project_root or Path.cwd()
-        self.lock_timeout = (
-            lock_timeout
-            if lock_timeout is not None
-            else float(os.environ.get("AZEXPORT_LOCK_TIMEOUT_SECONDS") or DEFAULT_LOCK_TIMEOUT)
-        )
-        self.memory_limit = (
-            memory_limit or os.environ.get("AZEXPORT_DUCKDB_MEMORY_LIMIT") or DEFAULT_MEMORY_LIMIT
-        )
+        self.lock_timeout = lock_timeout_setting(lock_timeout)
+        self._memory_limit_given = memory_limit
+        self.memory_limit = memory_limit_setting(memory_limit)
 
     def describe(self) -> str:
         return self.settings.describe()
