@@ -282,6 +282,10 @@ def _check_probe(model: str, filter_sql: str) -> None:
 # --------------------------------------------------------------------------- the connection
 
 
+class ExportTempDirError(OSError):
+    """$AZEXPORT_TEMP_DIR names a place where export files cannot be written."""
+
+
 def export_temp_root() -> Path:
     """Where export files are written: $AZEXPORT_TEMP_DIR, else a folder private to this user
     under the system temp folder (`azexport-<uid>`, mode 0700), so no other user's process can
@@ -290,7 +294,19 @@ def export_temp_root() -> Path:
     if configured:
         # Created (0700) when missing: an emptyDir or tmpfs mounted at run time starts empty.
         folder = Path(configured).expanduser().resolve()
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            problem = None if os.access(folder, os.W_OK | os.X_OK) else "not writable by this user"
+        except FileExistsError:
+            problem = "it is a file, not a folder"
+        except OSError as error:
+            problem = error.strerror or str(error)
+        if problem is not None:
+            raise ExportTempDirError(
+                f"{TEMP_DIR_ENV}={configured!r}: cannot write export files there ({problem}): "
+                "set it to a folder this user may create and write, or unset it for a private "
+                "folder in the system temp folder"
+            )
         return folder
     return _private_folder(Path(tempfile.gettempdir()).resolve() / f"azexport-{os.getuid()}")
 

@@ -222,3 +222,36 @@ def test_scheduled_run_uses_the_tick_in_the_activation_time_zone(kit: ProjectKit
     tags = {**request.tags, SCHEDULED_EXECUTION_TIME_TAG: tick.isoformat()}
     assert kit.run("people_csv", tags=tags).success
     assert kit.blob_names() == ["crm/25-04-14_export.csv"]
+
+
+def test_an_unwritable_temp_folder_fails_the_export_naming_the_variable(
+    kit: ProjectKit, monkeypatch, tmp_path
+):
+    """AZEXPORT_TEMP_DIR set to a file: the export step fails at once, not retried, with the
+    variable and the fix; nothing is written and the baseline does not move."""
+    kit.write_defs(DEFS.format(delimiter=",", header="true"))
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("AZEXPORT_TEMP_DIR", str(tmp_path / "not-a-folder"))
+    result = kit.run("people_csv", logical_time=APRIL_14, raise_on_error=False)
+    assert not result.success
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert [e.step_key for e in failures] == ["activations__people_csv__people_csv_export"]
+    failure = failures[0].step_failure_data
+    assert failure.user_failure_data is not None, failure.error
+    assert failure.user_failure_data.description == (
+        f"AZEXPORT_TEMP_DIR='{tmp_path / 'not-a-folder'}': cannot write export files there (it "
+        "is a file, not a folder): set it to a folder this user may create and write, or unset "
+        "it for a private folder in the system temp folder. Nothing was written and the "
+        "baseline was not advanced."
+    )
+    assert kit.blob_names() == []
+    # The baseline did not move: with the folder fixed, the next run exports every row.
+    monkeypatch.delenv("AZEXPORT_TEMP_DIR")
+    assert kit.run("people_csv", logical_time=APRIL_14).success
+    assert kit.blob_names() == ["crm/25-04-14_export.csv"]
+    text = kit.download("crm/25-04-14_export.csv").decode("utf-8")
+    parsed = list(csv.reader(io.StringIO(text, newline=""), strict=True))[1:]
+    source = kit.query_source(f"SELECT {', '.join(MAPPING)} FROM people ORDER BY id")
+    assert sorted(parsed, key=lambda r: int(r[0])) == [
+        [expected_text(v) for v in row] for row in source
+    ]

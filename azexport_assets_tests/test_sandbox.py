@@ -29,6 +29,7 @@ from azexport_assets.project import load_project
 from azexport_assets.resources import WAREHOUSE_KEY, WarehouseResource
 from azexport_assets.sandbox import (
     TEMP_DIR_ENV,
+    ExportTempDirError,
     export_temp_root,
     process_scratch,
     segment_query,
@@ -664,6 +665,25 @@ def test_a_configured_temp_folder_is_created_when_missing(tmp_path, monkeypatch)
     assert stat.S_IMODE(wanted.stat().st_mode) == 0o700
     scratch = process_scratch()
     assert scratch.parent == wanted.resolve() and scratch.is_dir()
+
+
+@pytest.mark.parametrize("where", ["a-file", "a-file/below", "no-such-folder"])
+def test_a_temp_folder_that_cannot_be_written_names_the_variable(tmp_path, monkeypatch, where):
+    (tmp_path / "a-file").write_text("not a folder")
+    value = "/proc/no-such-folder" if where == "no-such-folder" else str(tmp_path / where)
+    monkeypatch.setenv(TEMP_DIR_ENV, value)
+    reason = {
+        "a-file": "it is a file, not a folder",
+        "a-file/below": "Not a directory",
+        "no-such-folder": "No such file or directory",
+    }[where]
+    with pytest.raises(ExportTempDirError) as error:
+        process_scratch()
+    assert str(error.value) == (
+        f"{TEMP_DIR_ENV}={value!r}: cannot write export files there ({reason}): set it to a "
+        "folder this user may create and write, or unset it for a private folder in the system "
+        "temp folder"
+    )
 
 
 def test_a_planted_temp_folder_is_refused(system_temp):

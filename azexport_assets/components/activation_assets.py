@@ -40,6 +40,7 @@ from azexport_assets.resources import (
     destination_resource_key,
     unset_variables,
 )
+from azexport_assets.sandbox import ExportTempDirError
 from azexport_assets.secret_values import secrets_kept_out
 from azexport_assets.storage import StorageError
 from azexport_assets.warehouse import ActivationBusyError, WarehouseBackend, reporting_retries
@@ -288,6 +289,11 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
             except (DeltaTypeError, TableAheadError) as error:
                 raise dg.Failure(
                     f"activation '{name}': {error} The baseline was not advanced.",
+                    allow_retries=False,
+                ) from None
+            except ExportTempDirError as error:
+                raise dg.Failure(
+                    f"{error}. Nothing was written and the baseline was not advanced.",
                     allow_retries=False,
                 ) from None
             finally:
