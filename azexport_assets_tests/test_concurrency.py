@@ -13,14 +13,17 @@ import threading
 import time
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from azexport_assets.demo.instance import prepare_dagster_home
+from azexport_assets.resources import WarehouseResource
 from azexport_assets.warehouse import (
     ActivationBusyError,
     Warehouse,
     WarehouseBusyError,
     WarehouseConfigError,
+    open_warehouse,
 )
 
 DEFS = """
@@ -201,6 +204,30 @@ def test_a_wrong_warehouse_variable_is_named(monkeypatch, tmp_path, variable, va
     with pytest.raises(WarehouseConfigError) as error:
         open_and_connect()
     assert str(error.value).startswith(message), error.value
+
+
+@pytest.mark.parametrize("where", ["a-folder", "under-a-file"])
+def test_a_warehouse_path_that_cannot_be_a_file_is_named(monkeypatch, tmp_path, where):
+    (tmp_path / "a-file").write_text("")
+    path = tmp_path if where == "a-folder" else tmp_path / "a-file" / "w.duckdb"
+    monkeypatch.setenv("AZEXPORT_WAREHOUSE", str(path))
+    problem = (
+        f"it is a folder; name a file in it, e.g. {tmp_path / 'warehouse.duckdb'}"
+        if where == "a-folder"
+        else f"{tmp_path / 'a-file'} is a file, not a folder"
+    )
+    with pytest.raises(WarehouseConfigError) as error:
+        open_warehouse(project_root=tmp_path)
+    assert str(error.value) == (
+        f"AZEXPORT_WAREHOUSE={str(path)!r}: the warehouse file cannot be opened there "
+        f"({problem}): set it to a file in a folder this user may write"
+    )
+    resource = WarehouseResource(path=str(path))
+    with pytest.raises(dg.Failure) as failure:
+        resource.open(tmp_path)
+    assert failure.value.description.startswith(
+        f"the warehouse resource's 'path'={str(path)!r}: the warehouse file cannot be opened"
+    )
 
 
 def test_a_run_with_a_wrong_memory_limit_fails_its_step_naming_the_variable(project, monkeypatch):

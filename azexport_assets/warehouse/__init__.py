@@ -35,6 +35,7 @@ from azexport_assets.warehouse.file import (
     WAREHOUSE_ENV,
     ActivationLock,
     Warehouse,
+    check_file_location,
     exclusive_lock,
     warehouse_path,
 )
@@ -73,7 +74,9 @@ def open_warehouse(
     if is_lake(location):
         settings = lake_settings(location, data_path, where=where)
         return LakeWarehouse(settings, project_root, lock_timeout, memory_limit)
-    return Warehouse(Path(location).expanduser(), project_root, lock_timeout, memory_limit)
+    path = Path(location).expanduser()
+    check_file_location(path, where)
+    return Warehouse(path, project_root, lock_timeout, memory_limit)
 
 
 __all__ = [

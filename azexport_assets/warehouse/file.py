@@ -29,6 +29,7 @@ from azexport_assets.warehouse.base import (
     ActivationBusyError,
     WarehouseBackend,
     WarehouseBusyError,
+    WarehouseConfigError,
     create_schemas,
     lock_timeout_setting,
     memory_limit_setting,
@@ -47,6 +48,29 @@ WAREHOUSE_ENV = "AZEXPORT_WAREHOUSE"
 def warehouse_path() -> Path:
     """The warehouse file: $AZEXPORT_WAREHOUSE, default .azexport/warehouse.duckdb (cwd)."""
     return Path(os.environ.get(WAREHOUSE_ENV) or DEFAULT_WAREHOUSE).expanduser()
+
+
+def check_file_location(path: Path, where: str) -> None:
+    """WarehouseConfigError, naming `where` (the variable or the resource field), when the
+    warehouse file cannot be opened at `path`: a folder, under a file, or in a folder this
+    user may not write (the file and its `.lock` beside it are created there). Nothing is
+    created here."""
+    folder = path.parent if str(path.parent) else Path(".")
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if path.is_dir():
+        problem = f"it is a folder; name a file in it, e.g. {path / 'warehouse.duckdb'}"
+    elif not existing.is_dir():
+        problem = f"{existing} is a file, not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"{existing} is not writable by this user"
+    else:
+        return
+    raise WarehouseConfigError(
+        f"{where}={str(path)!r}: the warehouse file cannot be opened there ({problem}): set it "
+        "to a file in a folder this user may write"
+    )
 
 
 def _wait_for_flock(handle: IO[str], timeout: float) -> bool:
@@ -179,7 +203,13 @@ class Warehouse(WarehouseBackend):
         sources: Mapping[str, SourceConfig] | None = None,
         scratch: Path | None = None,
     ) -> Iterator[duckdb.DuckDBPyConnection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise WarehouseConfigError(
+                f"the warehouse file {self.path}: its folder cannot be created "
+                f"({error.strerror}): set {WAREHOUSE_ENV} to a file in a folder this user may write"
+            ) from None
         with exclusive_lock(
             self.path.with_name(self.path.name + ".lock"), self.lock_timeout, holder
         ):
