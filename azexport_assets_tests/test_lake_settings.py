@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import pytest
 
@@ -70,8 +71,14 @@ def test_a_lake_without_data_path_names_the_variable(monkeypatch):
 
 def test_only_postgres_catalogs_are_accepted():
     with pytest.raises(WarehouseConfigError, match="catalog in Postgres") as caught:
+        open_warehouse("ducklake:sqlite:/tmp/x.db", data_path="/x")
+    # Through the resource (a step), the same line fails the step, not retried.
+    with pytest.raises(dg.Failure) as failed:
         WarehouseResource(path="ducklake:sqlite:/tmp/x.db", lake_data_path="/x").open(Path("."))
-    assert "the warehouse resource's 'path'" in str(caught.value)
+    assert "catalog in Postgres" in str(caught.value)
+    assert "catalog in Postgres" in failed.value.description
+    assert "the warehouse resource's 'path'" in failed.value.description
+    assert failed.value.allow_retries is False
 
 
 def test_passwords_never_reach_descriptions():
