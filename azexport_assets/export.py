@@ -78,7 +78,7 @@ from azexport_assets.storage import (
     StorageError,
     UploadedBlob,
     delete_blobs,
-    list_blob_names,
+    list_blob_names_if_permitted,
     preflight,
     strip_query,
     upload_bytes,
@@ -125,6 +125,8 @@ class ExportReport:
     skipped: list[str] = field(default_factory=list)
     stale_removed: list[str] = field(default_factory=list)
     stale_left: list[str] = field(default_factory=list)
+    # The credential may not list the container: earlier files of this name were not looked for.
+    stale_unchecked: bool = False
     manifest: UploadedBlob | None = None
     columns: list[tuple[str, str]] = field(default_factory=list)
     xml_removed_chars: int = 0
@@ -808,7 +810,9 @@ def remove_stale_parts(
     """Delete blobs of this name pattern (`extension`: see `blob_extension`) that this run
     did not write (an earlier run's extra
     parts, or the plain file when this run wrote parts, or the reverse; with `partition_by`,
-    also the files of this name in partitions this run did not write)."""
+    also the files of this name in partitions this run did not write). Best effort: what
+    cannot be deleted is kept in `stale_left`; a credential that may not list the container
+    sets `stale_unchecked` (the export itself stands)."""
     written = {f.blob.name for f in report.files}
     folder, _, base_name = report.stem.rpartition("/")
     folder = f"{folder}/" if folder else ""
@@ -821,11 +825,11 @@ def remove_stale_parts(
             listed = f"{report.stem}{suffix}"
             head = re.escape(listed)
         pattern = re.compile(head + r"(?:_part-\d{5})?" + re.escape(extension))
-        stale = [
-            name
-            for name in list_blob_names(container, listed)
-            if pattern.fullmatch(name) and name not in written
-        ]
+        listing = list_blob_names_if_permitted(container, listed)
+        if listing is None:
+            report.stale_unchecked = True
+            return
+        stale = [name for name in listing if pattern.fullmatch(name) and name not in written]
         if stale:
             report.stale_left += delete_blobs(container, stale)
             report.stale_removed += [n for n in stale if n not in report.stale_left]

@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import io
 import json
+import logging
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
@@ -18,7 +19,8 @@ import pytest
 import zstandard
 from defusedxml import ElementTree
 
-from azexport_assets_tests.project_kit import ProjectKit, export_metadata
+from azexport_assets.demo.azurite import container_sas
+from azexport_assets_tests.project_kit import SAS_ENV, ProjectKit, export_metadata
 
 ROWS = 3000
 SOURCE = f"""
@@ -214,6 +216,35 @@ def test_fewer_parts_later_leave_no_stale_parts(kit: ProjectKit):
     kit.source_sql("DELETE FROM items WHERE id > 10")  # now small enough for one plain file
     kit.run("items_parts", logical_time=LOGICAL)
     assert kit.blob_names() == ["out/20250414_items.csv"]
+
+
+@pytest.mark.parametrize("split", [True, False], ids=["parts", "one-file"])
+def test_a_write_only_sas_exports_and_says_earlier_parts_were_not_looked_for(
+    kit: ProjectKit, azurite, monkeypatch, split: bool
+):
+    """A partner's drop container often grants only 'c' and 'w'. The export succeeds (listing
+    the container serves only to remove an earlier run's extra parts); with parts possible the
+    run says so, and the metadata records that nothing was looked for."""
+    options = "        format: csv" + ("\n        max_file_size: 40000" if split else "")
+    kit.write_defs(activation_yaml("items_drop", options))
+    name = kit.container.container_name
+    monkeypatch.setenv(SAS_ENV, container_sas(azurite.account_url, name, permission="cw"))
+    result = kit.run("items_drop", logical_time=LOGICAL)
+    assert result.success
+    names = kit.blob_names()
+    assert len(names) >= 3 if split else names == ["out/20250414_items.csv"]
+    rows = [r for blob in names for r in parse(blob, kit.download(blob))]
+    assert sorted(rows, key=lambda r: int(r["id"])) == expected_rows(kit)
+    metadata = export_metadata(result, "items_drop")
+    assert metadata["stale_parts_unchecked"] == "the credential may not list the container"
+    warnings = [
+        entry.user_message
+        for entry in kit.instance.all_logs(result.run_id)
+        if entry.level == logging.WARNING and "may not list" in entry.user_message
+    ]
+    assert len(warnings) == (1 if split else 0), warnings
+    if split:
+        assert "were not looked for" in warnings[0] and "Grant 'l' and 'd'" in warnings[0]
 
 
 @pytest.mark.parametrize(

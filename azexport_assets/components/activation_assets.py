@@ -315,6 +315,14 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
                     f"activation '{name}': {report.rows:,} rows in {len(report.files)} blob(s), "
                     f"{report.bytes:,} bytes, in {outcome.total_seconds:.1f}s"
                 )
+            if report.stale_unchecked and (activation.max_file_size or activation.partition_by):
+                # Only parts and partitions can leave files of an earlier run behind.
+                context.log.warning(
+                    f"activation '{name}': the destination's credential may not list the "
+                    "container, so parts or partitions an earlier run wrote under this name "
+                    "were not looked for: any it wrote beyond this run's are still there. Grant "
+                    "'l' and 'd' (a SAS) to remove them, or let consumers read the manifest"
+                )
             sas_expiry = _sas_expiry_inputs(project, name)
             log_key = sync_log_key(name) if log_options is not None else None
             yield dg.MaterializeResult(

@@ -224,6 +224,8 @@ def _export_metadata(
         metadata["stale_parts_removed"] = dg.MetadataValue.json(report.stale_removed)
     if report.stale_left:
         metadata["stale_parts_left"] = dg.MetadataValue.json(report.stale_left)
+    if report.stale_unchecked:
+        metadata["stale_parts_unchecked"] = "the credential may not list the container"
     if report.xml_element_names:
         metadata["xml_element_names"] = dg.MetadataValue.json(report.xml_element_names)
     return metadata

@@ -13,6 +13,7 @@ from azexport_assets.storage.blobs import (
     UploadedBlob,
     delete_blobs,
     list_blob_names,
+    list_blob_names_if_permitted,
     upload_bytes,
     upload_file,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "UploadedBlob",
     "delete_blobs",
     "list_blob_names",
+    "list_blob_names_if_permitted",
     "preflight",
     "redact",
     "sas_expiry",

@@ -27,7 +27,7 @@ from azure.storage.blob import BlobClient, ContainerClient, ContentSettings, Sta
 
 from azexport_assets.storage.errors import StorageError, error_code, short_reason, storage_error
 from azexport_assets.storage.resource import TransferSettings
-from azexport_assets.storage.secrets import strip_query
+from azexport_assets.storage.secrets import sas_fields, strip_query
 
 log = logging.getLogger("azexport_assets.storage")
 
@@ -350,6 +350,29 @@ def delete_blobs(container: ContainerClient, names: Iterable[str]) -> list[str]:
             not_deleted.append(name)
             log.warning("could not delete blob %r: %s", name, short_reason(error))
     return not_deleted
+
+
+_NOT_PERMITTED = ("AuthorizationPermissionMismatch", "AuthorizationResourceTypeMismatch")
+
+
+def list_blob_names_if_permitted(container: ContainerClient, prefix: str) -> list[str] | None:
+    """`list_blob_names`, or None when the credential may not list the container: a SAS
+    without 'l' (no request is sent) or a 403 that says so. A write-only SAS is a common grant
+    for a partner's drop container, and listing only serves the clean-up of earlier files."""
+    granted = sas_fields(container.url).get("sp")
+    if granted is not None and "l" not in granted:
+        return None
+    failure: StorageError | None = None
+    try:
+        return list(container.list_blob_names(name_starts_with=prefix or None))
+    except HttpResponseError as error:
+        if error.status_code == 403 and error_code(error) in _NOT_PERMITTED:
+            return None
+        failure = storage_error(container, error, f"listing blobs under '{prefix}'")
+    except AzureError as error:
+        failure = storage_error(container, error, f"listing blobs under '{prefix}'")
+    failure.__context__ = failure.__cause__ = None
+    raise failure
 
 
 def list_blob_names(container: ContainerClient, prefix: str) -> list[str]:
