@@ -119,6 +119,11 @@ class SourceConfig(_Strict):
     csv: str | None = Field(
         None, description="Glob of CSV files (a path, or az://<container>/<glob>), a view."
     )
+    encoding: Literal["utf-8", "utf-16", "latin-1"] | None = Field(
+        None,
+        description="csv sources: the files' text encoding (default utf-8). latin-1 "
+        "(ISO-8859-1) is what many European exports and spreadsheets write.",
+    )
     account_url: str | SecretRef | None = Field(
         None,
         description="For az:// / abfss:// sources: the account's blob endpoint, e.g. "
@@ -153,6 +158,10 @@ class SourceConfig(_Strict):
                 "give exactly one of 'duckdb: <path>', 'parquet: <glob>', 'csv: <glob>', "
                 "'postgres: {dsn: {env: VAR}, schema: <schema>}' or 'lake: <schema>'"
                 f" (got {given or 'none'})"
+            )
+        if self.encoding is not None and self.kind != "csv":
+            raise ValueError(
+                f"'encoding' is for csv sources (a {self.kind} source declares its own); remove it"
             )
         if self.is_database:
             return self._check_database()

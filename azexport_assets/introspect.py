@@ -50,6 +50,7 @@ from azexport_assets.validation_cache import (
     store,
 )
 from azexport_assets.warehouse import (
+    SourceEncodingError,
     attach_source,
     confine_sources,
     confinement_violation,
@@ -362,6 +363,9 @@ def _introspect(project: Project) -> tuple[ProjectShape, list[tuple[str, str]], 
         for source in sorted(available):
             try:
                 files += attach_source(con, source, project.sources[source], project.project_root)
+            except SourceEncodingError as error:  # the configuration lacks the encoding
+                place = project.where("sources", source, "csv")
+                raise ConfigError(f"{place}: {error.detail}") from None
             except duckdb.Error:
                 available.discard(source)  # e.g. locked by its writer: checked again at run time
                 complete = False

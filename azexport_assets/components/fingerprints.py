@@ -58,15 +58,19 @@ def source_fingerprint(
             kept_in = folder / "postgres_signals" if folder is not None else None
             return postgres_fingerprint(source, config, tables, kept_in)
         return lake_fingerprint(source, config, tables)
+    # How the files are read is part of what a model built from them holds.
+    reading = [config.encoding] if config.encoding else []
     if config.remote:
         listing = [(f.url, f.etag, f.modified, f.size) for f in list_remote(config, source)]
-        return _digest(listing)[:16]
+        return _digest(reading + listing)[:16]
     if config.kind == "duckdb":
         location = resolve_path(config.location, project.project_root)
         paths = [location, location + ".wal"]  # committed writes not yet checkpointed
     else:
         paths = source_files(config, project.project_root)  # the files a step reads
     digest = hashlib.sha256()
+    for option in reading:
+        digest.update(f"encoding:{option};".encode())
     for path in paths:
         try:
             stat = os.stat(path)

@@ -31,6 +31,7 @@ from azexport_assets.sandbox import segment_query
 from azexport_assets.secret_values import secrets_kept_out
 from azexport_assets.sql_text import quote_ident
 from azexport_assets.warehouse import (
+    WarehouseConfigError,
     is_transient,
     reporting_retries,
     retry_on_conflict,
@@ -134,8 +135,11 @@ def materialize_table(
         return build, columns, problems
 
     # A transient fault of the lake (catalog connection, az:// data) runs it all again.
-    with reporting_retries(context.log.warning):
-        build, columns, problems = retry_transient(build_once, what=f"{kind}/{name}")
+    try:
+        with reporting_retries(context.log.warning):
+            build, columns, problems = retry_transient(build_once, what=f"{kind}/{name}")
+    except WarehouseConfigError as error:  # e.g. a CSV source not in its encoding
+        raise dg.Failure(description=str(error), allow_retries=False) from None
     context.log.info(f"{kind}/{name}: {build.reason}")
     metadata = build_metadata(table, columns, build.rows, build.preview)
     metadata[REBUILT_METADATA] = build.rebuilt

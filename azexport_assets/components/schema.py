@@ -29,7 +29,8 @@ TEMPLATE_SCHEMA: dict[str, Any] = {
 
 _OBJECT_DESCRIPTIONS = {
     "sources": "Where raw tables come from, by name: {duckdb: path} | {parquet: glob} | "
-    "{csv: glob} | {postgres: {dsn: {env: VAR}, schema: name}, tables: [...]} | "
+    "{csv: glob, encoding: utf-8|latin-1|utf-16} | {postgres: {dsn: {env: VAR}, schema: name}, "
+    "tables: [...]} | "
     "{lake: schema, tables: [...]}.",
     "models": "SQL models over sources (or other models), by name.",
     "segments": "Models narrowed by a SQL filter, by name.",

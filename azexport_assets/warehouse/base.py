@@ -53,6 +53,17 @@ class WarehouseConfigError(ValueError):
     """The warehouse settings are incomplete or contradict each other."""
 
 
+class SourceEncodingError(WarehouseConfigError):
+    """A CSV source's file is not text in the source's encoding (UTF-8 unless it says)."""
+
+    def __init__(self, source: str, location: str, file: str) -> None:
+        self.detail = (
+            f"{file} is not UTF-8 text; give the source its encoding: 'encoding: latin-1' "
+            "(ISO-8859-1, what many European exports write) or 'encoding: utf-16'"
+        )
+        super().__init__(f"source '{source}' (csv: {location}): {self.detail}")
+
+
 def lock_timeout_setting(given: float | None) -> float:
     """Seconds to wait for the warehouse or an activation's lock: `given` (the resource's
     field), else $AZEXPORT_LOCK_TIMEOUT_SECONDS, else the default; a value that is not a

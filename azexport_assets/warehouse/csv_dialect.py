@@ -81,16 +81,18 @@ def _shown(value: str) -> str:
 
 
 def sniff_csv_source(
-    con: duckdb.DuckDBPyConnection, name: str, files: list[str]
+    con: duckdb.DuckDBPyConnection, name: str, files: list[str], encoding: str | None = None
 ) -> CsvDialect | None:
-    """The dialect of `files[0]` as DuckDB's sniffer sees it; None when there is no file or
-    it cannot be sniffed (the query over the source then reports the problem itself)."""
+    """The dialect of `files[0]` as DuckDB's sniffer sees it (in the source's `encoding`);
+    None when there is no file or it cannot be sniffed (the query over the source then
+    reports the problem itself)."""
     if not files:
         return None
+    options = f", encoding = {quote_literal(encoding)}" if encoding else ""
     try:
         row = con.execute(
             "SELECT Delimiter, Quote, Escape, SkipRows, HasHeader, Columns "
-            f"FROM sniff_csv({quote_literal(files[0])})"
+            f"FROM sniff_csv({quote_literal(files[0])}{options})"
         ).fetchone()
     except duckdb.Error:
         return None
@@ -119,7 +121,7 @@ def sniff_csv_sources(
     for name, source in sources.items():
         if source.kind != "csv":
             continue
-        dialect = sniff_csv_source(con, name, source_files(source, base))
+        dialect = sniff_csv_source(con, name, source_files(source, base), source.encoding)
         if dialect is not None:
             found.append(dialect)
     return found

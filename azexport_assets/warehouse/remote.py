@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -216,10 +217,14 @@ def _duckdb_secret_options(source: SourceConfig, source_name: str) -> tuple[str,
 
 
 def attach_remote(
-    con: duckdb.DuckDBPyConnection, name: str, source: SourceConfig, reader: str
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    source: SourceConfig,
+    create_view: Callable[[duckdb.DuckDBPyConnection, str, SourceConfig, str], None],
 ) -> list[str]:
-    """A temp view `name` over the blobs the source matches now; returns their URLs (the
-    only remote paths the sandbox will let this connection read)."""
+    """A temp view `name` over the blobs the source matches now (made by `create_view`, as
+    for local files); returns their URLs (the only remote paths the sandbox will let this
+    connection read)."""
     glob = parse_remote(source.location)
     files = [f.url for f in list_remote(source, name)]
     options, secrets = _duckdb_secret_options(source, name)
@@ -239,9 +244,7 @@ def attach_remote(
         if files
         else quote_literal(glob.url(glob.pattern))
     )
-    con.execute(
-        f"CREATE OR REPLACE TEMP VIEW {quote_ident(name)} AS SELECT * FROM {reader}({listed})"
-    )
+    create_view(con, name, source, listed)
     return files
 
 

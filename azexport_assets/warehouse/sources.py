@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from azexport_assets.sql_text import quote_ident, quote_literal
+from azexport_assets.warehouse.base import SourceEncodingError
 from azexport_assets.warehouse.confinement import check_confined
 from azexport_assets.warehouse.dbsources import attach_database_source
 from azexport_assets.warehouse.remote import attach_remote, is_remote
@@ -42,6 +44,35 @@ def source_files(source: SourceConfig, base: Path) -> list[str]:
     return sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
 
 
+def reader_options(source: SourceConfig) -> str:
+    """The reader's options after its file list: a CSV source's encoding (DuckDB's own
+    default is UTF-8)."""
+    if source.kind == "csv" and source.encoding:
+        return f", encoding = {quote_literal(source.encoding)}"
+    return ""
+
+
+def create_file_view(
+    con: duckdb.DuckDBPyConnection, name: str, source: SourceConfig, listed: str
+) -> None:
+    """The temp view `name` over `listed` (a DuckDB list of files, or a glob). A CSV file that
+    is not text in the source's encoding is named with the fix (DuckDB's own advice, a reader
+    option, is not something a source can set)."""
+    reader = "read_parquet" if source.kind == "parquet" else "read_csv"
+    try:
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW {quote_ident(name)} AS "
+            f"SELECT * FROM {reader}({listed}{reader_options(source)})"
+        )
+    except duckdb.InvalidInputException as error:
+        text = str(error)
+        if source.kind != "csv" or "not utf-8 encoded" not in text.lower():
+            raise
+        file = re.search(r"^\s*file = (.+)$", text, re.MULTILINE)
+        shown = file.group(1).strip() if file else "a file"
+        raise SourceEncodingError(name, source.location, shown) from None
+
+
 def attach_source(
     con: duckdb.DuckDBPyConnection, name: str, source: SourceConfig, base: Path
 ) -> list[str]:
@@ -51,9 +82,8 @@ def attach_source(
     if source.is_database:
         attach_database_source(con, name, source)
         return []
-    reader = "read_parquet" if source.kind == "parquet" else "read_csv"
     if is_remote(source.location):
-        return attach_remote(con, name, source, reader)
+        return attach_remote(con, name, source, create_file_view)
     location = resolve_path(source.location, base)
     if source.kind == "duckdb":
         check_confined(name, source, location, base)  # again at run time: files can change
@@ -64,9 +94,7 @@ def attach_source(
     files = source_files(source, base)
     check_confined(name, source, location, base, files)
     listed = f"[{', '.join(quote_literal(f) for f in files)}]" if files else quote_literal(location)
-    con.execute(
-        f"CREATE OR REPLACE TEMP VIEW {quote_ident(name)} AS SELECT * FROM {reader}({listed})"
-    )
+    create_file_view(con, name, source, listed)
     return files
 
 
