@@ -363,9 +363,12 @@ def _introspect(project: Project) -> tuple[ProjectShape, list[tuple[str, str]], 
         for source in sorted(available):
             try:
                 files += attach_source(con, source, project.sources[source], project.project_root)
-            except SourceEncodingError as error:  # the configuration lacks the encoding
-                place = project.where("sources", source, "csv")
-                raise ConfigError(f"{place}: {error.detail}") from None
+            except SourceEncodingError as error:
+                # A file's content, not the configuration alone: the other activations still
+                # load; the steps that read the source fail with the same line.
+                _log.warning("%s: %s", project.where("sources", source, "csv"), error.detail)
+                available.discard(source)
+                complete = False
             except duckdb.Error:
                 available.discard(source)  # e.g. locked by its writer: checked again at run time
                 complete = False

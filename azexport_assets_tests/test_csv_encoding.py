@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 
 import pytest
 
@@ -44,17 +45,28 @@ def test_a_csv_source_in_its_encoding_is_exported_as_utf8(project: ProjectKit, e
     assert sorted(rows[1:], key=lambda r: int(r[0])) == ROWS
 
 
-def test_a_csv_source_not_in_utf8_is_named_at_load_with_the_fix(project: ProjectKit):
+def test_a_csv_source_not_in_utf8_is_named_with_the_fix(project: ProjectKit, caplog):
+    """A file's content, not the configuration alone: loading warns (the other activations
+    still load) and the model step fails, not retried, with the same line; nothing is
+    exported."""
     kit = project
     write_files(kit, "latin-1")
     kit.write_defs(ACTIVATION, extra_sources="people: {csv: data/*.csv}")
-    with pytest.raises(ConfigError) as error:
-        kit.definitions()
-    assert str(error.value) == (
-        f"defs/main/defs.yaml:5:14: source 'people', field 'csv': {kit.root / 'data' / 'a.csv'} "
-        "is not UTF-8 text; give the source its encoding: 'encoding: latin-1' (ISO-8859-1, what "
-        "many European exports write) or 'encoding: utf-16'"
+    detail = (
+        f"{kit.root / 'data' / 'a.csv'} is not UTF-8 text; give the source its encoding: "
+        "'encoding: latin-1' (ISO-8859-1, what many European exports write) or "
+        "'encoding: utf-16'"
     )
+    with caplog.at_level(logging.WARNING, logger="azexport_assets.introspect"):
+        kit.definitions()
+    assert f"defs/main/defs.yaml:5:14: source 'people', field 'csv': {detail}" in caplog.messages
+    result = kit.run("people_csv", raise_on_error=False)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failure.step_key == "models__people"
+    data = failure.step_failure_data.user_failure_data
+    assert data.description == f"source 'people' (csv: data/*.csv): {detail}"
+    assert kit.blob_names() == []
 
 
 def test_the_encoding_is_part_of_what_a_model_is_built_from(project: ProjectKit):
