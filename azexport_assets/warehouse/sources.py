@@ -45,8 +45,12 @@ def source_files(source: SourceConfig, base: Path) -> list[str]:
 
 
 def reader_options(source: SourceConfig) -> str:
-    """The reader's options after its file list: a CSV source's encoding (DuckDB's own
-    default is UTF-8)."""
+    """The reader's options after its file list. Parquet files are matched by column name
+    (`union_by_name`): by default DuckDB takes the first file's schema, so a column that only
+    later files have was dropped without a word, and a column missing from a later file failed
+    the read. A CSV source's encoding (DuckDB's own default is UTF-8)."""
+    if source.kind == "parquet":
+        return ", union_by_name = true"
     if source.kind == "csv" and source.encoding:
         return f", encoding = {quote_literal(source.encoding)}"
     return ""
