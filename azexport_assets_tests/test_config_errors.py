@@ -697,3 +697,12 @@ def test_an_empty_defs_yaml_is_named(project_dir):
         "defs/new/defs.yaml: holds no component (nothing but comments or blank lines): write "
         "`type: azexport_assets.components.AzureExport` and its `attributes:` in it, or remove it"
     )
+
+
+def test_an_empty_document_after_a_component_is_named(project_dir):
+    """A stray `---` at the end of a defs.yaml starts an empty second document."""
+    message = error_of(project_dir, BASE + "---\n")
+    assert message == (
+        "defs/main/defs.yaml:21: this YAML document is not a component (Input should be an "
+        "object): a document needs `type:` and `attributes:`; remove an empty one (a stray `---`)"
+    )

@@ -171,6 +171,13 @@ def as_config_error(error: BaseException, project_root: Path | None = None) -> C
             for err in current.errors():
                 # Dagster's located errors read 'attributes.x at /path/defs.yaml:12'.
                 path, _, position = ".".join(str(p) for p in err["loc"]).rpartition(" at ")
+                if not path and ".yaml:" in position:  # a whole document, e.g. an empty one
+                    lines.append(
+                        f"{_shown(position, project_root)}: this YAML document is not a component "
+                        f"({err['msg']}): a document needs `type:` and `attributes:`; remove an "
+                        "empty one (a stray `---`)"
+                    )
+                    continue
                 where = _shown(position, project_root) if path else "defs.yaml"
                 lines.append(f"{where}: field '{path or position}': {err['msg']}")
             return ConfigError("\n".join(lines))
