@@ -106,3 +106,30 @@ def test_four_cli_runs_at_once_on_a_fresh_home_all_succeed(tmp_path, project):
     assert len(list(csv.DictReader(io.StringIO(kit.download("adults.csv").decode())))) == adults
     (upsert,) = [n for n in kit.blob_names() if n.startswith("adults_") and n.endswith(".json")]
     assert len(json.loads(kit.download(upsert))) == adults
+
+
+def test_the_shipped_instances_set_no_pool_limit(tmp_path):
+    """Dagster 1.13 can strand a step waiting for a pool slot for good (docs/operating.md,
+    "Pools"): seen here as a run of two started together that never ended, a core at 100%.
+    No instance the project ships limits a pool; one run per activation stays a tag limit."""
+    from pathlib import Path
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    home = prepare_dagster_home(tmp_path / "home")
+    shipped = (
+        home / "dagster.yaml",
+        repo / "deploy/dagster.yaml",
+        repo / "deploy/dagster-docker.yaml",
+    )
+    for path in shipped:
+        config = yaml.safe_load(path.read_text())
+        concurrency = config.get("concurrency", {})
+        assert "pools" not in concurrency, path
+        limits = concurrency["runs"]["tag_concurrency_limits"]
+        assert limits == [
+            {"key": "azexport/activation", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+        ], path
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.event_log_storage.get_pool_limits() == []

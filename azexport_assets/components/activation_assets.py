@@ -45,12 +45,12 @@ from azexport_assets.secret_values import secrets_kept_out
 from azexport_assets.storage import StorageError
 from azexport_assets.warehouse import ActivationBusyError, WarehouseBackend, reporting_retries
 
-# Model and segment steps (the warehouse's big writers) share this Dagster pool: with a limit
-# set (`dagster instance concurrency set azexport_warehouse 1`), a waiting step shows as
-# waiting in the UI instead of blocking on the file lock. Delta and export steps are not in it:
-# they hold the activation lock between them, and a delta waiting for that lock while holding
-# a pool slot the other run's export needs would deadlock. Their runs queue by the
-# `azexport/activation` tag instead.
+# Model and segment steps (the warehouse's big writers) are in this Dagster pool, which the
+# project's instances leave unlimited: Dagster 1.13's slot claims can strand a waiting step
+# for good (docs/operating.md, "Pools"); the file warehouse's lock serializes writers itself.
+# Delta and export steps are not in it: they hold the activation lock between them, and a
+# delta waiting for that lock while holding a pool slot the other run's export needs would
+# deadlock. Their runs queue by the `azexport/activation` tag instead.
 WAREHOUSE_POOL = "azexport_warehouse"
 ACTIVATION_TAG = "azexport/activation"
 

@@ -16,9 +16,11 @@ from pathlib import Path
 import dagster as dg
 
 # No telemetry (the demo must not phone home), a run queue read every second, no capture of
-# raw step output, and the concurrency the project documents: one model or segment build at
-# a time (pool azexport_warehouse) and one run per activation, so waiting work shows as
-# queued in the UI.
+# raw step output, and one run per activation (a waiting run shows as queued in the UI). No
+# pool limit: in Dagster 1.13 a step waiting for a pool slot can miss the slot's release for
+# good (it checks for a free slot, the holder frees it, then the step queues itself unassigned)
+# and its run then spins a core forever; the warehouse's file lock already lets one writer in
+# at a time (docs/operating.md).
 DEFAULT_DAGSTER_YAML = """\
 telemetry:
   enabled: false
@@ -44,8 +46,6 @@ run_retries:
   max_retries: 2
   retry_on_asset_or_op_failure: false
 concurrency:
-  pools:
-    default_limit: 1
   runs:
     tag_concurrency_limits:
       - key: azexport/activation
