@@ -51,6 +51,8 @@ def test_a_csv_source_not_in_utf8_is_named_with_the_fix(project: ProjectKit, cap
     exported."""
     kit = project
     write_files(kit, "latin-1")
+    # Only a.csv is not UTF-8, so the file named is the same whichever file DuckDB reads first.
+    (kit.root / "data" / "b.csv").write_text("id,name\n3,Straße\n", encoding="utf-8")
     kit.write_defs(ACTIVATION, extra_sources="people: {csv: data/*.csv}")
     detail = (
         f"{kit.root / 'data' / 'a.csv'} is not UTF-8 text; give the source its encoding: "
