@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import pydantic
@@ -31,8 +31,6 @@ from azexport_assets.project import DeclaredFile, Project, build_project
 
 if TYPE_CHECKING:
     from azexport_assets.components.azure_export import AzureExport
-
-E = TypeVar("E", bound=BaseException)
 
 
 @dataclass(frozen=True)
@@ -141,24 +139,20 @@ def _shown(file: str, project_root: Path | None) -> str:
     return file
 
 
-def _cause_of_type(error: BaseException, kind: type[E]) -> E | None:
-    """The first exception of `kind` in `error`'s chain (causes and contexts)."""
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    """`error`, then its causes and contexts, each once."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
-        if isinstance(current, kind):
-            return current
+        yield current
         seen.add(id(current))
         current = current.__cause__ or current.__context__
-    return None
 
 
 def as_config_error(error: BaseException, project_root: Path | None = None) -> ConfigError | None:
     """The user's problem behind Dagster's wrappers (component tree errors), as one
     ConfigError: ours, a YAML syntax error, or Dagster's own check of a defs.yaml's layout."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
+    for current in _chain(error):
         if isinstance(current, ConfigError):
             return current
         if isinstance(current, yaml.MarkedYAMLError) and current.problem_mark is not None:
@@ -181,8 +175,6 @@ def as_config_error(error: BaseException, project_root: Path | None = None) -> C
                 where = _shown(position, project_root) if path else "defs.yaml"
                 lines.append(f"{where}: field '{path or position}': {err['msg']}")
             return ConfigError("\n".join(lines))
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
     return None
 
 
@@ -204,14 +196,17 @@ def config_errors_first(
     except ConfigError:
         raise
     except Exception as error:
-        undecodable = _cause_of_type(error, UnicodeDecodeError)
+
+        def shown(path: Path) -> str:
+            return _shown(str(path), project_root)
+
+        undecodable = next((e for e in _chain(error) if isinstance(e, UnicodeDecodeError)), None)
         if undecodable is not None and defs_root is not None:
-            shown = lambda path: _shown(str(path), project_root)  # noqa: E731
             raise ConfigError(not_utf8(undecodable, defs_root, shown)) from None
         found = as_config_error(error, project_root)
         if found is None and defs_root is not None:
             # Dagster names no file for an empty one or a type it cannot import: find it.
-            found = unloadable_file(defs_root, lambda path: _shown(str(path), project_root))
+            found = unloadable_file(defs_root, shown)
         if found is None:
             raise
         raise ConfigError(str(found)) from None
