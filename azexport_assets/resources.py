@@ -413,18 +413,25 @@ def destination_resource_definition(
     no run configuration. Dagster puts every configurable resource of a code location into
     the run configuration schema of every job; one per destination made each job's snapshot
     grow with the number of destinations (in a project of 100 activations, most of
-    `definitions validate`). The UI shows the description: the variables' names, never a value."""
-    resource = destination_resource(name, destination)
+    `definitions validate`). The resource itself is made when a step uses it: a configurable
+    resource takes about 2 ms to create, paid for every destination by every process that
+    loads the project. The UI shows the description: the variables' names, never a value."""
     account = (
-        f"`${resource.account_url_env}`"
-        if resource.account_url_env
-        else f"`{resource.account_url}`"
+        f"`${destination.account_url_env}`"
+        if destination.account_url_env
+        else f"`{destination.account_url}`"
     )
-    variables = ", ".join(f"`${v}`" for v in resource.environment_variables) or "none"
+    principal = json.loads(_principal_fields(destination) or "{}")
+    names = destination.environment_variables + [
+        field["env"] for field in principal.values() if "env" in field
+    ]
+    variables = ", ".join(f"`${v}`" for v in names) or "none"
     description = (
         f"Destination `{name}` of defs.yaml: account {account}, sign-in "
-        f"{resource.credential_type.replace('_', ' ')}, container `{destination.container}`; "
+        f"{destination.credential_kind.replace('_', ' ')}, container `{destination.container}`; "
         f"environment variables read when a step opens it: {variables}; "
-        f"{resource.max_retries} retries, {resource.max_concurrency} parallel uploads."
+        f"{destination.max_retries} retries, {destination.max_concurrency} parallel uploads."
     )
-    return dg.ResourceDefinition.hardcoded_resource(resource, description)
+    return dg.ResourceDefinition(
+        resource_fn=lambda _: destination_resource(name, destination), description=description
+    )

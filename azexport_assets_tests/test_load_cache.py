@@ -321,3 +321,35 @@ def test_a_build_runs_without_collections_and_the_first_is_frozen(tmp_path: Path
     assert first["collections"] == 0 and first["enabled"] and first["frozen"] > 100_000
     assert report["second"] == {"collections": 0, "frozen": 0, "enabled": True}
     assert report["failed"] == {"enabled": True}
+
+
+def test_assets_made_by_one_function_share_its_signature(root: Path) -> None:
+    """Dagster reads an asset function's signature many times while building the asset; every
+    activation's assets are closures of one function, so the signature is worked out once
+    and attached (with its annotations evaluated, which Dagster then takes as type hints)."""
+    defs = root / "defs" / "main" / "defs.yaml"
+    defs.write_text(
+        DEFS.replace(
+            "    people_csv: {source: people, destination: lake, file_name: people}\n",
+            "    people_csv: {source: people, destination: lake, file_name: people}\n"
+            "    people_json: {source: people, destination: lake, file_name: p, format: json}\n",
+        )
+    )
+    definitions = definitions_from_folder(root / "defs", root)
+    computed = [a for a in definitions.assets or [] if isinstance(a, dg.AssetsDefinition)]
+    functions: dict[str, list] = {}
+    for assets in computed:
+        function = assets.op.compute_fn.decorated_fn
+        functions.setdefault(function.__qualname__, []).append(function)
+    deltas = functions["delta_asset.<locals>._delta"]
+    exports = functions["export_asset.<locals>._export"]
+    assert len(deltas) == len(exports) == 2
+    assert deltas[0] is not deltas[1] and deltas[0].__signature__ is deltas[1].__signature__
+    assert exports[0].__signature__ is exports[1].__signature__
+    (model,) = functions["model_asset.<locals>._model"]
+    parameters = model.__signature__.parameters
+    assert parameters["warehouse"].annotation is WarehouseResource  # a class, not a string
+    # What Dagster reads from it is unchanged: the model's typed resource and run config.
+    (model_assets,) = [a for a in computed if a.op.compute_fn.decorated_fn is model]
+    assert model_assets.op.required_resource_keys == {WAREHOUSE_KEY}
+    assert "force_rebuild" in model_assets.op.config_schema.config_type.fields

@@ -20,6 +20,7 @@ from azexport_assets.components.metadata import (
     export_metadata,
     sync_log_asset_metadata,
 )
+from azexport_assets.components.signatures import signature_once
 from azexport_assets.config import ConfigError
 from azexport_assets.delta import LOG_SCHEMA, ChangeSet, KeyViolationError
 from azexport_assets.formats import FormatSpec
@@ -115,6 +116,7 @@ def delta_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDe
         config_schema=DELTA_CONFIG_SCHEMA,
         required_resource_keys={WAREHOUSE_KEY},
     )
+    @signature_once
     def _delta(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         warehouse: WarehouseResource = getattr(context.resources, WAREHOUSE_KEY)
         with secrets_kept_out(project):
@@ -237,6 +239,7 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
         # still written with the baseline, only its asset is not reported.
         can_subset=True,
     )
+    @signature_once
     def _export(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
         if export_key(name) not in context.selected_asset_keys:
             raise dg.Failure(

@@ -22,6 +22,7 @@ from azexport_assets.components.fingerprints import (
 )
 from azexport_assets.components.lineage import is_view, sources_to_attach
 from azexport_assets.components.metadata import build_metadata, markdown_table
+from azexport_assets.components.signatures import signature_once
 from azexport_assets.config import ConfigError
 from azexport_assets.delta import key_violations
 from azexport_assets.introspect import ProjectShape, check_segment, model_sql, segment_sql
@@ -246,6 +247,7 @@ def model_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDe
         tags={"azexport/model": name},
         code_version=code_version(project, name, sql),
     )
+    @signature_once
     def _model(
         context: dg.AssetExecutionContext, config: ModelRunConfig, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
@@ -302,6 +304,7 @@ def segment_asset(project: Project, shape: ProjectShape, name: str) -> dg.Assets
         tags={"azexport/segment": name},
         code_version=code_version(project, name, segment_query(segment.model, segment.filter)),
     )
+    @signature_once
     def _segment(
         context: dg.AssetExecutionContext, config: ModelRunConfig, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
