@@ -70,7 +70,7 @@ from azexport_assets.lakehouse import (
     apply_change_set,
     care_for_table,
 )
-from azexport_assets.sandbox import process_scratch
+from azexport_assets.sandbox import process_scratch, sandboxed_cursor
 from azexport_assets.sql_text import quote_ident
 from azexport_assets.storage import (
     BlobProperties,
@@ -478,7 +478,7 @@ def write_and_upload(
             encrypt=encrypt,
         )
         # A fresh cursor: the stream must not collide with results left open on `con`.
-        cursor = con.cursor()
+        cursor = sandboxed_cursor(con)
         try:
             query = file_set_query(spec, file_set, activation)
             result = write_export(

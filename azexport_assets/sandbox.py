@@ -362,11 +362,33 @@ def lock_down(
             for d in directories
         }
     )
-    # Python variables in scope must not become tables either (replacement scans).
+    # Python variables in scope must not become tables either (replacement scans): also on
+    # the connection's cursors, which start from the global settings (`sandboxed_cursor`).
     con.execute("SET python_enable_replacements = false")
+    con.execute("SET GLOBAL python_enable_replacements = false")
     con.execute(f"SET allowed_paths = [{', '.join(quote_literal(p) for p in paths)}]")
     con.execute(f"SET allowed_directories = [{', '.join(quote_literal(d) for d in dirs)}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET autoinstall_known_extensions = false")
     con.execute("SET autoload_known_extensions = false")
     con.execute("SET lock_configuration = true")
+
+
+def sandboxed_cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """A cursor of a locked-down connection that reads what the connection reads: a stream
+    that must not collide with results open on `con` reads from one. A cursor is a connection
+    of its own on the same database: it shares the attached databases and the global settings
+    (the lock-down), but not the connection's temporary views, which are the file sources
+    (CSV, Parquet, blobs): without them a view model over such a source could not be read, or
+    read a model of the same name. They are made again on the cursor, as `con` has them."""
+    cursor = con.cursor()
+    try:
+        views = con.execute(
+            "SELECT sql FROM duckdb_views() WHERE temporary AND NOT internal ORDER BY view_oid"
+        ).fetchall()
+        for (sql,) in views:
+            cursor.execute(sql)
+    except BaseException:
+        cursor.close()
+        raise
+    return cursor

@@ -71,6 +71,48 @@ def test_a_csv_source_not_in_utf8_is_named_with_the_fix(project: ProjectKit, cap
     assert kit.blob_names() == []
 
 
+@pytest.mark.parametrize(
+    ("materialized", "sync_mode", "failed_step"),
+    [
+        ("table", "snapshot", "models__people"),
+        ("view", "snapshot", "activations__people_csv__people_csv_export"),
+        ("view", "upsert, run_type: full_then_delta", "activations__people_csv__people_csv_delta"),
+    ],
+)
+def test_a_later_file_not_in_the_encoding_is_named_with_the_fix(
+    project: ProjectKit, materialized: str, sync_mode: str, failed_step: str
+):
+    """The view over a glob binds on its first file; a later file that is not in the
+    source's encoding fails when its rows are read (the model's build; through a view model,
+    the delta's comparison or the export): the same line names the source and that file, not
+    DuckDB's advice of reader options a source cannot set; nothing is exported."""
+    kit = project
+    folder = kit.root / "data"
+    folder.mkdir()
+    (folder / "a.csv").write_text("id,name\n1,Zoë\n", encoding="utf-8")
+    # The Latin-1 row comes after what DuckDB's sniffer samples: the view binds, reading fails.
+    rows = "".join(f"{i},name {i}\n" for i in range(2, 30_002))
+    (folder / "b.csv").write_bytes(f"id,name\n{rows}30002,Straße\n".encode("latin-1"))
+    kit.write_defs(
+        ACTIVATION.replace(
+            "primary_key: id}", f"primary_key: id, materialized: {materialized}}}"
+        ).replace("file_name: people}", f"file_name: people, sync_mode: {sync_mode}}}"),
+        extra_sources="people: {csv: data/*.csv}",
+    )
+    result = kit.run("people_csv", raise_on_error=False)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failure.step_key == failed_step
+    data = failure.step_failure_data.user_failure_data
+    assert data is not None, failure.step_failure_data.error
+    assert data.description.startswith(
+        f"source 'people' (csv: data/*.csv): {kit.root / 'data' / 'b.csv'} is not UTF-8 text; "
+        "give the source its encoding: 'encoding: latin-1'"
+    )
+    assert "ignore_errors" not in data.description
+    assert kit.blob_names() == []
+
+
 def test_the_encoding_is_part_of_what_a_model_is_built_from(project: ProjectKit):
     """Declaring or changing the encoding changes the source's fingerprint, so a kept model
     is rebuilt from the files read the new way."""

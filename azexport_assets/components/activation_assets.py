@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import dagster as dg
+import duckdb
 
 from azexport_assets import export as exporting
 from azexport_assets.asset_keys import delta_key, export_key, sync_log_key
@@ -44,7 +45,12 @@ from azexport_assets.resources import (
 from azexport_assets.sandbox import ExportTempDirError
 from azexport_assets.secret_values import secrets_kept_out
 from azexport_assets.storage import StorageError
-from azexport_assets.warehouse import ActivationBusyError, WarehouseBackend, reporting_retries
+from azexport_assets.warehouse import (
+    ActivationBusyError,
+    WarehouseBackend,
+    reporting_retries,
+    source_encoding_error,
+)
 
 # Model and segment steps (the warehouse's big writers) are in this Dagster pool, which the
 # project's instances leave unlimited: Dagster 1.13's slot claims can strand a waiting step
@@ -139,7 +145,7 @@ def delta_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDe
                     )
             except BaseException as error:
                 lock.release()  # nothing was computed: the next run may go (a no-op if not held)
-                raise _delta_failure(name, error) from None
+                raise _delta_failure(project, shape, name, error) from None
             context.log.info(_change_line(name, change))
             return dg.MaterializeResult(metadata=change_metadata(change))
 
@@ -169,7 +175,9 @@ def _change_line(name: str, change: ChangeSet) -> str:
     )
 
 
-def _delta_failure(name: str, error: BaseException) -> BaseException:
+def _delta_failure(
+    project: Project, shape: ProjectShape, name: str, error: BaseException
+) -> BaseException:
     """The step failure a user sees for a delta that could not run (or `error` itself)."""
     if isinstance(error, ActivationBusyError):
         return dg.Failure(f"activation '{name}': {error}")
@@ -181,6 +189,13 @@ def _delta_failure(name: str, error: BaseException) -> BaseException:
         return dg.Failure(
             f"activation '{name}': {error}. Nothing was exported and the baseline is "
             "unchanged; fix the model's SQL.",
+            allow_retries=False,
+        )
+    sources = activation_sources(project, shape, name)
+    unreadable = source_encoding_error(error, sources, project.project_root)
+    if unreadable is not None:  # read through a view model
+        return dg.Failure(
+            f"{unreadable}. Nothing was exported and the baseline is unchanged.",
             allow_retries=False,
         )
     return error
@@ -297,6 +312,15 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
             except ExportTempDirError as error:
                 raise dg.Failure(
                     f"{error}. Nothing was written and the baseline was not advanced.",
+                    allow_retries=False,
+                ) from None
+            except (duckdb.Error, OSError) as error:
+                # Read through a view model: a file of a CSV source not in its encoding.
+                unreadable = source_encoding_error(error, run.sources, project.project_root)
+                if unreadable is None:
+                    raise
+                raise dg.Failure(
+                    f"{unreadable}. Nothing was written and the baseline was not advanced.",
                     allow_retries=False,
                 ) from None
             finally:

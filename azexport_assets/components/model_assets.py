@@ -37,6 +37,7 @@ from azexport_assets.warehouse import (
     reporting_retries,
     retry_on_conflict,
     retry_transient,
+    source_encoding_error,
 )
 
 PRIMARY_KEY_CHECK = "primary_key_unique_not_null"
@@ -126,6 +127,9 @@ def materialize_table(
             except duckdb.Error as error:
                 if is_transient(error):
                     raise  # the lake's fault, not the SQL's: retried below
+                unreadable = source_encoding_error(error, sources, project.project_root)
+                if unreadable is not None:  # a later file of a CSV glob, not the first
+                    raise unreadable from None
                 raise dg.Failure(
                     description=f"{project.where(kind, name, field)}: {error}",
                     allow_retries=False,

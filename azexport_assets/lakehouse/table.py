@@ -41,6 +41,7 @@ from azexport_assets.lakehouse.types import (
     table_select,
     unrepresentable_error,
 )
+from azexport_assets.sandbox import sandboxed_cursor
 from azexport_assets.storage import StorageError, redact
 
 BATCH_ROWS = 65_536
@@ -325,7 +326,7 @@ def _overwrite(
     if table is not None:
         _ensure_cdf(table, care, target)
     query = change_rows_query(spec, ("added",))
-    cursor = con.cursor()
+    cursor = sandboxed_cursor(con)
     try:
         columns = table_columns(cursor, query)
     except BaseException:
@@ -369,7 +370,7 @@ def _merge(
     _ensure_cdf(table, care, target)
     query = change_rows_query(spec, kinds, kind_column=KIND_COLUMN)
     kind = f"source.{_quote(KIND_COLUMN)}"
-    cursor = con.cursor()
+    cursor = sandboxed_cursor(con)
     try:
         columns = table_columns(cursor, query)
     except BaseException:

@@ -54,6 +54,7 @@ from azexport_assets.warehouse.sources import (
     attach_source,
     attach_sources,
     resolve_path,
+    source_encoding_error,
     source_files,
 )
 
@@ -109,6 +110,7 @@ __all__ = [
     "resolve_path",
     "retry_on_conflict",
     "retry_transient",
+    "source_encoding_error",
     "source_files",
     "warehouse_path",
 ]

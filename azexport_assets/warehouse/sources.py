@@ -69,12 +69,44 @@ def create_file_view(
             f"SELECT * FROM {reader}({listed}{reader_options(source)})"
         )
     except duckdb.InvalidInputException as error:
-        text = str(error)
-        if source.kind != "csv" or "not utf-8 encoded" not in text.lower():
+        file = _file_not_in_encoding(error)
+        if source.kind != "csv" or file is None:
             raise
-        file = re.search(r"^\s*file = (.+)$", text, re.MULTILINE)
-        shown = file.group(1).strip() if file else "a file"
-        raise SourceEncodingError(name, source.location, shown) from None
+        raise SourceEncodingError(name, source.location, file or "a file") from None
+
+
+def _file_not_in_encoding(error: BaseException) -> str | None:
+    """The file DuckDB's CSV reader found not to be text in its encoding ('' when it names
+    none), or None for any other error. Read through an Arrow stream (an export), DuckDB's
+    error arrives as an OSError with the same text."""
+    text = str(error)
+    if not isinstance(error, (duckdb.InvalidInputException, OSError)) or (
+        "not utf-8 encoded" not in text.lower()
+    ):
+        return None
+    file = re.search(r"^\s*file = (.+)$", text, re.MULTILINE)
+    return file.group(1).strip() if file else ""
+
+
+def source_encoding_error(
+    error: BaseException, sources: Mapping[str, SourceConfig], base: Path
+) -> SourceEncodingError | None:
+    """The error of a query that read a CSV file not in its source's encoding, as the same
+    one line as at load, naming the source and the file; None for any other error. The view
+    over a glob is checked against its first file only, so a later file of the glob is found
+    this way, while rows are read (DuckDB's own advice, reader options, would not help)."""
+    file = _file_not_in_encoding(error)
+    if file is None:
+        return None
+    csv_sources = {n: s for n, s in sources.items() if s.kind == "csv" and not s.is_database}
+    for name, source in csv_sources.items():
+        files = [os.path.realpath(f) for f in source_files(source, base)]
+        if file and os.path.realpath(file) in files:
+            return SourceEncodingError(name, source.location, file)
+    if len(csv_sources) == 1:  # the file is not named (or no longer matches): the only one
+        ((name, source),) = csv_sources.items()
+        return SourceEncodingError(name, source.location, file or "a file")
+    return None
 
 
 def attach_source(
