@@ -147,6 +147,20 @@ def test_a_run_reads_sources_in_azure(
     assert rebuilt == [False]
 
 
+def test_a_view_model_over_sources_in_azure_is_exported(project: ProjectKit, remote):
+    """The export streams from a cursor of its connection, which is given the connection's
+    views of the remote sources again; DuckDB's secret for their container is the database's,
+    so the cursor reads the blobs with it."""
+    kit = project
+    kit.source_sql("CREATE TABLE unused AS SELECT 1 AS x")
+    kit.write_defs(
+        DEFS.replace("primary_key: id\n", "primary_key: id\n    materialized: view\n"),
+        extra_sources=_extra_sources(remote.container_name),
+    )
+    assert kit.run("visits_out").success
+    assert _rows(kit, "out/visits.csv") == [(i, f"page{i}", i * 3) for i in range(100)]
+
+
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_the_sandbox_grants_exactly_the_listed_blobs(
     project: ProjectKit, remote: ContainerClient, tmp_path, scheme: str
