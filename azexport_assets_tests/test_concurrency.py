@@ -16,6 +16,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from azexport_assets.asset_keys import delta_key, export_key
 from azexport_assets.demo.instance import prepare_dagster_home
 from azexport_assets.resources import WarehouseResource
 from azexport_assets.warehouse import (
@@ -250,6 +251,44 @@ def test_a_run_with_a_wrong_memory_limit_fails_its_step_naming_the_variable(proj
         "and a unit, e.g. 512MB, 2GB or 50% (of the machine's memory)"
     )
     assert project.blob_names() == []
+
+
+@pytest.mark.parametrize("step", ["delta", "export"])
+def test_a_memory_limit_duckdb_refuses_fails_the_delta_or_export_naming_the_variable(
+    project, monkeypatch, step
+):
+    """`101%` has the shape of a memory size, and DuckDB refuses it when the step connects:
+    the delta or the export materialized alone (the model step says it first in a whole run)
+    fails with the same line, not retried."""
+    project.source_sql("CREATE TABLE people AS SELECT 1 AS id, 'Ann' AS name")
+    project.write_defs(
+        """\
+  models:
+    people: {sql: SELECT * FROM src.people, primary_key: id}
+  activations:
+    people_csv: {source: people, destination: lake, file_name: people}
+"""
+    )
+    assert project.run("people_csv").success
+    monkeypatch.setenv("AZEXPORT_DUCKDB_MEMORY_LIMIT", "101%")
+    job = project.definitions().resolve_job_def("activate_people_csv")
+    selection = [export_key("people_csv")]
+    if step == "delta":
+        selection.append(delta_key("people_csv"))
+    result = job.execute_in_process(
+        instance=project.instance, asset_selection=selection, raise_on_error=False
+    )
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failure.step_key == f"activations__people_csv__people_csv_{step}"
+    data = failure.step_failure_data.user_failure_data
+    assert data is not None, failure.step_failure_data.error
+    assert data.description.startswith(
+        "AZEXPORT_DUCKDB_MEMORY_LIMIT='101%' is not a memory size DuckDB takes ("
+    )
+    assert data.description.endswith(
+        "(of the machine's memory)"
+        + (". Nothing was written and the baseline was not advanced." if step == "export" else "")
+    )
 
 
 def test_two_runs_of_one_delta_activation_export_each_change_once(

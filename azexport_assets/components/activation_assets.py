@@ -48,6 +48,7 @@ from azexport_assets.storage import StorageError
 from azexport_assets.warehouse import (
     ActivationBusyError,
     WarehouseBackend,
+    WarehouseConfigError,
     reporting_retries,
     source_encoding_error,
 )
@@ -183,7 +184,7 @@ def _delta_failure(
         return dg.Failure(f"activation '{name}': {error}")
     if isinstance(error, exporting.MissingSourceTableError):
         return dg.Failure(str(error))
-    if isinstance(error, ConfigError):
+    if isinstance(error, (ConfigError, WarehouseConfigError)):
         return dg.Failure(str(error), allow_retries=False)
     if isinstance(error, KeyViolationError):
         return dg.Failure(
@@ -310,6 +311,11 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
                     allow_retries=False,
                 ) from None
             except ExportTempDirError as error:
+                raise dg.Failure(
+                    f"{error}. Nothing was written and the baseline was not advanced.",
+                    allow_retries=False,
+                ) from None
+            except WarehouseConfigError as error:  # e.g. a memory limit DuckDB refuses
                 raise dg.Failure(
                     f"{error}. Nothing was written and the baseline was not advanced.",
                     allow_retries=False,
