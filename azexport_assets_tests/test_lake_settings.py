@@ -207,3 +207,22 @@ def test_an_air_gapped_extension_folder_comes_first(tmp_path):
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("azexport_assets.warehouse.extensions.ExtensionLoadError: ")
     assert f"from {folder / 'ducklake.duckdb_extension'}" in last
+
+
+@pytest.mark.lake
+@pytest.mark.parametrize("limit", ["50%", "101%"])
+def test_a_memory_limit_the_lake_refuses_names_the_variable(tmp_path, monkeypatch, limit):
+    """DuckDB 1.5, the lake's, takes no percentage in a database's configuration: the refusal
+    (before any catalog connection) is one line naming the variable, with sizes it takes, not
+    "cannot open the lake"; through the resource it fails the step, not retried."""
+    monkeypatch.setenv("AZEXPORT_DUCKDB_MEMORY_LIMIT", limit)
+    monkeypatch.setenv("AZEXPORT_WAREHOUSE", "ducklake:postgres:dbname=lake host=127.0.0.1 port=1")
+    monkeypatch.setenv("AZEXPORT_LAKE_DATA_PATH", str(tmp_path / "data"))
+    warehouse = open_warehouse(project_root=tmp_path)
+    with pytest.raises(WarehouseConfigError) as caught, warehouse.connect():
+        pass
+    assert str(caught.value).startswith(
+        f"AZEXPORT_DUCKDB_MEMORY_LIMIT='{limit}' is not a memory size DuckDB takes (Parser "
+        "Error: Unknown unit for memory: '%'"
+    )
+    assert str(caught.value).endswith("use a number and a unit, e.g. 512MB or 2GB")

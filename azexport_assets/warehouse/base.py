@@ -108,9 +108,11 @@ def memory_limit_problem(value: str, given: str | None, detail: str = "") -> str
     """The message for a memory limit DuckDB does not take (`detail`: DuckDB's words)."""
     where = "the warehouse resource's memory_limit" if given else MEMORY_LIMIT_ENV
     because = f" ({detail})" if detail else ""
+    # DuckDB 1.5 (the lake's) takes no percentage in a database's configuration.
+    examples = "512MB or 2GB" if "'%'" in detail else "512MB, 2GB or 50% (of the machine's memory)"
     return (
         f"{where}={value!r} is not a memory size DuckDB takes{because}: use a number and a "
-        "unit, e.g. 512MB, 2GB or 50% (of the machine's memory)"
+        f"unit, e.g. {examples}"
     )
 
 

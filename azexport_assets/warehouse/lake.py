@@ -35,8 +35,10 @@ from azexport_assets.sandbox import lock_down, process_scratch
 from azexport_assets.sql_text import quote_literal
 from azexport_assets.warehouse.base import (
     WarehouseBackend,
+    WarehouseConfigError,
     create_schemas,
     lock_timeout_setting,
+    memory_limit_problem,
     memory_limit_setting,
     quiet,
 )
@@ -169,6 +171,11 @@ class LakeWarehouse(WarehouseBackend):
                     time.sleep(race_delay)
                     race_delay *= 2
                     continue
+                if self.memory_limit and _refuses_memory_limit(error):
+                    detail = str(error).strip().splitlines()[0]
+                    raise WarehouseConfigError(
+                        memory_limit_problem(self.memory_limit, self._memory_limit_given, detail)
+                    ) from None
                 message = f"cannot open the lake ({self.describe()}): {self._clean(error)}"
                 if not is_transient(error):
                     raise LakeConnectError(message) from None
@@ -363,3 +370,12 @@ def _rollback(con: duckdb.DuckDBPyConnection) -> None:
     # A failed COMMIT has ended the transaction already; ROLLBACK then has nothing to do.
     with contextlib.suppress(duckdb.Error):
         con.execute("ROLLBACK")
+
+
+def _refuses_memory_limit(error: duckdb.Error) -> bool:
+    """DuckDB refused the memory limit given in the database's configuration (DuckDB 1.5
+    takes no percentage there: "Unknown unit for memory: '%'")."""
+    text = str(error).lower()
+    return isinstance(error, (duckdb.ParserException, duckdb.InvalidInputException)) and (
+        "for memory" in text or "memory limit" in text or "percentage" in text
+    )
