@@ -551,8 +551,14 @@ class DestinationConfig(_Strict):
     @property
     def environment_variables(self) -> list[str]:
         """The variables a run reads for this destination: the account URL's, then the
-        secret's (none for a literal URL with DefaultAzureCredential)."""
-        return [v for v in (self.account_url_env, self.secret_env) if v]
+        secret's, then the service principal's fields' (none for a literal URL with
+        DefaultAzureCredential)."""
+        names = [v for v in (self.account_url_env, self.secret_env) if v]
+        principal = self.service_principal
+        if principal is not None:
+            fields = (getattr(principal, f) for f in type(principal).model_fields)
+            names += [value.env for value in fields if isinstance(value, SecretRef)]
+        return names
 
 
 def unset_variables_message(destination: str, names: list[str]) -> str:

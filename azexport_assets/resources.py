@@ -421,11 +421,7 @@ def destination_resource_definition(
         if destination.account_url_env
         else f"`{destination.account_url}`"
     )
-    principal = json.loads(_principal_fields(destination) or "{}")
-    names = destination.environment_variables + [
-        field["env"] for field in principal.values() if "env" in field
-    ]
-    variables = ", ".join(f"`${v}`" for v in names) or "none"
+    variables = ", ".join(f"`${v}`" for v in destination.environment_variables) or "none"
     description = (
         f"Destination `{name}` of defs.yaml: account {account}, sign-in "
         f"{destination.credential_kind.replace('_', ' ')}, container `{destination.container}`; "

@@ -230,7 +230,8 @@ def test_a_warehouse_path_that_cannot_be_a_file_is_named(monkeypatch, tmp_path, 
     )
 
 
-def test_a_run_with_a_wrong_memory_limit_fails_its_step_naming_the_variable(project, monkeypatch):
+def write_one_person(project) -> None:
+    """One row, one table model, one CSV snapshot activation `people_csv`."""
     project.source_sql("CREATE TABLE people AS SELECT 1 AS id, 'Ann' AS name")
     project.write_defs(
         """\
@@ -240,6 +241,10 @@ def test_a_run_with_a_wrong_memory_limit_fails_its_step_naming_the_variable(proj
     people_csv: {source: people, destination: lake, file_name: people}
 """
     )
+
+
+def test_a_run_with_a_wrong_memory_limit_fails_its_step_naming_the_variable(project, monkeypatch):
+    write_one_person(project)
     monkeypatch.setenv("AZEXPORT_DUCKDB_MEMORY_LIMIT", "lots")
     result = project.run("people_csv", raise_on_error=False)
     assert not result.success
@@ -260,15 +265,7 @@ def test_a_memory_limit_duckdb_refuses_fails_the_delta_or_export_naming_the_vari
     """`101%` has the shape of a memory size, and DuckDB refuses it when the step connects:
     the delta or the export materialized alone (the model step says it first in a whole run)
     fails with the same line, not retried."""
-    project.source_sql("CREATE TABLE people AS SELECT 1 AS id, 'Ann' AS name")
-    project.write_defs(
-        """\
-  models:
-    people: {sql: SELECT * FROM src.people, primary_key: id}
-  activations:
-    people_csv: {source: people, destination: lake, file_name: people}
-"""
-    )
+    write_one_person(project)
     assert project.run("people_csv").success
     monkeypatch.setenv("AZEXPORT_DUCKDB_MEMORY_LIMIT", "101%")
     job = project.definitions().resolve_job_def("activate_people_csv")

@@ -235,7 +235,10 @@ def test_service_principal_credential_is_built_from_the_environment(monkeypatch)
             "client_secret": {"env": "SP_SECRET"},
         },
     )
+    # What a run checks before any work (the delta step) and the UI lists: every variable.
+    assert destination.environment_variables == ["SP_TENANT", "SP_CLIENT", "SP_SECRET"]
     resource = destination_resource("lake", destination)
+    assert resource.environment_variables == destination.environment_variables
     # Only the variables' names are in the resource's configuration (what the UI shows).
     shown = str(resource.model_dump())
     assert "SP_SECRET" in shown and "s3cr3t" not in shown

@@ -92,17 +92,19 @@ def source_encoding_error(
     error: BaseException, sources: Mapping[str, SourceConfig], base: Path
 ) -> SourceEncodingError | None:
     """The error of a query that read a CSV file not in its source's encoding, as the same
-    one line as at load, naming the source and the file; None for any other error. The view
-    over a glob is checked against its first file only, so a later file of the glob is found
-    this way, while rows are read (DuckDB's own advice, reader options, would not help)."""
+    one line as at load, naming the source and the file; None for any other error. Creating
+    the view over a glob reads only the start of its files (DuckDB's sniffing sample), so a
+    file whose later rows are not in the encoding is found this way, while rows are read
+    (DuckDB's own advice, reader options, would not help)."""
     file = _file_not_in_encoding(error)
     if file is None:
         return None
     csv_sources = {n: s for n, s in sources.items() if s.kind == "csv" and not s.is_database}
-    for name, source in csv_sources.items():
-        files = [os.path.realpath(f) for f in source_files(source, base)]
-        if file and os.path.realpath(file) in files:
-            return SourceEncodingError(name, source.location, file)
+    if file:
+        named = os.path.realpath(file)
+        for name, source in csv_sources.items():
+            if named in {os.path.realpath(f) for f in source_files(source, base)}:
+                return SourceEncodingError(name, source.location, file)
     if len(csv_sources) == 1:  # the file is not named (or no longer matches): the only one
         ((name, source),) = csv_sources.items()
         return SourceEncodingError(name, source.location, file or "a file")
