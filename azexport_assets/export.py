@@ -462,39 +462,45 @@ def write_and_upload(
     file_sets, skipped = plan_file_sets(con, spec, change, activation, stem)
     report = ExportReport(stem=stem, skipped=skipped)
     pending: list[tuple[FileSetUploads, WriteResult]] = []
-    for index, file_set in enumerate(file_sets, start=1):
-        out_dir = workdir / f"{index:05d}-{file_set.kind}"
-        out_dir.mkdir(parents=True)
-        split = activation.max_file_size is not None
-        uploads = FileSetUploads(
-            pool,
-            file_set.stem,
-            file_set.suffix,
-            fmt,
-            split=split,
-            progress=progress,
-            properties=properties,
-            partition=file_set.partition,
-            encrypt=encrypt,
-        )
-        # A fresh cursor: the stream must not collide with results left open on `con`.
-        cursor = sandboxed_cursor(con)
-        try:
-            query = file_set_query(spec, file_set, activation)
-            result = write_export(
-                cursor, query, fmt, out_dir, activation.max_file_size, observer=uploads
+    # One cursor for every file set: the stream must not collide with results left open on
+    # `con`, and making the source views again per file set would bind (for a CSV glob,
+    # sniff) the sources again for every partition.
+    cursor = sandboxed_cursor(con) if file_sets else None
+    try:
+        for index, file_set in enumerate(file_sets, start=1):
+            out_dir = workdir / f"{index:05d}-{file_set.kind}"
+            out_dir.mkdir(parents=True)
+            split = activation.max_file_size is not None
+            uploads = FileSetUploads(
+                pool,
+                file_set.stem,
+                file_set.suffix,
+                fmt,
+                split=split,
+                progress=progress,
+                properties=properties,
+                partition=file_set.partition,
+                encrypt=encrypt,
             )
-        except BaseException:
-            uploads.abort()
-            for earlier, _ in pending:
-                earlier.abort()
-            raise
-        finally:
+            try:
+                query = file_set_query(spec, file_set, activation)
+                result = write_export(
+                    cursor, query, fmt, out_dir, activation.max_file_size, observer=uploads
+                )
+            except BaseException:
+                uploads.abort()
+                raise
+            pending.append((uploads, result))
+            report.columns = report.columns or list(result.columns)
+            report.xml_removed_chars += result.xml_removed_chars
+            report.xml_element_names |= result.xml_element_names
+    except BaseException:
+        for earlier, _ in pending:
+            earlier.abort()
+        raise
+    finally:
+        if cursor is not None:
             cursor.close()
-        pending.append((uploads, result))
-        report.columns = report.columns or list(result.columns)
-        report.xml_removed_chars += result.xml_removed_chars
-        report.xml_element_names |= result.xml_element_names
     return report, pending
 
 

@@ -14,6 +14,7 @@ import io
 import json
 import subprocess
 import sys
+import urllib.parse
 
 import duckdb
 import pytest
@@ -67,6 +68,36 @@ def test_a_view_model_over_file_sources_is_exported(
     else:
         rows = [(int(r["id"]), r["name"]) for r in json.loads(data)]
     assert sorted(rows) == ROWS
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_a_partitioned_export_of_a_view_model_reads_the_sources_for_every_partition(
+    project: ProjectKit, kind: str
+):
+    """Every partition's file is written from the same cursor: each holds its own rows."""
+    kit = project
+    source = write_source(kit, kind)
+    kit.write_defs(
+        f"""\
+        models:
+          persons: {{sql: "SELECT id, name FROM people", primary_key: id, materialized: view}}
+        activations:
+          out: {{source: persons, destination: lake, file_name: out, partition_by: [name]}}
+        """,
+        extra_sources=source,
+    )
+    assert kit.run("out").success
+    names = kit.blob_names()
+    exported = {}
+    for name in names:
+        data = kit.download(name).decode("utf-8")
+        for row in csv.DictReader(io.StringIO(data, newline="")):
+            exported[name] = exported.get(name, []) + [(int(row["id"]), row["name"])]
+    assert len(exported) == len(ROWS)
+    for name, rows in exported.items():
+        assert len(rows) == 1
+        assert urllib.parse.unquote(name) == f"name={rows[0][1]}/out.csv"
+    assert sorted(r for rows in exported.values() for r in rows) == ROWS
 
 
 LOCKED_DOWN_CURSOR = """
