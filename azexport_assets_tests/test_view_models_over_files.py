@@ -78,11 +78,11 @@ def test_a_partitioned_export_of_a_view_model_reads_the_sources_for_every_partit
     kit = project
     source = write_source(kit, kind)
     kit.write_defs(
-        f"""\
+        """\
         models:
-          persons: {{sql: "SELECT id, name FROM people", primary_key: id, materialized: view}}
+          persons: {sql: "SELECT id, name FROM people", primary_key: id, materialized: view}
         activations:
-          out: {{source: persons, destination: lake, file_name: out, partition_by: [name]}}
+          out: {source: persons, destination: lake, file_name: out, partition_by: [name]}
         """,
         extra_sources=source,
     )
