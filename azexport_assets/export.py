@@ -52,6 +52,7 @@ from azexport_assets.delta import (
     SyncLogSlice,
     change_rows_query,
     change_set_spec,
+    clustered_changes_query,
     commit_baseline,
     compute_change_set,
     export_kinds,
@@ -90,6 +91,7 @@ if TYPE_CHECKING:  # the configuration layer may depend on Dagster; exports do n
     from azexport_assets.config import ActivationConfig, SourceConfig
 
 PROGRESS_EVERY_SECONDS = 10.0
+FILE_LINES_EVERY_SECONDS = 1.0  # see Progress
 
 
 @dataclass
@@ -198,13 +200,24 @@ def plan_file_sets(
     return sets, skipped
 
 
-def file_set_query(spec: DeltaSpec, file_set: FileSet, activation: ActivationConfig) -> str:
-    """The SELECT whose rows go into the file set's file(s)."""
+# Above this many partitions an export sorts a copy of its change set by partition once
+# (`clustered_changes_query`) rather than reading all of it for every partition. Measured on
+# 1M rows: the sort costs about as much as 10 partitions' reads; 365 partitions took 4 s with
+# it, 39 s without.
+CLUSTER_ABOVE_PARTITIONS = 8
+
+
+def file_set_query(
+    spec: DeltaSpec, file_set: FileSet, activation: ActivationConfig, clustered: bool = False
+) -> str:
+    """The SELECT whose rows go into the file set's file(s); `clustered`: from the copy made
+    by `clustered_changes_query` on the same connection."""
     return change_rows_query(
         spec,
         file_set.kinds,
         change_column=activation.change_column,
         partition=file_set.partition,
+        clustered=clustered,
     )
 
 
@@ -212,8 +225,11 @@ class Progress:
     """Rows and bytes written and uploaded, in the run log: a line per file written and per
     blob committed, and a summary at least every ~10 s while the export runs.
 
-    Upload threads only queue their lines; the export's own thread writes them (loggers such
-    as Dagster's are not meant to be called from other threads)."""
+    The per-file lines of up to a second go into one log message: every message is a write
+    to Dagster's run storage (about 7 ms), which an export of hundreds of partitions would
+    otherwise pay twice per file. Upload threads only queue their lines; the export's own
+    thread writes them (loggers such as Dagster's are not meant to be called from other
+    threads)."""
 
     def __init__(self, log: Callable[[str], None] | None, pool: UploadPool | None = None) -> None:
         self.log = log
@@ -223,6 +239,7 @@ class Progress:
         self.bytes_written = 0  # bytes of closed files
         self.open_bytes = 0  # bytes of the file being written
         self._last = self.started
+        self._flushed = self.started  # when the file lines were last written
         self._summaries = 0  # progress summaries written so far
         self._queued: list[str] = []
         self._lock = threading.Lock()
@@ -235,13 +252,24 @@ class Progress:
         seconds = max(time.monotonic() - self.started, 1e-6)
         return f"{size / seconds / 1e6:.1f} MB/s"
 
-    def tick(self, force: bool = False) -> None:
-        """Write queued lines, and the summary when ~10 s have passed (or `force`)."""
+    def _queue(self, line: str) -> None:
+        with self._lock:
+            self._queued.append(line)
+
+    def _flush(self, now: float, force: bool) -> None:
+        """The queued file lines as one message, at most about once a second (or `force`)."""
+        if not force and now - self._flushed < FILE_LINES_EVERY_SECONDS:
+            return
         with self._lock:
             queued, self._queued = self._queued, []
-        for line in queued:
-            self._say(line)
+        if queued:
+            self._say("\n".join(queued))
+            self._flushed = now
+
+    def tick(self, force: bool = False) -> None:
+        """Write queued lines, and the summary when ~10 s have passed (or `force`)."""
         now = time.monotonic()
+        self._flush(now, force)
         if not force and now - self._last < PROGRESS_EVERY_SECONDS:
             return
         self._last = now
@@ -258,22 +286,28 @@ class Progress:
         """Queued lines, and a last summary when the export was long enough to have had one
         (a short export's own summary line says everything; every log line is one write to
         Dagster's run storage)."""
-        self.tick(force=self._summaries > 0)
+        now = time.monotonic()
+        self._flush(now, force=True)
+        if self._summaries > 0:
+            self.tick(force=True)
 
     def grew(self, size: int) -> None:
         self.open_bytes = size
         self.tick()
 
-    def file_closed(self, written: WrittenFile) -> None:
+    def file_closed(self, written: WrittenFile, partition: str = "") -> None:
+        """`partition`: its folder ('country=FR'), named since every partition's local file
+        has the same name."""
         self.rows_written += written.rows
         self.bytes_written += written.bytes
         self.open_bytes = 0
-        self._say(f"wrote {written.path.name}: {written.rows:,} rows, {written.bytes:,} bytes")
+        name = f"{written.path.name} of {partition}" if partition else written.path.name
+        self._queue(f"wrote {name}: {written.rows:,} rows, {written.bytes:,} bytes")
+        self.tick()
 
     def committed(self, blob: UploadedBlob) -> None:
         """Called from an upload thread."""
-        with self._lock:
-            self._queued.append(f"committed blob {blob.name}: {blob.bytes:,} bytes")
+        self._queue(f"committed blob {blob.name}: {blob.bytes:,} bytes")
 
 
 class FileSetUploads:
@@ -354,7 +388,7 @@ class FileSetUploads:
         self.progress.grew(size)
 
     def closed(self, index: int, written: WrittenFile) -> None:
-        self.progress.file_closed(written)
+        self.progress.file_closed(written, naming.partition_folder(self.partition))
         if self.encrypt is not None:
             written = self._encrypted(written)
             self.paths[index] = written.path
@@ -466,7 +500,10 @@ def write_and_upload(
     # `con`, and making the source views again per file set would bind (for a CSV glob,
     # sniff) the sources again for every partition.
     cursor = sandboxed_cursor(con) if file_sets else None
+    clustered = len({file_set.partition for file_set in file_sets}) > CLUSTER_ABOVE_PARTITIONS
     try:
+        if clustered:
+            cursor.execute(clustered_changes_query(spec, list(activation.partition_by)))
         for index, file_set in enumerate(file_sets, start=1):
             out_dir = workdir / f"{index:05d}-{file_set.kind}"
             out_dir.mkdir(parents=True)
@@ -483,7 +520,7 @@ def write_and_upload(
                 encrypt=encrypt,
             )
             try:
-                query = file_set_query(spec, file_set, activation)
+                query = file_set_query(spec, file_set, activation, clustered=clustered)
                 result = write_export(
                     cursor, query, fmt, out_dir, activation.max_file_size, observer=uploads
                 )

@@ -14,6 +14,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
+from azexport_assets import export as exporting
 from azexport_assets.config import ConfigError
 from azexport_assets.introspect import describe_project
 from azexport_assets.project import load_project
@@ -83,8 +84,17 @@ def rows_of(fmt: str, data: bytes) -> list[tuple]:
     return [(str(r["id"]), r["name"], r["country"]) for r in table.to_pylist()]
 
 
+@pytest.fixture(params=["read per partition", "sorted copy"])
+def partition_reads(request, monkeypatch) -> str:
+    """Both ways an export reads its partitions: the change set once per partition (a few
+    partitions), or a copy sorted by partition (many: forced here for every export)."""
+    above = 0 if request.param == "sorted copy" else 1_000_000
+    monkeypatch.setattr(exporting, "CLUSTER_ABOVE_PARTITIONS", above)
+    return request.param
+
+
 @pytest.mark.parametrize("fmt", ["csv", "json", "xml", "parquet"])
-def test_every_format_writes_one_complete_file_per_partition(project, fmt):
+def test_every_format_writes_one_complete_file_per_partition(project, fmt, partition_reads):
     kit = project
     kit.source_sql(PEOPLE)
     kit.write_defs(defs(fmt))
@@ -109,7 +119,7 @@ def test_every_format_writes_one_complete_file_per_partition(project, fmt):
             assert content == [(str(i), n, c) for i, n, c in want]
 
 
-def test_difference_deltas_write_each_kind_per_partition_with_parts(project):
+def test_difference_deltas_write_each_kind_per_partition_with_parts(project, partition_reads):
     kit = project
     kit.source_sql(
         "CREATE TABLE people AS SELECT range AS id, repeat('n', 30) || range AS name, "
@@ -147,6 +157,46 @@ def test_difference_deltas_write_each_kind_per_partition_with_parts(project):
         ("removed", "FR", 1),
         ("updated", "FR", 1),
     }
+
+
+@pytest.mark.parametrize("sync", ["snapshot", "upsert"])
+def test_many_partitions_keep_the_model_order_or_the_key_order(project, sync):
+    """Past CLUSTER_ABOVE_PARTITIONS an export reads a copy sorted by partition; each file
+    still holds its partition's rows in the model's order (a snapshot) or by key (a delta),
+    and the run log names the partition of every file written."""
+    kit = project
+    days = exporting.CLUSTER_ABOVE_PARTITIONS + 4
+    kit.source_sql(
+        f"CREATE TABLE people AS SELECT (range * 7919) % 1000 AS id, 'n' || range AS name, "
+        f"'d' || lpad(CAST(range % {days} AS VARCHAR), 2, '0') AS country FROM range(600)"
+    )
+    extra = "run_type: full_then_delta\nsync_mode: upsert\n" if sync == "upsert" else ""
+    body = defs("json", extra).replace(
+        "sql: SELECT * FROM src.people", "sql: SELECT * FROM src.people ORDER BY name DESC"
+    )
+    kit.write_defs(body)
+    if sync == "upsert":
+        kit.run("parts", logical_time=T1)
+        kit.source_sql("UPDATE people SET name = name || '!' WHERE id % 3 = 0")
+    result = kit.run("parts", logical_time=T2)
+    model = kit.query_source("SELECT id, name, country FROM people ORDER BY name DESC")
+    if sync == "upsert":
+        model = sorted((r for r in model if r[0] % 3 == 0), key=lambda r: r[0])
+    blobs = [n for n in kit.blob_names("out/people/country=") if "2025-04-15" in n]
+    assert len(blobs) == days
+    for name in blobs:
+        country = name.split("country=")[1].split("/")[0]
+        content = [(r["id"], r["name"], r["country"]) for r in json.loads(kit.download(name))]
+        assert content == [r for r in model if r[2] == country]
+    lines = [
+        line
+        for event in kit.instance.all_logs(result.run_id)
+        for line in (event.user_message or "").split("\n")
+    ]
+    written = [line for line in lines if line.startswith("wrote ")]
+    assert sorted(line.split(" of ")[1].split(":")[0] for line in written) == sorted(
+        name.split("/")[2] for name in blobs
+    )
 
 
 def test_a_snapshot_under_a_fixed_name_drops_partitions_that_emptied(project):

@@ -23,7 +23,11 @@ from azexport_assets.delta.spec import (
     DeltaSpec,
     KeyViolationError,
 )
-from azexport_assets.delta.sql import change_rows_query, partition_counts_query
+from azexport_assets.delta.sql import (
+    change_rows_query,
+    clustered_changes_query,
+    partition_counts_query,
+)
 from azexport_assets.delta.synclog import LOG_SCHEMA, SyncLogEntry, SyncLogSlice, run_slice
 
 __all__ = [
@@ -36,6 +40,7 @@ __all__ = [
     "SyncLogSlice",
     "baseline_info",
     "change_rows_query",
+    "clustered_changes_query",
     "change_set_spec",
     "commit_baseline",
     "compute_change_set",

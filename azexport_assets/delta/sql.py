@@ -253,12 +253,14 @@ def change_rows_query(
     *,
     kind_column: str | None = None,
     partition: Sequence[tuple[str, str | None]] = (),
+    clustered: bool = False,
 ) -> str:
     """The stored change set's rows of `kinds`, as destination columns in export order:
     preceded by the change kind as `kind_column` (for table writers), and followed by a VARCHAR
     column `change_column` with each row's kind (the files' optional change column), when
     given. `partition` narrows the rows to one partition: (destination column, value as
-    VARCHAR or None for NULL) pairs, as `partition_counts_query` lists them.
+    VARCHAR or None for NULL) pairs, as `partition_counts_query` lists them. `clustered`:
+    read them from the connection's copy made by `clustered_changes_query` (same columns).
 
     Delta change sets are ordered by the primary key, so files are deterministic. full_only
     exports keep the model's own row order (DuckDB scans a table in insertion order): sorting
@@ -282,12 +284,19 @@ def change_rows_query(
             )
         items += f", ch.kind AS {quote_ident(change_column)}"
     where = f"ch.kind IN ({', '.join(quote_literal(k) for k in kinds)})" if kinds else "false"
-    if partition:
+    if partition and clustered:
+        # Equality on the stored partition value: the copy's row groups are skipped by their
+        # min/max statistics, so a partition reads only its own rows.
+        for i, (_, value) in enumerate(partition):
+            test = "IS NULL" if value is None else f"= {quote_literal(value)}"
+            where += f" AND ch.{CLUSTER_PREFIX}{i} {test}"
+    elif partition:
         internal = {dest: name for name, dest in lay.exported}
         for dest, value in partition:
             text = "NULL" if value is None else quote_literal(value)
             where += f" AND CAST(ch.{internal[dest]} AS VARCHAR) IS NOT DISTINCT FROM {text}"
-    query = f"SELECT {items} FROM {state_table('changes', spec.activation)} AS ch WHERE {where}"
+    relation = CLUSTERED_CHANGES if clustered else state_table("changes", spec.activation)
+    query = f"SELECT {items} FROM {relation} AS ch WHERE {where}"
     if not spec.is_delta:
         return query
     return f"{query} ORDER BY {', '.join('ch.' + name for name in lay.keys)}"
@@ -307,4 +316,33 @@ def partition_counts_query(spec: DeltaSpec, columns: Sequence[str]) -> str:
     return (
         f"SELECT {items}, ch.kind, count(*) FROM {state_table('changes', spec.activation)} AS ch "
         f"GROUP BY {groups}, ch.kind ORDER BY {groups}, ch.kind"
+    )
+
+
+# A connection's temporary copy of the change set clustered by partition (see below), and the
+# prefix of its partition value columns (internal names never start with it).
+CLUSTERED_CHANGES = "azexport_clustered_changes"
+CLUSTER_PREFIX = "azexport_p"
+_ROW = "azexport_row"
+
+
+def clustered_changes_query(spec: DeltaSpec, columns: Sequence[str]) -> str:
+    """A temporary copy of the stored change set sorted by its partition values (VARCHAR, as
+    `partition_counts_query` gives them), rows of one partition in the change set's order.
+
+    Without it every partition's file reads the whole change set: each read keeps only its
+    partition's rows, but those lie in every row group, so all columns of all rows are read
+    once per partition (365 daily partitions of 1M rows: 39 s where one file takes 1 s).
+    Sorted once, each partition's rows fill row groups of their own."""
+    internal = {dest: name for name, dest in layout(spec).exported}
+    values = [
+        f"CAST(ch.{internal[c]} AS VARCHAR) AS {CLUSTER_PREFIX}{i}" for i, c in enumerate(columns)
+    ]
+    order = ", ".join(f"{CLUSTER_PREFIX}{i}" for i in range(len(columns)))
+    # row_number() OVER () numbers rows as the scan yields them (the model's own order for a
+    # full export), which the sort alone would not keep.
+    return (
+        f"CREATE OR REPLACE TEMP TABLE {CLUSTERED_CHANGES} AS SELECT {', '.join(values)}, "
+        f"ch.* EXCLUDE ({_ROW}) FROM (SELECT *, row_number() OVER () AS {_ROW} "
+        f"FROM {state_table('changes', spec.activation)}) AS ch ORDER BY {order}, ch.{_ROW}"
     )
