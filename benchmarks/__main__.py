@@ -9,6 +9,8 @@ same run on the same machine:
 - model_step: the model step rebuilt vs unchanged (kept, with its stored counts);
 - lakehouse: a Delta table snapshot vs COPY parquet + upload, a 1% MERGE vs deltalake's own;
 - synclog: what `sync_log: true` adds to the baseline commit, against the whole export;
+- partitions: a snapshot in 365 daily partitions (sorted copy, and read per partition) vs
+           the same export as one file;
 - run:     the whole `dagster job execute` a user waits for vs COPY + upload, dlt, the
            code location's import time and a bare delta join (docs/benchmarks.md).
 
@@ -22,7 +24,17 @@ import argparse
 import subprocess
 import sys
 
-SUITES = ("export", "formats", "delta", "upload", "model_step", "lakehouse", "synclog", "run")
+SUITES = (
+    "export",
+    "formats",
+    "delta",
+    "upload",
+    "model_step",
+    "lakehouse",
+    "synclog",
+    "partitions",
+    "run",
+)
 
 
 def main() -> int:
