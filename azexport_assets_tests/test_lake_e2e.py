@@ -19,6 +19,7 @@ from azexport_assets.delta import baseline_info
 from azexport_assets.warehouse import LakeWarehouse, open_warehouse
 from azexport_assets_tests import test_delta_e2e as delta_e2e
 from azexport_assets_tests import test_export_csv_e2e as csv_e2e
+from azexport_assets_tests import test_paths_e2e as paths_e2e
 from azexport_assets_tests.lake_kit import PostgresServer, postgres, use_lake  # noqa: F401
 from azexport_assets_tests.project_kit import ProjectKit, export_metadata
 
@@ -63,6 +64,13 @@ def test_delta_upsert_on_the_lake(lake: ProjectKit):
 def test_delta_difference_on_the_lake(lake: ProjectKit):
     lake.source_sql(delta_e2e.SOURCE)
     delta_e2e.test_difference_scenario(lake)
+
+
+@pytest.mark.parametrize("sync", ["snapshot", "upsert"])
+def test_many_partitions_are_read_from_a_sorted_copy_on_the_lake(lake: ProjectKit, sync):
+    """The change set lives in the lake; the copy sorted by partition in the connection's
+    temporary space (DuckDB 1.5 here)."""
+    paths_e2e.test_many_partitions_keep_the_model_order_or_the_key_order(lake, sync)
 
 
 def test_two_activations_keep_separate_baselines_on_the_lake(lake: ProjectKit):
