@@ -201,9 +201,9 @@ def plan_file_sets(
 
 
 # Above this many partitions an export sorts a copy of its change set by partition once
-# (`clustered_changes_query`) rather than reading all of it for every partition. Measured on
-# 1M rows: the sort costs about as much as 10 partitions' reads; 365 partitions took 4 s with
-# it, 39 s without.
+# (`clustered_changes_query`) rather than reading all of it for every partition. On 1M rows
+# the sort costs about as much as ten partitions' reads; a snapshot in 365 partitions took
+# 12.5 s with it, 32.8 s without (`benchmarks/partitions.py`).
 CLUSTER_ABOVE_PARTITIONS = 8
 
 
