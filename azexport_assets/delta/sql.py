@@ -332,7 +332,8 @@ def clustered_changes_query(spec: DeltaSpec, columns: Sequence[str]) -> str:
 
     Without it every partition's file reads the whole change set: each read keeps only its
     partition's rows, but those lie in every row group, so all columns of all rows are read
-    once per partition (365 daily partitions of 1M rows: 39 s where one file takes 1 s).
+    once per partition (DuckDB alone wrote 365 daily partitions of 1M rows as CSV in 39 s,
+    the same rows as one file in 1 s).
     Sorted once, each partition's rows fill row groups of their own."""
     internal = {dest: name for name, dest in layout(spec).exported}
     values = [
