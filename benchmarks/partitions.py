@@ -5,9 +5,9 @@ else `$AZEXPORT_BENCH_MAKE_DATA`, else `benchmarks/make_data.py`), copied into a
 warehouse as `models.customers` (key `id`) with a DATE column `day` of `--partitions`
 values (`id % partitions` days after 2025-01-01): daily folders over a year by default.
 
-Three CSV snapshots of it, written and uploaded to a local Azurite with `compute_changes` +
-`run_export` (no Dagster), interleaved, median of `--repeat` (at least 3), at the default
-512MB memory limit:
+Three snapshots of it (`--format`, default CSV), written and uploaded to a local Azurite
+with `compute_changes` + `run_export` (no Dagster), interleaved, median of `--repeat` (at
+least 3), at the default 512MB memory limit:
 
 - one file: no `partition_by` (the baseline);
 - sorted copy: `partition_by: [day]` as it runs (more than `CLUSTER_ABOVE_PARTITIONS`
@@ -41,21 +41,21 @@ CONTAINER = "bench-partitions"
 SIDES = ("one file", "sorted copy", "read per partition")
 
 
-def activation(side: str) -> ActivationConfig:
+def activation(side: str, fmt: str) -> ActivationConfig:
     return ActivationConfig(
         source="customers",
         destination="bench",
         file_name=f"partitions/{side.replace(' ', '_')}",
-        format="csv",
+        format=fmt,
         run_type="full_only",
         sync_mode="snapshot",
         partition_by=[] if side == "one file" else ["day"],
     )
 
 
-def export_once(store, storage, side: str) -> tuple[float, int]:
+def export_once(store, storage, side: str, fmt: str) -> tuple[float, int]:
     """Seconds of one whole export (change set, files written and uploaded, commit), files."""
-    act = activation(side)
+    act = activation(side, fmt)
     name = side.replace(" ", "_")
     run_id = str(uuid.uuid4())
     # The sorted copy is used past this many partitions; "read per partition" never uses it.
@@ -90,6 +90,7 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=365)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--make-data")
+    parser.add_argument("--format", default="csv", choices=["csv", "json", "xml", "parquet"])
     parser.add_argument("--sides", default=",".join(SIDES), help="comma-separated subset")
     args = parser.parse_args()
     sides = tuple(side for side in SIDES if side in args.sides.split(","))
@@ -117,7 +118,7 @@ def main() -> None:
         con.close()
         print(
             f"table customers (make_data.py) + day: {shape:,} rows x {columns} columns, "
-            f"{args.partitions} partitions, CSV, {repeat} reps",
+            f"{args.partitions} partitions, {args.format}, {repeat} reps",
             flush=True,
         )
         store = open_warehouse(str(warehouse), project_root=Path(tmp))
@@ -131,7 +132,7 @@ def main() -> None:
             for index in range(repeat):
                 order = sides[index % len(sides) :] + sides[: index % len(sides)]
                 for side in order:
-                    seconds, files = export_once(store, storage, side)
+                    seconds, files = export_once(store, storage, side, args.format)
                     times[side].append(seconds)
                     print(f"  rep {index + 1} {side}: {seconds:.2f}s, {files} files", flush=True)
             base = statistics.median(times["one file"]) if "one file" in times else None
