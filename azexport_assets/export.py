@@ -494,6 +494,7 @@ def write_and_upload(
     once the warehouse is released (`finish_uploads`)."""
     fmt = FormatSpec.from_activation(activation)
     file_sets, skipped = plan_file_sets(con, spec, change, activation, stem)
+    check_blob_names(file_sets, activation, blob_extension(fmt, encrypt is not None))
     report = ExportReport(stem=stem, skipped=skipped)
     pending: list[tuple[FileSetUploads, WriteResult]] = []
     # One cursor for every file set: the stream must not collide with results left open on
@@ -554,6 +555,47 @@ def finish_uploads(report: ExportReport, pending: list[tuple[FileSetUploads, Wri
 
 class NoChangeSetError(RuntimeError):
     """The export ran before any delta computed a change set for the activation."""
+
+
+class PartitionNameError(ValueError):
+    """A partition's values make a blob name Azure refuses (too long): found before any file
+    is written, so no partition of the run is exported and the baseline stays."""
+
+
+def check_blob_names(
+    file_sets: Sequence[FileSet], activation: ActivationConfig, extension: str
+) -> None:
+    """Every blob name the file sets can take is valid for Azure (parts included: with a size
+    limit a file may become `_part-NNNNN`). The file name itself is checked at load; a
+    partition's values are known only now."""
+    part = naming.part_suffix(1) if activation.max_file_size is not None else ""
+    for file_set in file_sets:
+        if not file_set.partition:
+            continue
+        name = f"{file_set.stem}{file_set.suffix}{part}{extension}"
+        try:
+            naming.validate_blob_name(name)
+        except ValueError as error:
+            longest, value = max(
+                ((column, value) for column, value in file_set.partition if value is not None),
+                key=lambda item: len(item[1]),
+                default=("", ""),
+            )
+            shown = (
+                repr(value)
+                if len(value) <= 40
+                else f"{value[:40] + '…'!r} ({len(value):,} characters)"
+            )
+            problem = (
+                f"a blob name of {len(name):,} characters (Azure allows 1 to 1,024)"
+                if len(name) > 1024
+                else f"an invalid blob name ({error})"
+            )
+            raise PartitionNameError(
+                f"partition {longest}={shown} gives {problem}; shorten the values of "
+                f"partition column '{longest}' in the model (e.g. left(...)) or partition by "
+                "another column. Nothing was written"
+            ) from None
 
 
 @dataclass(frozen=True)

@@ -199,6 +199,42 @@ def test_many_partitions_keep_the_model_order_or_the_key_order(project, sync):
     )
 
 
+@pytest.mark.parametrize("max_file_size", ["", "max_file_size: 1MB\n"])
+def test_a_partition_value_too_long_for_a_blob_name_fails_before_any_file(project, max_file_size):
+    """Partition values are known only at run time: one that makes a blob name longer than
+    Azure allows fails the export before anything is written (no other partition's file
+    either), in one line naming the column, and the next run exports the same rows."""
+    kit = project
+    # 'out/people/country=<value>/2025-04-14.csv' is 34 characters and the value. With a size
+    # limit a file may become `_part-00001` (11 more), so 985 are too many even though this
+    # small file would not be split; without one, 995.
+    long_value = "x" * (985 if max_file_size else 995)
+    kit.source_sql(
+        "CREATE TABLE people AS SELECT * FROM (VALUES (1, 'ann', 'FR'), (2, 'bob', 'DE'), "
+        f"(3, 'cid', '{long_value}')) AS t(id, name, country)"
+    )
+    kit.write_defs(defs("csv", "run_type: full_then_delta\nsync_mode: upsert\n" + max_file_size))
+    result = kit.run("parts", logical_time=T1, raise_on_error=False)
+    assert not result.success
+    failure = next(
+        e for e in result.all_events if e.event_type_value == "STEP_FAILURE"
+    ).step_failure_data
+    message = failure.user_failure_data.description
+    assert message.startswith(f"activation 'parts': partition country='{'x' * 40}…' (")
+    assert "characters (Azure allows 1 to 1,024); shorten the values of partition column" in message
+    assert "Nothing was written and the baseline was not advanced." in message
+    assert failure.user_failure_data and not failure.error.cause  # one line, not a traceback
+    assert kit.blob_names() == []
+    kit.source_sql("UPDATE people SET country = 'ES' WHERE id = 3")
+    kit.run("parts", logical_time=T2)
+    exported = sorted(
+        row
+        for name in kit.blob_names("out/people/country=")
+        for row in rows_of("csv", kit.download(name))
+    )
+    assert exported == [("1", "ann", "FR"), ("2", "bob", "DE"), ("3", "cid", "ES")]
+
+
 def test_a_snapshot_under_a_fixed_name_drops_partitions_that_emptied(project):
     kit = project
     kit.source_sql(

@@ -310,6 +310,11 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
                     f"activation '{name}': {error} The baseline was not advanced.",
                     allow_retries=False,
                 ) from None
+            except exporting.PartitionNameError as error:
+                raise dg.Failure(
+                    f"activation '{name}': {error} and the baseline was not advanced.",
+                    allow_retries=False,
+                ) from None
             except ExportTempDirError as error:
                 raise dg.Failure(
                     f"{error}. Nothing was written and the baseline was not advanced.",
