@@ -965,6 +965,13 @@ class ActivationConfig(_Strict):
         "file (with its own parts) per partition. With format delta: the table's partition "
         "columns (same as delta.partition_by).",
     )
+    max_partitions: int = Field(
+        10_000,
+        ge=1,
+        description="With partition_by (files): an export that would write more partitions "
+        "than this fails before writing anything (a column with a value per row makes a "
+        "folder per row).",
+    )
     change_column: str | None = Field(
         None,
         description="Name of an extra last column holding each row's change kind: "

@@ -494,6 +494,7 @@ def write_and_upload(
     once the warehouse is released (`finish_uploads`)."""
     fmt = FormatSpec.from_activation(activation)
     file_sets, skipped = plan_file_sets(con, spec, change, activation, stem)
+    check_partition_count(file_sets, activation)
     check_blob_names(file_sets, activation, blob_extension(fmt, encrypt is not None))
     report = ExportReport(stem=stem, skipped=skipped)
     pending: list[tuple[FileSetUploads, WriteResult]] = []
@@ -557,9 +558,23 @@ class NoChangeSetError(RuntimeError):
     """The export ran before any delta computed a change set for the activation."""
 
 
-class PartitionNameError(ValueError):
-    """A partition's values make a blob name Azure refuses (too long): found before any file
-    is written, so no partition of the run is exported and the baseline stays."""
+class PartitionError(ValueError):
+    """The run's partitions cannot be written: more than `max_partitions`, or values that make
+    a blob name Azure refuses (too long). Found before any file is written, so no partition
+    of the run is exported and the baseline stays."""
+
+
+def check_partition_count(file_sets: Sequence[FileSet], activation: ActivationConfig) -> None:
+    """At most `max_partitions` partitions (Hive's dynamic-partition limit plays this role):
+    a column with a value per row would make a folder and a file per row."""
+    count = len({file_set.partition for file_set in file_sets if file_set.partition})
+    if count > activation.max_partitions:
+        columns = ", ".join(activation.partition_by)
+        raise PartitionError(
+            f"partition_by [{columns}] gives {count:,} partitions in this run, more than "
+            f"max_partitions ({activation.max_partitions:,}); partition by a coarser column "
+            "(e.g. a month instead of a day) or raise max_partitions. Nothing was written"
+        )
 
 
 def check_blob_names(
@@ -591,7 +606,7 @@ def check_blob_names(
                 if len(name) > 1024
                 else f"an invalid blob name ({error})"
             )
-            raise PartitionNameError(
+            raise PartitionError(
                 f"partition {longest}={shown} gives {problem}; shorten the values of "
                 f"partition column '{longest}' in the model (e.g. left(...)) or partition by "
                 "another column. Nothing was written"

@@ -198,6 +198,18 @@ FILE = "defs/main/defs.yaml"
             ),
             [FILE, "activation 'people_csv'", "change_column 'kind'", "column 'name'"],
         ),
+        (
+            edit(
+                "      file_name: people/{YYYY}-{MM}-{DD}",
+                "      file_name: p\n      partition_by: [name]\n      max_partitions: 0",
+            ),
+            [
+                FILE,
+                "activation 'people_csv'",
+                "field 'max_partitions'",
+                "greater than or equal to 1",
+            ],
+        ),
     ],
     ids=[
         "unknown-template-variable",
@@ -218,6 +230,7 @@ FILE = "defs/main/defs.yaml"
         "bad-cron",
         "bad-size",
         "change-column-clash",
+        "max-partitions-zero",
     ],
 )
 def test_bad_input_is_named(project_dir, yaml_text, expected):

@@ -235,6 +235,29 @@ def test_a_partition_value_too_long_for_a_blob_name_fails_before_any_file(projec
     assert exported == [("1", "ann", "FR"), ("2", "bob", "DE"), ("3", "cid", "ES")]
 
 
+def test_more_partitions_than_max_partitions_fail_before_any_file(project):
+    """`max_partitions` (default 10,000) stops a partition column with a value per row before
+    it makes a folder per row; raising it exports them."""
+    kit = project
+    kit.source_sql(
+        "CREATE TABLE people AS SELECT range AS id, 'n' || range AS name, "
+        "'c' || range AS country FROM range(30)"
+    )
+    kit.write_defs(defs("csv", "max_partitions: 20\n"))
+    result = kit.run("parts", logical_time=T1, raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert failure.step_failure_data.user_failure_data.description == (
+        "activation 'parts': partition_by [country] gives 30 partitions in this run, more than "
+        "max_partitions (20); partition by a coarser column (e.g. a month instead of a day) or "
+        "raise max_partitions. Nothing was written and the baseline was not advanced."
+    )
+    assert kit.blob_names() == []
+    kit.write_defs(defs("csv", "max_partitions: 30\n"))
+    kit.run("parts", logical_time=T1)
+    assert len(kit.blob_names("out/people/country=")) == 30
+
+
 def test_a_snapshot_under_a_fixed_name_drops_partitions_that_emptied(project):
     kit = project
     kit.source_sql(

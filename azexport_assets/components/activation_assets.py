@@ -310,7 +310,7 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
                     f"activation '{name}': {error} The baseline was not advanced.",
                     allow_retries=False,
                 ) from None
-            except exporting.PartitionNameError as error:
+            except exporting.PartitionError as error:
                 raise dg.Failure(
                     f"activation '{name}': {error} and the baseline was not advanced.",
                     allow_retries=False,
