@@ -582,6 +582,17 @@ class CsvOptions(_Strict):
     delimiter: str = Field(",", description="Any one character.")
     header: bool = True
 
+    @field_validator("delimiter", mode="before")
+    @classmethod
+    def _given(cls, value: Any) -> Any:
+        # Dagster's template resolution turns a value of only line breaks ("\n") into null.
+        if value is None:
+            raise ValueError(
+                "no delimiter given (a line break reads as none): use exactly one character "
+                "other than a double quote or a line break (e.g. ',', ';', '|', '\\t')"
+            )
+        return value
+
     @field_validator("delimiter")
     @classmethod
     def _one_char(cls, value: str) -> str:

@@ -201,6 +201,18 @@ FILE = "defs/main/defs.yaml"
         (
             edit(
                 "      file_name: people/{YYYY}-{MM}-{DD}",
+                '      file_name: p\n      csv: {delimiter: "\\n"}',
+            ),
+            [
+                FILE,
+                "activation 'people_csv'",
+                "field 'csv.delimiter'",
+                "a line break reads as none",
+            ],
+        ),
+        (
+            edit(
+                "      file_name: people/{YYYY}-{MM}-{DD}",
                 "      file_name: p\n      partition_by: [name]\n      max_partitions: 0",
             ),
             [
@@ -230,6 +242,7 @@ FILE = "defs/main/defs.yaml"
         "bad-cron",
         "bad-size",
         "change-column-clash",
+        "line-break-delimiter",
         "max-partitions-zero",
     ],
 )
