@@ -494,7 +494,8 @@ def write_and_upload(
     once the warehouse is released (`finish_uploads`)."""
     fmt = FormatSpec.from_activation(activation)
     file_sets, skipped = plan_file_sets(con, spec, change, activation, stem)
-    check_partition_count(file_sets, activation)
+    partitions = len({file_set.partition for file_set in file_sets if file_set.partition})
+    check_partition_count(partitions, activation)
     check_blob_names(file_sets, activation, blob_extension(fmt, encrypt is not None))
     report = ExportReport(stem=stem, skipped=skipped)
     pending: list[tuple[FileSetUploads, WriteResult]] = []
@@ -502,7 +503,7 @@ def write_and_upload(
     # `con`, and making the source views again per file set would bind (for a CSV glob,
     # sniff) the sources again for every partition.
     cursor = sandboxed_cursor(con) if file_sets else None
-    clustered = len({file_set.partition for file_set in file_sets}) > CLUSTER_ABOVE_PARTITIONS
+    clustered = partitions > CLUSTER_ABOVE_PARTITIONS
     try:
         if clustered:
             cursor.execute(clustered_changes_query(spec, list(activation.partition_by)))
@@ -564,10 +565,9 @@ class PartitionError(ValueError):
     of the run is exported and the baseline stays."""
 
 
-def check_partition_count(file_sets: Sequence[FileSet], activation: ActivationConfig) -> None:
+def check_partition_count(count: int, activation: ActivationConfig) -> None:
     """At most `max_partitions` partitions (Hive's dynamic-partition limit plays this role):
     a column with a value per row would make a folder and a file per row."""
-    count = len({file_set.partition for file_set in file_sets if file_set.partition})
     if count > activation.max_partitions:
         columns = ", ".join(activation.partition_by)
         raise PartitionError(

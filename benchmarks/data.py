@@ -12,15 +12,21 @@ Two shapes, both 12 columns, made by deterministic SQL over `range()`:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 
 from benchmarks.formats import ROWS_SQL
+
+if TYPE_CHECKING:
+    from azexport_assets.storage import BlobStorage
 
 MAKE_DATA = Path(__file__).with_name("make_data.py")
 SHAPES = ("customers", "bench")
@@ -71,3 +77,38 @@ def describe(con: duckdb.DuckDBPyConnection, table: str) -> str:
     columns = con.execute(f"DESCRIBE {table}").fetchall()
     listed = ", ".join(f"{name} {kind}" for name, kind, *_ in columns)
     return f"{rows:,} rows x {len(columns)} columns ({listed})"
+
+
+def customers_warehouse(folder: Path, rows: int, script: Path, extra: str = "") -> Path:
+    """A file warehouse in `folder` whose `models.customers` is make_data.py's table with
+    `rows` rows (plus `extra`: more SELECT items over it, e.g. a partition column)."""
+    data = folder / "customers.duckdb"
+    run_make_data(data, rows, script)
+    warehouse = folder / "warehouse.duckdb"
+    con = duckdb.connect(str(warehouse))
+    try:
+        con.execute("CREATE SCHEMA models")
+        con.execute(f"ATTACH '{data}' AS generated (READ_ONLY)")
+        items = f"*, {extra}" if extra else "*"
+        con.execute(f"CREATE TABLE models.customers AS SELECT {items} FROM generated.customers")
+    finally:
+        con.close()
+    return warehouse
+
+
+@contextlib.contextmanager
+def local_blob_storage(folder: Path, container: str) -> Iterator[BlobStorage]:
+    """A local Azurite storing under `folder`, with `container`, as the project's
+    `BlobStorage` (account key); stopped on exit."""
+    from azure.storage.blob import BlobServiceClient
+
+    from azexport_assets.demo.azurite import DEV_KEY, start_azurite
+    from azexport_assets.storage import BlobStorage
+
+    azurite = start_azurite(location=folder / "azurite")
+    try:
+        service = BlobServiceClient.from_connection_string(azurite.connection_string)
+        service.create_container(container)
+        yield BlobStorage(azurite.account_url, credential_type="key", secret=DEV_KEY)
+    finally:
+        azurite.stop()

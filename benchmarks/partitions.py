@@ -35,10 +35,16 @@ import duckdb
 from azexport_assets import export as exporting
 from azexport_assets.config import ActivationConfig
 from azexport_assets.warehouse import open_warehouse
-from benchmarks.data import make_data_script, run_make_data
+from benchmarks.data import (
+    customers_warehouse,
+    describe,
+    local_blob_storage,
+    make_data_script,
+)
 
 CONTAINER = "bench-partitions"
 SIDES = ("one file", "sorted copy", "read per partition")
+CLUSTER_ABOVE_PARTITIONS = exporting.CLUSTER_ABOVE_PARTITIONS  # as it runs
 
 
 def activation(side: str, fmt: str) -> ActivationConfig:
@@ -59,7 +65,9 @@ def export_once(store, storage, side: str, fmt: str) -> tuple[float, int]:
     name = side.replace(" ", "_")
     run_id = str(uuid.uuid4())
     # The sorted copy is used past this many partitions; "read per partition" never uses it.
-    exporting.CLUSTER_ABOVE_PARTITIONS = 1_000_000 if side == "read per partition" else 8
+    exporting.CLUSTER_ABOVE_PARTITIONS = (
+        1_000_000 if side == "read per partition" else CLUSTER_ABOVE_PARTITIONS
+    )
     started = time.perf_counter()
     delta = exporting.DeltaRun(
         name=name,
@@ -96,38 +104,19 @@ def main() -> None:
     sides = tuple(side for side in SIDES if side in args.sides.split(","))
     repeat = max(args.repeat, 3)
 
-    from azure.storage.blob import BlobServiceClient
-
-    from azexport_assets.demo.azurite import DEV_KEY, start_azurite
-    from azexport_assets.storage import BlobStorage
-
     script = make_data_script(args.make_data)
     with tempfile.TemporaryDirectory(prefix="bench-partitions-") as tmp:
-        data = Path(tmp) / "customers.duckdb"
-        run_make_data(data, args.rows, script)
-        warehouse = Path(tmp) / "warehouse.duckdb"
-        con = duckdb.connect(str(warehouse))
-        con.execute("CREATE SCHEMA models")
-        con.execute(f"ATTACH '{data}' AS generated (READ_ONLY)")
-        con.execute(
-            "CREATE TABLE models.customers AS SELECT *, DATE '2025-01-01' + "
-            f"CAST(id % {args.partitions} AS INTEGER) AS day FROM generated.customers"
-        )
-        shape = con.execute("SELECT count(*) FROM models.customers").fetchone()[0]
-        columns = len(con.execute("DESCRIBE models.customers").fetchall())
-        con.close()
+        day = f"DATE '2025-01-01' + CAST(id % {args.partitions} AS INTEGER) AS day"
+        warehouse = customers_warehouse(Path(tmp), args.rows, script, extra=day)
+        with duckdb.connect(str(warehouse), read_only=True) as con:
+            shape = describe(con, "models.customers")
         print(
-            f"table customers (make_data.py) + day: {shape:,} rows x {columns} columns, "
-            f"{args.partitions} partitions, {args.format}, {repeat} reps",
+            f"table customers (make_data.py) + day: {shape}; {args.partitions} partitions, "
+            f"{args.format}, {repeat} reps",
             flush=True,
         )
         store = open_warehouse(str(warehouse), project_root=Path(tmp))
-        azurite = start_azurite(location=Path(tmp) / "azurite")
-        try:
-            BlobServiceClient.from_connection_string(azurite.connection_string).create_container(
-                CONTAINER
-            )
-            storage = BlobStorage(azurite.account_url, credential_type="key", secret=DEV_KEY)
+        with local_blob_storage(Path(tmp), CONTAINER) as storage:
             times: dict[str, list[float]] = {side: [] for side in sides}
             for index in range(repeat):
                 order = sides[index % len(sides) :] + sides[: index % len(sides)]
@@ -140,8 +129,6 @@ def main() -> None:
                 median = statistics.median(times[side])
                 ratio = f"  {median / base:5.2f}x the one-file export" if base else ""
                 print(f"{side:<20} {median:7.2f}s{ratio}")
-        finally:
-            azurite.stop()
 
 
 if __name__ == "__main__":

@@ -29,12 +29,10 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-import duckdb
-
 from azexport_assets import export as exporting
 from azexport_assets.config import ActivationConfig
 from azexport_assets.warehouse import open_warehouse
-from benchmarks.data import make_data_script, run_make_data
+from benchmarks.data import customers_warehouse, local_blob_storage, make_data_script
 
 TARGET = 0.10
 CONTAINER = "bench-synclog"
@@ -107,28 +105,11 @@ def main() -> None:
     args = parser.parse_args()
     repeat = max(args.repeat, 3)
 
-    from azure.storage.blob import BlobServiceClient
-
-    from azexport_assets.demo.azurite import DEV_KEY, start_azurite
-    from azexport_assets.storage import BlobStorage
-
     script = make_data_script(args.make_data)
     with tempfile.TemporaryDirectory(prefix="bench-synclog-") as tmp:
-        data = Path(tmp) / "customers.duckdb"
-        run_make_data(data, args.rows, script)
-        warehouse = Path(tmp) / "warehouse.duckdb"
-        con = duckdb.connect(str(warehouse))
-        con.execute("CREATE SCHEMA models")
-        con.execute(f"ATTACH '{data}' AS generated (READ_ONLY)")
-        con.execute("CREATE TABLE models.customers AS SELECT * FROM generated.customers")
-        con.close()
+        warehouse = customers_warehouse(Path(tmp), args.rows, script)
         store = open_warehouse(str(warehouse), project_root=Path(tmp))
-        azurite = start_azurite(location=Path(tmp) / "azurite")
-        try:
-            BlobServiceClient.from_connection_string(azurite.connection_string).create_container(
-                CONTAINER
-            )
-            storage = BlobStorage(azurite.account_url, credential_type="key", secret=DEV_KEY)
+        with local_blob_storage(Path(tmp), CONTAINER) as storage:
             for sync_mode in ("snapshot", "upsert"):
                 plain, logged = activation(sync_mode, False), activation(sync_mode, True)
                 names = {False: f"{sync_mode}_plain", True: f"{sync_mode}_log"}
@@ -157,8 +138,6 @@ def main() -> None:
                     f"log={log_s:.3f}s = {log_s / export_s:.1%} of the export "
                     f"(target <= {TARGET:.0%}: {'met' if log_s <= TARGET * export_s else 'missed'})"
                 )
-        finally:
-            azurite.stop()
 
 
 if __name__ == "__main__":
