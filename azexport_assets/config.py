@@ -979,9 +979,9 @@ class ActivationConfig(_Strict):
     max_partitions: int = Field(
         10_000,
         ge=1,
-        description="With partition_by (files): an export that would write more partitions "
-        "than this fails before writing anything (a column with a value per row makes a "
-        "folder per row).",
+        description="With partition_by: an export that would write more partitions than this "
+        "(files, or a Delta table's commit) fails before writing anything (a column with a "
+        "value per row makes a folder per row).",
     )
     change_column: str | None = Field(
         None,

@@ -71,6 +71,7 @@ from azexport_assets.lakehouse import (
     apply_change_set,
     care_for_table,
 )
+from azexport_assets.partition_limit import PartitionError, check_partition_count
 from azexport_assets.sandbox import process_scratch, sandboxed_cursor
 from azexport_assets.sql_text import quote_ident
 from azexport_assets.storage import (
@@ -495,7 +496,7 @@ def write_and_upload(
     fmt = FormatSpec.from_activation(activation)
     file_sets, skipped = plan_file_sets(con, spec, change, activation, stem)
     partitions = len({file_set.partition for file_set in file_sets if file_set.partition})
-    check_partition_count(partitions, activation)
+    check_partition_count(partitions, activation.partition_by, activation.max_partitions)
     check_blob_names(file_sets, activation, blob_extension(fmt, encrypt is not None))
     report = ExportReport(stem=stem, skipped=skipped)
     pending: list[tuple[FileSetUploads, WriteResult]] = []
@@ -557,24 +558,6 @@ def finish_uploads(report: ExportReport, pending: list[tuple[FileSetUploads, Wri
 
 class NoChangeSetError(RuntimeError):
     """The export ran before any delta computed a change set for the activation."""
-
-
-class PartitionError(ValueError):
-    """The run's partitions cannot be written: more than `max_partitions`, or values that make
-    a blob name Azure refuses (too long). Found before any file is written, so no partition
-    of the run is exported and the baseline stays."""
-
-
-def check_partition_count(count: int, activation: ActivationConfig) -> None:
-    """At most `max_partitions` partitions (Hive's dynamic-partition limit plays this role):
-    a column with a value per row would make a folder and a file per row."""
-    if count > activation.max_partitions:
-        columns = ", ".join(activation.partition_by)
-        raise PartitionError(
-            f"partition_by [{columns}] gives {count:,} partitions in this run, more than "
-            f"max_partitions ({activation.max_partitions:,}); partition by a coarser column "
-            "(e.g. a month instead of a day) or raise max_partitions. Nothing was written"
-        )
 
 
 def check_blob_names(
@@ -843,6 +826,7 @@ def run_table_export(
     options = run.activation.delta
     care = TableCare(
         partition_by=tuple(run.activation.table_partition_by),
+        max_partitions=run.activation.max_partitions,
         change_data_feed=options.change_data_feed,
         optimize_every=options.optimize_every,
         vacuum_retain_hours=options.vacuum_retain_hours,

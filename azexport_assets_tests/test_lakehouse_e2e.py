@@ -423,3 +423,57 @@ def test_table_care_partitions_compacts_and_vacuums(project: ProjectKit, azurite
     left = {b for b in project.blob_names("lake/people/") if b.endswith(".parquet")}
     current = {u.split("/lake/people/", 1)[1] for u in table.file_uris()}
     assert {b.split("lake/people/", 1)[1] for b in left} == current
+
+
+def _step_failure(result) -> str:
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    return failure.step_failure_data.user_failure_data.description
+
+
+def test_more_partitions_than_max_partitions_fail_before_the_table_is_written(
+    project: ProjectKit, azurite
+) -> None:
+    """`max_partitions` holds for a Delta table as for files: a first write (overwrite) or a
+    merge whose rows fall into more partitions fails before delta-rs writes a file or a commit,
+    and the baseline stays, so the run after the limit is raised writes exactly those rows."""
+    project.source_sql(SOURCE)
+    partitioned = "    delta: {partition_by: [Name]}\n"
+    project.write_defs(activation("upsert", extra=partitioned + "    max_partitions: 3\n"))
+    result = project.run("people_lake", raise_on_error=False)
+    assert not result.success
+    assert _step_failure(result) == (
+        "activation 'people_lake': partition_by [Name] gives 4 partitions in this run, more "
+        "than max_partitions (3); partition by a coarser column (e.g. a month instead of a "
+        "day) or raise max_partitions. Nothing was written and the baseline was not advanced."
+    )
+    assert project.blob_names("lake/people/") == []  # no data file, no _delta_log
+    project.write_defs(activation("upsert", extra=partitioned + "    max_partitions: 4\n"))
+    assert project.run("people_lake").success
+    assert {k: normalise(v) for k, v in rows_by_key(open_table(project, azurite)).items()} == (
+        EXPECTED_FIRST
+    )
+    version = open_table(project, azurite).version()
+    blobs = project.blob_names("lake/people/")
+
+    # A merge touching three partitions (two new names, one changed row) over a limit of 2.
+    project.source_sql(
+        "INSERT INTO people VALUES (5, 'Eve', NULL, NULL, NULL, NULL, NULL, NULL, NULL, 'e'), "
+        "(6, 'Fay', NULL, NULL, NULL, NULL, NULL, NULL, NULL, 'f')",
+        "UPDATE people SET email = 'new@x.io' WHERE id = 1",
+    )
+    project.write_defs(activation("upsert", extra=partitioned + "    max_partitions: 2\n"))
+    result = project.run("people_lake", raise_on_error=False)
+    assert not result.success
+    assert "gives 3 partitions in this run, more than max_partitions (2)" in _step_failure(result)
+    assert open_table(project, azurite).version() == version
+    assert project.blob_names("lake/people/") == blobs
+    project.write_defs(activation("upsert", extra=partitioned + "    max_partitions: 3\n"))
+    result = project.run("people_lake")
+    assert result.success
+    expected = {k: dict(v) for k, v in EXPECTED_FIRST.items()}
+    expected[1]["E-mail"] = "new@x.io"
+    for key, name in ((5, "Eve"), (6, "Fay")):
+        expected[key] = {**{k: None for k in EXPECTED_FIRST[1]}, "Customer ID": key, "Name": name}
+    table = open_table(project, azurite)
+    assert {k: normalise(v) for k, v in rows_by_key(table).items()} == expected
+    assert table.version() == version + 1

@@ -41,7 +41,9 @@ from azexport_assets.lakehouse.types import (
     table_select,
     unrepresentable_error,
 )
+from azexport_assets.partition_limit import check_partition_count
 from azexport_assets.sandbox import sandboxed_cursor
+from azexport_assets.sql_text import quote_ident
 from azexport_assets.storage import StorageError, redact
 
 BATCH_ROWS = 65_536
@@ -81,6 +83,7 @@ class TableCare:
     every N commits, vacuum of files older than H hours that no version within H needs."""
 
     partition_by: tuple[str, ...] = ()
+    max_partitions: int = 10_000  # partitions one commit may write to (`partition_limit`)
     change_data_feed: bool = False
     optimize_every: int | None = None
     vacuum_retain_hours: int | None = None
@@ -303,6 +306,20 @@ def _release(reader: pa.RecordBatchReader | None, cursor: duckdb.DuckDBPyConnect
         cursor.close()
 
 
+def _check_partitions(cursor: duckdb.DuckDBPyConnection, query: str, care: TableCare) -> None:
+    """The rows `query` sends to the table touch at most `care.max_partitions` partitions
+    (checked before delta-rs writes anything: a column with a value per row would make a
+    folder and a file per row)."""
+    if not care.partition_by:
+        return
+    columns = ", ".join(quote_ident(c) for c in care.partition_by)
+    # fetchall(): a result left unfinished would block the cursor for the write.
+    ((count,),) = cursor.execute(
+        f"SELECT count(*) FROM (SELECT DISTINCT {columns} FROM ({query}) AS _rows) AS _parts"
+    ).fetchall()
+    check_partition_count(int(count), care.partition_by, care.max_partitions)
+
+
 def _ensure_cdf(table: DeltaTable, care: TableCare, target: DeltaTarget) -> None:
     if care.change_data_feed and table.metadata().configuration.get(CDF_PROPERTY) != "true":
         try:
@@ -323,11 +340,12 @@ def _overwrite(
     report: TableCommit,
 ) -> None:
     previous_rows = table.count() if table is not None else 0
-    if table is not None:
-        _ensure_cdf(table, care, target)
     query = change_rows_query(spec, ("added",))
     cursor = sandboxed_cursor(con)
     try:
+        _check_partitions(cursor, query, care)
+        if table is not None:
+            _ensure_cdf(table, care, target)
         columns = table_columns(cursor, query)
     except BaseException:
         cursor.close()
@@ -367,11 +385,12 @@ def _merge(
     predicate: str,
     report: TableCommit,
 ) -> None:
-    _ensure_cdf(table, care, target)
     query = change_rows_query(spec, kinds, kind_column=KIND_COLUMN)
     kind = f"source.{_quote(KIND_COLUMN)}"
     cursor = sandboxed_cursor(con)
     try:
+        _check_partitions(cursor, query, care)
+        _ensure_cdf(table, care, target)
         columns = table_columns(cursor, query)
     except BaseException:
         cursor.close()

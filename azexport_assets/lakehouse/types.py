@@ -218,7 +218,9 @@ def _has_huge(t: duckdb.DuckDBPyType) -> bool:
     if t.id in _HUGE_IDS:
         return True
     if t.id in ("list", "array", "map", "struct"):
-        parts = [child for _, child in _children(t) if isinstance(child, duckdb.DuckDBPyType)]
+        # An ARRAY's children also hold its size (an int); DuckDB's type class has no stable
+        # public name across versions, so a child type is told by its `id`.
+        parts = [child for _, child in _children(t) if hasattr(child, "id")]
         return any(_has_huge(child) for child in parts)
     return False
 
