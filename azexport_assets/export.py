@@ -505,6 +505,10 @@ def write_and_upload(
     # sniff) the sources again for every partition.
     cursor = sandboxed_cursor(con) if file_sets else None
     clustered = partitions > CLUSTER_ABOVE_PARTITIONS
+    part_limit = activation.max_file_size
+    if part_limit is not None and encrypt is not None:
+        # The limit holds for the encrypted part: a part is written that much smaller.
+        part_limit = max(1, part_limit - encrypt.size_overhead())
     try:
         if clustered:
             cursor.execute(clustered_changes_query(spec, list(activation.partition_by)))
@@ -525,9 +529,7 @@ def write_and_upload(
             )
             try:
                 query = file_set_query(spec, file_set, activation, clustered=clustered)
-                result = write_export(
-                    cursor, query, fmt, out_dir, activation.max_file_size, observer=uploads
-                )
+                result = write_export(cursor, query, fmt, out_dir, part_limit, observer=uploads)
             except BaseException:
                 uploads.abort()
                 raise
@@ -853,7 +855,12 @@ def run_table_export(
             con, spec, change, target, care, run.run_id, write_empty=on_empty == "write", log=log
         )
     written = time.monotonic()
-    advanced, logged = commit_run(run, warehouse, change)
+    if table.version is None:
+        # No table, and none written (an empty first export with on_empty: skip): the
+        # baseline stays where it was, so the first rows are written as a whole table.
+        advanced, logged = False, None
+    else:
+        advanced, logged = commit_run(run, warehouse, change)
     try:
         table.maintenance = care_for_table(target, care, log)
     except StorageError as error:
@@ -994,6 +1001,8 @@ class DeltaRun:
     ConfigError when the mapping names a column the source does not have."""
     sources: Mapping[str, SourceConfig] = field(default_factory=dict)
     """Sources to attach: those of the view models the activation reads through."""
+    destination: str = ""
+    """`format: delta`: the table the changes are merged into (`DeltaSpec.destination`)."""
 
 
 def compute_changes(
@@ -1038,6 +1047,7 @@ def _compute_on(
         columns=tuple(run.exported(columns)),
         run_type=run.run_type,  # type: ignore[arg-type]
         sync_mode=run.sync_mode,  # type: ignore[arg-type]
+        destination=run.destination,
     )
     if full_resync:
         reset_baseline(con, run.name)

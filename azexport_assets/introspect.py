@@ -623,6 +623,15 @@ def check_table_columns(
         field_ = "mapping" if config.mapping else "source"
         raise ConfigError(f"{project.where('activations', activation, field_)}: {error}") from None
     names = [dest for _, dest in exported]
+    ticked = [n for n in names if "`" in n]
+    if ticked:
+        # delta-rs merges name columns in backticks and cannot escape one inside a name: the
+        # first write would work and every merge after it fail.
+        field_ = "mapping" if config.mapping else "source"
+        raise ConfigError(
+            f"{project.where('activations', activation, field_)}: column {ticked[0]!r} has a "
+            "backtick, which a Delta table's merges cannot name; rename it in the mapping"
+        )
     unknown = [c for c in config.table_partition_by if c not in names]
     if unknown:
         raise ConfigError(
@@ -630,6 +639,16 @@ def check_table_columns(
             f"column(s) {', '.join(repr(c) for c in unknown)}; partition by exported "
             f"(destination) names: {', '.join(names)}"
         )
+    source_of = {dest: src for src, dest in exported}
+    for column in config.table_partition_by:
+        reason = _partition_type_refusal(types[source_of[column]])
+        if reason:
+            raise ConfigError(
+                f"{project.where('activations', activation, partition_field(config))}: "
+                f"column {column!r} ({types[source_of[column]]}) cannot partition a Delta "
+                f"table: {reason}. Partition by a text, integer, date or timestamp column "
+                "(e.g. one the model derives with CAST(... AS VARCHAR))"
+            )
     model = project.model_of(config.source)
     unexported = [k for k in project.models[model].primary_key if k not in dict(exported)]
     if config.is_delta and unexported:
@@ -638,6 +657,20 @@ def check_table_columns(
             f"sync_mode '{config.sync_mode}' is merged on the primary key, so the mapping must "
             f"export the key column(s) {', '.join(unexported)} of model '{model}'"
         )
+
+
+def _partition_type_refusal(type_text: str) -> str | None:
+    """Why a Delta table cannot be partitioned by a column of this DuckDB type, or None."""
+    upper = type_text.upper()
+    if upper.startswith("DECIMAL") or upper in ("HUGEINT", "UHUGEINT"):
+        # HUGEINT is written as DECIMAL(38,0). delta-rs writes a negative decimal's partition
+        # value wrongly ('-1.50' as '-1.-50') and commits it: the table can no longer be read.
+        return "delta-rs writes negative decimal partition values it cannot read back"
+    if upper.endswith("]") or upper.startswith(("STRUCT", "MAP", "UNION")):
+        return "a list, struct or map has no partition value"
+    if upper == "BLOB":
+        return "binary values have no partition value"
+    return None
 
 
 def exported_columns(

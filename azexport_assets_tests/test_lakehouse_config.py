@@ -119,6 +119,41 @@ def test_a_valid_delta_activation_loads(project_dir):
             ["field 'delta.partition_by'", "unknown column(s) 'since'", "ID, Name, Since"],
         ),
         (
+            # delta-rs writes '-1.50' as the partition value '-1.-50' and commits it; the
+            # table then cannot be read: refused before any run.
+            edit(
+                "      sync_mode: upsert",
+                "      sync_mode: upsert\n      mapping: {id: ID, amount: Amount}\n"
+                "      partition_by: [Amount]",
+            ).replace("seen_at, since FROM", "-1.5::DECIMAL(4,2) AS amount FROM"),
+            [
+                "field 'partition_by'",
+                "column 'Amount' (DECIMAL(4,2)) cannot partition a Delta table",
+                "negative decimal partition values",
+                "CAST(... AS VARCHAR)",
+            ],
+        ),
+        (
+            edit(
+                "      sync_mode: upsert",
+                "      sync_mode: upsert\n      mapping: {id: ID, tags: Tags}\n"
+                "      delta: {partition_by: [Tags]}",
+            ).replace("seen_at, since FROM", "[name] AS tags FROM"),
+            [
+                "field 'delta.partition_by'",
+                "column 'Tags' (VARCHAR[]) cannot partition a Delta table",
+                "a list, struct or map has no partition value",
+            ],
+        ),
+        (
+            # delta-rs names merge columns in backticks and cannot escape one in a name.
+            edit(
+                "      sync_mode: upsert",
+                "      sync_mode: upsert\n      mapping: {id: ID, name: 'N`m'}",
+            ),
+            ["field 'mapping'", "column 'N`m' has a backtick", "rename it in the mapping"],
+        ),
+        (
             edit("      sync_mode: upsert", MAPPED + "\n      delta: {optimize_every: 0}"),
             ["field 'delta.optimize_every'", "greater than or equal to 1"],
         ),

@@ -32,7 +32,7 @@ from azexport_assets.introspect import (
     check_partition_columns,
     exported_columns,
 )
-from azexport_assets.lakehouse import DeltaTypeError, TableAheadError
+from azexport_assets.lakehouse import DeltaTypeError, TableAheadError, TableMissingError
 from azexport_assets.logical_time import logical_time
 from azexport_assets.project import Project, path_names
 from azexport_assets.resources import (
@@ -89,6 +89,11 @@ def delta_run(project: Project, shape: ProjectShape, name: str) -> exporting.Del
         check_partition_columns(project, name, columns)
         return exported_columns(project, name, [c for c, _ in columns])
 
+    destination = ""
+    if activation.is_table:
+        folder = project.destinations[activation.destination]
+        path = exporting.table_path(activation, folder.path_prefix, path_names(project, name, ""))
+        destination = f"delta table {folder.container}/{path}"
     return exporting.DeltaRun(
         name=name,
         source_table=project.table_of(activation.source),
@@ -97,6 +102,7 @@ def delta_run(project: Project, shape: ProjectShape, name: str) -> exporting.Del
         sync_mode=activation.sync_mode,
         exported=exported,
         sources=activation_sources(project, shape, name),
+        destination=destination,
     )
 
 
@@ -305,7 +311,7 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
                     "written and the baseline was not advanced.",
                     allow_retries=False,
                 ) from None
-            except (DeltaTypeError, TableAheadError) as error:
+            except (DeltaTypeError, TableAheadError, TableMissingError) as error:
                 raise dg.Failure(
                     f"activation '{name}': {error} The baseline was not advanced.",
                     allow_retries=False,

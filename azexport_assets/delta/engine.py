@@ -59,8 +59,9 @@ def fingerprint(con: duckdb.DuckDBPyConnection, spec: DeltaSpec) -> tuple[str, s
     """(hash, JSON) of what makes rows comparable with the baseline.
 
     Covers the key, the mapping (source column, destination name, order), the source types of
-    those columns, and run type + sync mode (a different contract with the consumer). When it
-    differs from the baseline's, the next change set is a full export.
+    those columns, run type + sync mode (a different contract with the consumer) and, for a
+    Delta table, the table (a switch from files or a move starts a table that has no rows).
+    When it differs from the baseline's, the next change set is a full export.
     """
     query = sql.source_columns_select(spec)
     try:
@@ -79,6 +80,8 @@ def fingerprint(con: duckdb.DuckDBPyConnection, spec: DeltaSpec) -> tuple[str, s
         "primary_key": [[k, types[k]] for k in spec.primary_key],
         "columns": [[src, dest, types[src]] for src, dest in spec.columns],
     }
+    if spec.destination:  # absent for files, so their fingerprints stay as they were
+        detail["destination"] = spec.destination
     text = json.dumps(detail, ensure_ascii=False, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32], text
 

@@ -52,6 +52,9 @@ class DeltaSpec:
     columns: tuple[tuple[str, str], ...]
     run_type: RunType
     sync_mode: SyncMode
+    # What the changes are applied to, when its state outlives a run (a Delta table: its
+    # container and path). Empty for files, which each run writes anew.
+    destination: str = ""
 
     def __post_init__(self) -> None:
         check_activation(self.activation)

@@ -4,13 +4,16 @@ Every text format (CSV, JSON, XML) writes a value the same way, decided here onc
 
 - TIMESTAMP (any precision) is taken as UTC, TIMESTAMPTZ is converted to UTC, and both are
   written `YYYY-MM-DDTHH:MM:SS.ffffffZ` (always six fractional digits, fixed width).
-- DATE `YYYY-MM-DD`; BOOLEAN `true`/`false`; DECIMAL with its full scale (`12.50`);
-  integers and finite floating point as DuckDB prints them (`0.1`, `1e+20`, `-0.0`).
+- DATE `YYYY-MM-DD` (before year 1 DuckDB's `0044-03-15 (BC)`); BOOLEAN `true`/`false`;
+  DECIMAL with its full scale and a digit before the point (`12.50`, `0.125`: DuckDB prints
+  a DECIMAL(p,p) as `.125`, which JSON does not allow); integers and finite floating point as
+  DuckDB prints them (`0.1`, `1e+20`, `-0.0`).
 - NaN and infinities as `NaN`, `Infinity`, `-Infinity`: the spellings Spark's CSV reader
   takes by default (its `nanValue` is `NaN`; Java parses `Infinity`), and pandas, Polars,
   DuckDB and Python's `float()` read as well (`nan`/`inf` become NULL or text in Spark).
-- LIST, STRUCT, MAP, ARRAY, UNION as JSON text (DuckDB's `to_json`), the form every reader can
-  parse back into arrays and objects (`from_json`, `str.json_decode`, `json.loads`).
+- LIST, STRUCT, MAP, ARRAY, UNION and JSON values as JSON text (DuckDB's `to_json`, which
+  also drops a JSON value's insignificant whitespace), the form every reader can parse back
+  into arrays and objects (`from_json`, `str.json_decode`, `json.loads`).
 - BLOB as base64; everything else (UUID, TIME, INTERVAL, ENUM…) as DuckDB's own VARCHAR cast.
 
 The expressions never depend on the session's TimeZone setting.
@@ -18,6 +21,7 @@ The expressions never depend on the session's TimeZone setting.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import duckdb
@@ -41,6 +45,7 @@ _INTEGER_IDS = {
 _FLOAT_IDS = {"float", "double"}
 _NAIVE_TIMESTAMP_IDS = {"timestamp", "timestamp_s", "timestamp_ms", "timestamp_ns"}
 _NESTED_IDS = {"list", "struct", "map", "array", "union"}
+_DECIMAL_RE = re.compile(r"DECIMAL\((\d+),\s*(\d+)\)")
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,12 @@ class Column:
 
     @property
     def is_string(self) -> bool:
-        return self.type_id == "varchar"
+        return self.type_id == "varchar" and not self.is_json
+
+    @property
+    def is_json(self) -> bool:
+        """DuckDB's JSON type: a VARCHAR underneath (same type id), compared and cast as JSON."""
+        return self.type_id == "varchar" and self.type_text == "JSON"
 
     @property
     def is_integer(self) -> bool:
@@ -145,8 +155,18 @@ def float_text(ref: str) -> str:
 
 
 def nested_json(ref: str) -> str:
-    """SQL for a LIST/STRUCT/MAP/ARRAY/UNION value as JSON text (NULL stays NULL)."""
+    """SQL for a LIST/STRUCT/MAP/ARRAY/UNION/JSON value as JSON text (NULL stays NULL)."""
     return f"CAST(to_json({ref}) AS VARCHAR)"
+
+
+def decimal_text(col: Column) -> str:
+    """SQL for a DECIMAL value with its full scale and a digit before the point: DuckDB
+    prints a DECIMAL(p,p) (only a fraction) as `.125` / `-.5`, without the leading zero."""
+    cast = f"CAST({col.ref} AS VARCHAR)"
+    found = _DECIMAL_RE.fullmatch(col.type_text)
+    if found and found.group(1) == found.group(2):
+        return f"regexp_replace({cast}, '^(-?)\\.', '\\10.')"
+    return cast
 
 
 def text_expr(col: Column) -> str:
@@ -155,8 +175,10 @@ def text_expr(col: Column) -> str:
         return col.ref
     if col.is_float:
         return float_text(col.ref)
-    if col.is_nested:
+    if col.is_nested or col.is_json:
         return nested_json(col.ref)
+    if col.is_decimal:
+        return decimal_text(col)
     if col.is_naive_timestamp or col.is_timestamptz:
         return f"strftime({utc_timestamp(col)}, '{ISO_UTC}')"
     if col.type_id == "blob":

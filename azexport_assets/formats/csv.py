@@ -13,8 +13,10 @@ from azexport_assets.formats.columns import Column, strip_query, text_expr
 from azexport_assets.formats.text import RowText
 from azexport_assets.sql_text import quote_literal
 
-# Characters the text of a "plain" column (numbers, dates, timestamps…) can contain.
-_PLAIN_CHARS = set("0123456789+-.:eETZnaiftrulsyNIF")
+# Characters the text of a "plain" column can contain: numbers (`1e+20`, `NaN`, `-Infinity`),
+# booleans, UUIDs (lowercase hex), ISO timestamps, and dates, which DuckDB writes
+# `0044-03-15 (BC)` before year 1 (a space-delimited file must quote those).
+_PLAIN_CHARS = set("0123456789+-.:eETZnaiftrulsyNIF" + "abcdef" + " ()BC")
 
 
 def quote_field(value: str, delimiter: str) -> str:

@@ -9,7 +9,7 @@ DECIMAL into a double (`12.50` -> `12.5`, and 38-digit values lose precision). V
   decimal-aware reader (e.g. Python `json.loads(s, parse_float=Decimal)`) to keep every digit;
 - NaN and ±Infinity (not valid JSON) -> `null`;
 - DATE / TIMESTAMP -> ISO 8601 strings (see `columns.py`); strings via DuckDB's `to_json`;
-- LIST / STRUCT / MAP -> DuckDB's `to_json` of the value (nested JSON).
+- LIST / STRUCT / MAP and JSON values -> DuckDB's `to_json` of the value (nested JSON).
 
 `array` files look like `[\\n{...},\\n{...}\\n]\\n` (an empty one is `[\\n]\\n`); `lines` files
 hold one object per line, each ending with `\\n`.
@@ -19,7 +19,13 @@ from __future__ import annotations
 
 import json
 
-from azexport_assets.formats.columns import Column, nested_json, strip_query, text_expr
+from azexport_assets.formats.columns import (
+    Column,
+    decimal_text,
+    nested_json,
+    strip_query,
+    text_expr,
+)
 from azexport_assets.formats.text import RowText
 from azexport_assets.sql_text import quote_literal
 
@@ -27,11 +33,13 @@ from azexport_assets.sql_text import quote_literal
 def value_expr(col: Column) -> str:
     """SQL for the column's JSON value text (never NULL)."""
     ref = col.ref
-    if col.is_integer or col.is_decimal or col.type_id == "boolean":
+    if col.is_integer or col.type_id == "boolean":
         value = f"CAST({ref} AS VARCHAR)"
+    elif col.is_decimal:
+        value = decimal_text(col)
     elif col.is_float:
         value = f"CASE WHEN isfinite({ref}) THEN CAST({ref} AS VARCHAR) END"
-    elif col.is_nested:
+    elif col.is_nested or col.is_json:
         value = nested_json(ref)
     elif col.text_is_plain or col.type_id == "blob":
         # ISO dates/timestamps, UUIDs, base64: nothing to escape inside the quotes.

@@ -22,19 +22,18 @@
   linear). A compressed size is only known after writing, so a part that comes out too large
   is rewritten with fewer rows: the limit is hard, like for the text formats (only a single
   row larger than the limit is exempt). Parts are written by the same DuckDB writer, so they
-  compress like the single file (pyarrow's writer is 2x slower and ~45% larger here; it is
-  only used when a column is itself named `file_row_number`).
+  compress like the single file and keep every type as it has it (INTERVAL, TIME WITH TIME
+  ZONE, ...), also when a column is itself named `file_row_number`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from azexport_assets import naming
@@ -51,7 +50,6 @@ ROW_GROUP_ROWS = 122_880
 # keeps INT96 timestamps unrebased, which azexport does not write. Other readers ignore it.
 SPARK_CALENDAR_METADATA = {"org.apache.spark.version": "3.5.0"}
 _DUCKDB_CODEC = {"zstd": "zstd", "snappy": "snappy", "gzip": "gzip", "none": "uncompressed"}
-_ARROW_CODEC = {"zstd": "zstd", "snappy": "snappy", "gzip": "gzip", "none": "none"}
 _FILL = 0.97  # aim a little under the limit so a rewrite is rarely needed
 
 
@@ -130,18 +128,23 @@ def _write_parquet(
         return [_written(whole)]
     source = whole.rename(whole.with_name("whole.parquet.tmp"))
     try:
-        if any(c.name.lower() == "file_row_number" for c in columns):
-            return split_parquet(source, out_dir, compression, max_bytes)
-        return split_parquet_duckdb(source, out_dir, compression, max_bytes)
+        numbered = not any(c.name.lower() == "file_row_number" for c in columns)
+        return split_parquet_duckdb(source, out_dir, compression, max_bytes, numbered)
     finally:
         source.unlink()
 
 
 def split_parquet_duckdb(
-    source_path: Path, out_dir: Path, compression: str, max_bytes: int
+    source_path: Path, out_dir: Path, compression: str, max_bytes: int, numbered: bool = True
 ) -> list[WrittenFile]:
     """Split a Parquet file into parts of contiguous rows, each at most `max_bytes`, with
-    DuckDB (a private in-memory connection: this is local file work only)."""
+    DuckDB (a private in-memory connection: this is local file work only).
+
+    `numbered`: select each part's rows by `file_row_number`, which skips the row groups
+    outside the range. A column of that very name hides it; then a part is `LIMIT`/`OFFSET`
+    of the scan (insertion order is kept: DuckDB's default), which reads the rows before the
+    part again but keeps DuckDB's writer, and so every type exactly as the single file has it.
+    """
     con = duckdb.connect()
     source = quote_literal(str(source_path))
     options = (
@@ -149,13 +152,17 @@ def split_parquet_duckdb(
         f"ROW_GROUP_SIZE {ROW_GROUP_ROWS}, KV_METADATA {_kv_metadata()}"
     )
 
+    def rows_of(start: int, stop: int) -> str:
+        if numbered:
+            return (
+                f"SELECT * EXCLUDE (file_row_number) "
+                f"FROM read_parquet({source}, file_row_number = true) "
+                f"WHERE file_row_number >= {start} AND file_row_number < {stop}"
+            )
+        return f"SELECT * FROM read_parquet({source}) LIMIT {stop - start} OFFSET {start}"
+
     def write_range(path: Path, start: int, stop: int) -> int:
-        con.execute(
-            f"COPY (SELECT * EXCLUDE (file_row_number) "
-            f"FROM read_parquet({source}, file_row_number = true) "
-            f"WHERE file_row_number >= {start} AND file_row_number < {stop}) "
-            f"TO {quote_literal(str(path))} ({options})"
-        )
+        con.execute(f"COPY ({rows_of(start, stop)}) TO {quote_literal(str(path))} ({options})")
         return path.stat().st_size
 
     try:
@@ -163,33 +170,6 @@ def split_parquet_duckdb(
         return _split(total, os.path.getsize(source_path), out_dir, max_bytes, write_range)
     finally:
         con.close()
-
-
-def _row_range(source: pq.ParquetFile, start: int, stop: int) -> Iterator[pa.RecordBatch]:
-    """Rows start..stop-1 of the file, one row group at a time."""
-    first = 0
-    meta = source.metadata
-    for g in range(meta.num_row_groups):
-        n = meta.row_group(g).num_rows
-        if first + n > start and first < stop:
-            table = source.read_row_group(g)
-            lo, hi = max(start - first, 0), min(stop - first, n)
-            yield from table.slice(lo, hi - lo).to_batches()
-        first += n
-        if first >= stop:
-            return
-
-
-def _write_range(
-    source: pq.ParquetFile, path: Path, start: int, stop: int, compression: str
-) -> int:
-    schema = source.schema_arrow.with_metadata(
-        (source.schema_arrow.metadata or {}) | SPARK_CALENDAR_METADATA
-    )
-    with pq.ParquetWriter(path, schema, compression=_ARROW_CODEC[compression]) as writer:
-        for batch in _row_range(source, start, stop):
-            writer.write_batch(batch, row_group_size=ROW_GROUP_ROWS)
-    return path.stat().st_size
 
 
 def _split(
@@ -218,16 +198,3 @@ def _split(
         bytes_per_row = size / rows
         start += rows
     return files
-
-
-def split_parquet(
-    source_path: Path, out_dir: Path, compression: str, max_bytes: int
-) -> list[WrittenFile]:
-    """Split a Parquet file into parts of at most `max_bytes` each, with pyarrow."""
-    source = pq.ParquetFile(source_path)
-
-    def write_range(path: Path, start: int, stop: int) -> int:
-        return _write_range(source, path, start, stop, compression)
-
-    total = source.metadata.num_rows
-    return _split(total, os.path.getsize(source_path), out_dir, max_bytes, write_range)

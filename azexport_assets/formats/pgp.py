@@ -85,6 +85,14 @@ class PgpRecipient:
             ) from None
         return recipient
 
+    def size_overhead(self) -> int:
+        """Bytes encryption adds to a file (its key and literal-data packets, the cipher's
+        prefix, the integrity check): measured on a sample larger than the packets' short
+        length forms, plus a margin, so a part sized to `max_file_size - size_overhead()` is
+        within `max_file_size` once encrypted."""
+        sample = 1 << 16
+        return len(self.encrypt_bytes(bytes(sample))) - sample + 32
+
     @property
     def fingerprint(self) -> str:
         return str(self.key.fingerprint).replace(" ", "")

@@ -112,6 +112,11 @@ class TableAheadError(RuntimeError):
     """The table already holds a newer change set of the activation than the one to apply."""
 
 
+class TableMissingError(RuntimeError):
+    """The baseline says rows were written to a table that is not there (removed or moved
+    outside azexport): only a full resync can write it again."""
+
+
 def app_id(activation: str) -> str:
     return f"{APP_ID_PREFIX}{activation}"
 
@@ -269,10 +274,10 @@ def apply_change_set(
                 report.schema = table_schema(table)
             return report
         if table is None:
-            raise StorageError(
-                f"Delta table {target.url} does not exist, but the baseline says it was "
-                "written: it was removed or moved. Run the activation with a full resync to "
-                "write it again."
+            raise TableMissingError(
+                f"Delta table {target.url} does not exist, but the baseline says its rows were "
+                "written there: it was removed or moved outside azexport. Run the activation "
+                "with a full resync to write it again."
             )
         _merge(con, spec, change, target, care, table, run_id, sequence, kinds, predicate, report)
     final = open_table(target)
@@ -359,7 +364,8 @@ def _overwrite(
                 reader,
                 mode="overwrite",
                 schema_mode="overwrite",
-                partition_by=list(care.partition_by) or None,
+                # A list, even empty: None would keep the table's old partitioning.
+                partition_by=list(care.partition_by),
                 configuration={CDF_PROPERTY: "true"} if care.change_data_feed else None,
                 storage_options=dict(target.storage_options),
                 commit_properties=_commit_properties(spec.activation, change, run_id, sequence),
