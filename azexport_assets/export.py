@@ -63,7 +63,7 @@ from azexport_assets.delta import (
 )
 from azexport_assets.formats import FormatSpec, WriteResult, WrittenFile, write_export
 from azexport_assets.formats.pgp import CONTENT_TYPE as PGP_CONTENT_TYPE
-from azexport_assets.formats.pgp import ENCRYPTED_SUFFIX, PgpRecipient
+from azexport_assets.formats.pgp import ENCRYPTED_SUFFIX, PgpRecipient, encrypted_part_limit
 from azexport_assets.lakehouse import (
     DeltaTarget,
     TableCare,
@@ -506,9 +506,8 @@ def write_and_upload(
     cursor = sandboxed_cursor(con) if file_sets else None
     clustered = partitions > CLUSTER_ABOVE_PARTITIONS
     part_limit = activation.max_file_size
-    if part_limit is not None and encrypt is not None:
-        # The limit holds for the encrypted part: a part is written that much smaller.
-        part_limit = max(1, part_limit - encrypt.size_overhead())
+    if encrypt is not None:  # the limit holds for the encrypted part
+        part_limit = encrypted_part_limit(part_limit, encrypt.size_overhead())
     try:
         if clustered:
             cursor.execute(clustered_changes_query(spec, list(activation.partition_by)))

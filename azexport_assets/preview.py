@@ -45,6 +45,7 @@ from azexport_assets.export import (
 )
 from azexport_assets.formats import FormatSpec, write_export
 from azexport_assets.formats.columns import describe
+from azexport_assets.formats.pgp import encrypted_part_limit
 from azexport_assets.naming import validate_blob_name
 from azexport_assets.sandbox import process_scratch
 from azexport_assets.sql_text import quote_ident
@@ -290,7 +291,10 @@ def _write_locally(
     out_dir.mkdir(parents=True)
     # On `con` itself: the change set exists only in its (rolled-back) transaction.
     query = file_set_query(spec, file_set, activation)
-    written = write_export(con, query, fmt, out_dir, activation.max_file_size)
+    limit = activation.max_file_size
+    if activation.pgp_key_env is not None:  # parts as the run cuts them, to be encrypted
+        limit = encrypted_part_limit(limit)
+    written = write_export(con, query, fmt, out_dir, limit)
     names = blob_names(file_set.stem, file_set.suffix, extension, len(written.files))
     files = []
     for index, (name, local) in enumerate(zip(names, written.files, strict=True), start=1):

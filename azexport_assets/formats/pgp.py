@@ -42,6 +42,20 @@ def _quiet() -> Iterator[None]:
         yield
 
 
+# Bytes kept free in every size-limited part for what encryption adds: the preview (which reads
+# no key) and the run then cut the same parts. Measured: about 330 bytes with an RSA-2048 key,
+# 590 with RSA-4096; 2 KiB holds RSA keys of up to 15,360 bits (a larger key's own measure is
+# used instead).
+ENCRYPTION_RESERVE = 2048
+
+
+def encrypted_part_limit(max_file_size: int | None, overhead: int = 0) -> int | None:
+    """The size a part is written to so that, encrypted, it is within `max_file_size`."""
+    if max_file_size is None:
+        return None
+    return max(1, max_file_size - max(ENCRYPTION_RESERVE, overhead))
+
+
 class EncryptionKeyError(ValueError):
     """The configured public key cannot be used (never quotes the key itself)."""
 
