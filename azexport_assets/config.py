@@ -21,6 +21,10 @@ from azexport_assets import naming
 from azexport_assets.sandbox import ascii_lower
 
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Objects whose names are Dagster tag values (azexport/model, /segment, /activation), which
+# Dagster limits to 63 characters.
+TAGGED_KINDS = ("models", "segments", "activations")
+MAX_TAGGED_NAME = 63
 
 RunType = Literal["full_only", "full_then_delta"]
 SyncMode = Literal["snapshot", "upsert", "insert", "difference"]
@@ -1215,6 +1219,12 @@ def parse_file_config(
                     f"{file_position(file, locate, (kind, name))}: {kind[:-1]} '{name}': the name "
                     "must start with a letter or '_' and hold only letters, digits and '_' "
                     "(it becomes a table and asset name)"
+                )
+            if kind in TAGGED_KINDS and len(name) > MAX_TAGGED_NAME:
+                raise ConfigError(
+                    f"{file_position(file, locate, (kind, name))}: {kind[:-1]} '{name}': the name "
+                    f"has {len(name)} characters; at most {MAX_TAGGED_NAME} (Dagster tags its "
+                    "runs and assets with it, and a tag value holds at most 63)"
                 )
     for name, activation in config.activations.items():
         problem = check_blob_properties(name, activation.blob_properties)

@@ -51,6 +51,7 @@ from azexport_assets.validation_cache import (
 )
 from azexport_assets.warehouse import (
     SourceEncodingError,
+    WarehouseConfigError,
     attach_source,
     confine_sources,
     confinement_violation,
@@ -372,7 +373,7 @@ def _introspect(project: Project) -> tuple[ProjectShape, list[tuple[str, str]], 
             except duckdb.Error:
                 available.discard(source)  # e.g. locked by its writer: checked again at run time
                 complete = False
-            except DatabaseSourceError as error:  # unreachable, or a table not loaded yet
+            except WarehouseConfigError as error:  # unreachable, a table not loaded, no file
                 _log.warning("%s: %s", project.position("sources", source), error)
                 available.discard(source)
                 complete = False

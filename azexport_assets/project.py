@@ -35,7 +35,9 @@ from azexport_assets.warehouse.confinement import CONFINE_ENV, confine_sources
 
 # The longest suffix a part file can get after its rendered name: '_removed_part-00001'
 # plus the longest extension ('.parquet' / '.jsonl.zst'), and '_manifest.json'.
-_LONGEST_SUFFIX = len("_removed") + len(naming.part_suffix(1)) + len(".parquet")
+# What a Delta table adds under its folder: '/_delta_log/<20 digits>.checkpoint.parquet' and
+# data files 'part-00001-<uuid>-c000.zstd.parquet' (partition folders come from values).
+_TABLE_SUFFIX = len("/part-00001-00000000-0000-0000-0000-000000000000-c000.snappy.parquet")
 
 
 @dataclass
@@ -263,15 +265,29 @@ def _check_blob_names(project: Project) -> None:
             activation.file_name,
             sample_time,
             activation.timezone,
-            path_names(project, name, naming.SAMPLE_NAMES["run_id"]) | {"segment": "segment"},
+            {"segment": "segment"} | path_names(project, name, naming.SAMPLE_NAMES["run_id"]),
         )
-        longest = len(naming.join_prefix(prefix, rendered)) + _LONGEST_SUFFIX
+        longest = len(naming.join_prefix(prefix, rendered)) + _longest_suffix(activation)
         if longest > 1024:
             raise ConfigError(
                 f"{project.where('activations', name, 'file_name')}: with the path_prefix of "
                 f"destination '{activation.destination}' the blob names reach {longest} "
                 "characters; Azure allows 1024: shorten the file name or the prefix"
             )
+
+
+def _longest_suffix(activation: ActivationConfig) -> int:
+    """The most an export adds to its rendered file name: the longest change kind, a part
+    number, the extension with its compression and encryption (or the manifest's name); for
+    a Delta table, the longest name of a file in its folder."""
+    if activation.is_table:
+        return _TABLE_SUFFIX
+    extension = naming.extension(
+        activation.format, activation.json_options.style, activation.compression
+    ) + (".pgp" if activation.pgp_key_env is not None else "")
+    part = len(naming.part_suffix(1)) if activation.max_file_size is not None else 0
+    files = len("_removed") + part + len(extension)
+    return max(files, len("_manifest.json")) if activation.manifest else files
 
 
 def _destination_place(destination: DestinationConfig, name: str) -> tuple[str, str]:

@@ -14,6 +14,7 @@ from azexport_assets.components.jobs import (
     schedule_for,
     scheduled_groups,
     tick_job,
+    tick_job_names,
 )
 from azexport_assets.components.model_assets import model_asset, segment_asset, source_table_specs
 from azexport_assets.components.preview_job import PREVIEW_JOB, preview_job
@@ -67,7 +68,9 @@ def build_definitions(
         # One preview job for the project, built by the component declaring its first
         # activation.
         jobs[PREVIEW_JOB] = preview_job(project, shape)
-    for (cron, timezone), names in scheduled_groups(project).items():
+    groups = scheduled_groups(project)
+    shared_names = tick_job_names(groups)
+    for (cron, timezone), names in groups.items():
         # A schedule shared by several activations (maybe from several files) is built by the
         # component that declares the first of them.
         if names[0] not in activations:
@@ -75,7 +78,7 @@ def build_definitions(
         if len(names) == 1:
             job = jobs[f"activate_{names[0]}"]
         else:
-            job = tick_job(project, shape, cron, timezone, names)
+            job = tick_job(project, shape, cron, timezone, names, shared_names[(cron, timezone)])
             jobs[job.name] = job
         schedules.append(schedule_for(cron, timezone, names, job))
     resources = {

@@ -12,8 +12,9 @@ that activation needs.
 
 from __future__ import annotations
 
+import hashlib
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import dagster as dg
 
@@ -66,6 +67,22 @@ def tick_job_name(cron: str, timezone: str) -> str:
     return f"activations_{_slug(cron.replace('*', 'x'))}_{_slug(timezone)}"
 
 
+def tick_job_names(groups: dict[tuple[str, str], list[str]]) -> dict[tuple[str, str], str]:
+    """The job name of each shared schedule (groups of more than one activation). Distinct
+    crons or zones can read the same once reduced to a name ('1-5' and '1,5', 'Etc/GMT+1' and
+    'Etc/GMT-1'): those get a digest of their own cron and zone, so no two collide."""
+    shared = [key for key, names in groups.items() if len(names) > 1]
+    plain = {key: tick_job_name(*key) for key in shared}
+    taken = Counter(plain.values())
+    return {
+        key: name if taken[name] == 1 else f"{name}_{_digest(*key)}" for key, name in plain.items()
+    }
+
+
+def _digest(cron: str, timezone: str) -> str:
+    return hashlib.sha256(f"{cron}\n{timezone}".encode()).hexdigest()[:8]
+
+
 def scheduled_groups(project: Project) -> dict[tuple[str, str], list[str]]:
     """Scheduled activations by (cron, time zone), in declaration order."""
     groups: dict[tuple[str, str], list[str]] = defaultdict(list)
@@ -76,11 +93,16 @@ def scheduled_groups(project: Project) -> dict[tuple[str, str], list[str]]:
 
 
 def tick_job(
-    project: Project, shape: ProjectShape, cron: str, timezone: str, names: list[str]
+    project: Project,
+    shape: ProjectShape,
+    cron: str,
+    timezone: str,
+    names: list[str],
+    job_name: str,
 ) -> dg.UnresolvedAssetJobDefinition:
     keys = {key: None for name in names for key in activation_keys(project, shape, name)}
     return dg.define_asset_job(
-        name=tick_job_name(cron, timezone),
+        name=job_name,
         selection=dg.AssetSelection.assets(*keys),
         description=(
             f"Activations scheduled at `{cron}` ({timezone}): "

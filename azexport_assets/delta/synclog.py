@@ -145,8 +145,41 @@ def _ensure_tables(
     missing = [(n, k) for n, k in keys if n.lower() not in {e.lower() for e in existing}]
     for name, kind in missing:
         con.execute(f"ALTER TABLE {keys_table(activation)} ADD COLUMN {quote_ident(name)} {kind}")
-    if missing:
+    retyped = _retype_keys(con, activation, keys)
+    if missing or retyped:
         con.execute(_view_sql(activation, [*existing[2:], *(n for n, _ in missing)]))
+
+
+def _retype_keys(
+    con: duckdb.DuckDBPyConnection, activation: str, keys: Sequence[tuple[str, str]]
+) -> bool:
+    """A key column whose type changed in the model (the run is then a full export) takes the
+    new type when every logged value converts to it, else VARCHAR, which every value does:
+    the rows of this run must fit, and the older ones stay readable. Checked before altering,
+    since a failed statement would end the commit's transaction."""
+    types = dict(
+        con.execute(
+            "SELECT lower(column_name), data_type FROM information_schema.columns "
+            "WHERE table_catalog = current_database() AND table_schema = ? AND table_name = ?",
+            [LOG_SCHEMA, f"{activation}__keys"],
+        ).fetchall()
+    )
+    table = keys_table(activation)
+    changed = False
+    for name, kind in keys:
+        old = types.get(name.lower())
+        if old is None or old.upper() == kind.upper():
+            continue
+        column = quote_ident(name)
+        (unfit,) = con.execute(
+            f"SELECT count(*) FROM {table} WHERE {column} IS NOT NULL "
+            f"AND TRY_CAST({column} AS {kind}) IS NULL"
+        ).fetchone()
+        target = kind if unfit == 0 else "VARCHAR"
+        if target.upper() != old.upper():
+            con.execute(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE {target}")
+            changed = True
+    return changed
 
 
 def append(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from azexport_assets.sql_text import quote_ident, quote_literal
-from azexport_assets.warehouse.base import SourceEncodingError
+from azexport_assets.warehouse.base import SourceEncodingError, WarehouseConfigError
 from azexport_assets.warehouse.confinement import check_confined
 from azexport_assets.warehouse.dbsources import attach_database_source
 from azexport_assets.warehouse.remote import attach_remote, is_remote
@@ -125,13 +125,23 @@ def attach_source(
     location = resolve_path(source.location, base)
     if source.kind == "duckdb":
         check_confined(name, source, location, base)  # again at run time: files can change
+        if not os.path.exists(location):
+            raise WarehouseConfigError(
+                f"source '{name}': the DuckDB file {location} does not exist; create it, or "
+                "fix the source's path in its defs.yaml. Nothing was read"
+            )
         con.execute(f"ATTACH {quote_literal(location)} AS {quote_ident(name)} (READ_ONLY)")
         return [location]
     # The view lists the files rather than the glob: the sandbox grants exactly these files,
-    # and a glob would need the whole folder. No match: keep the glob for DuckDB's own error.
+    # and a glob would need the whole folder.
     files = source_files(source, base)
+    if not files:
+        raise WarehouseConfigError(
+            f"source '{name}': no file matches {location}; add the {source.kind.upper()} "
+            "files, or fix the source's path in its defs.yaml. Nothing was read"
+        )
     check_confined(name, source, location, base, files)
-    listed = f"[{', '.join(quote_literal(f) for f in files)}]" if files else quote_literal(location)
+    listed = f"[{', '.join(quote_literal(f) for f in files)}]"
     create_file_view(con, name, source, listed)
     return files
 
