@@ -95,11 +95,20 @@ def test_a_skipped_preamble_line_is_logged_and_warned_in_the_model_step(project_
 def test_the_warning_counts_the_other_files_of_the_glob(project_dir):
     (project_dir / "visits" / "a.csv").write_text(PREAMBLE)
     (project_dir / "visits" / "b.csv").write_text("id,name,visits\n7,Cy,1\n8,Di,2\n")
+    with pytest.raises(dg.Failure) as failure:
+        run_model(project_dir)
+    # b.csv has no preamble, yet its first line would be skipped too, its header lost and its
+    # first data row taken for the header (7, Cy gone): the step fails naming it instead.
+    assert (
+        f"{project_dir / 'visits' / 'b.csv'} starts with '7,Cy,1', not the header of "
+        f"{project_dir / 'visits' / 'a.csv'} ('id,name,visits')"
+    ) in failure.value.description
+    (project_dir / "visits" / "b.csv").write_text(
+        "Exported by CRM on 2025-01-02\nid,name,visits\n7,Cy,1\n8,Di,2\n"
+    )
     result, logs = run_model(project_dir)
     assert result.success
-    # What the warning is about: b.csv has no preamble, yet its first line is skipped too,
-    # so its header is lost and its first data row is taken for the header (7, Cy is gone).
-    assert model_rows(project_dir) == [(1, "Ann", 3), (2, "Bob", 5), (8, "Di", 2)]
+    assert model_rows(project_dir) == [(1, "Ann", 3), (2, "Bob", 5), (7, "Cy", 1), (8, "Di", 2)]
     warnings = [message for level, message in logs if level == logging.WARNING]
     assert len(warnings) == 1
     assert (

@@ -468,3 +468,36 @@ def test_csv_gains_a_column_between_runs(project: ProjectKit, mat: str):
         {"id": "1", "name": "Ada"},
         {"id": "2", "name": "Bob"},
     ]
+
+
+@pytest.mark.parametrize(
+    ("later", "starts"),
+    [
+        ("3,Cy\n", "'3,Cy'"),  # no header: its first row would be read as one
+        ("id,name,city\n3,Cy,Oslo\n", "'id,name,city'"),  # more columns: they would be dropped
+    ],
+    ids=["no-header", "more-columns"],
+)
+@pytest.mark.parametrize("mat", ["table", "view"])
+def test_a_csv_file_without_the_globs_header_fails_naming_it(
+    project: ProjectKit, later: str, starts: str, mat: str
+):
+    """DuckDB reads every file of a glob with the first file's layout; a later file that does
+    not start with the same header lost its first row or its extra columns silently. Now the
+    model step fails naming the file, nothing is exported, and once the file is fixed the next
+    run exports every row."""
+    kit = project
+    write_csv(kit, "data/a.csv", "id,name\n1,Ada\n2,Bob\n")
+    write_csv(kit, "data/b.csv", later)
+    kit.write_defs(DIFF.format(mat=mat), extra_sources="files: {csv: data/*.csv}")
+    result = kit.run("out", logical_time=T[0], raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.step_failure_data.user_failure_data.description
+    assert message.startswith("source 'files' (csv): "), message
+    assert f"b.csv starts with {starts}, not the header of " in message, message
+    assert "a.csv ('id,name')" in message and "Give every file the same header line" in message
+    assert kit.blob_names() == []
+    write_csv(kit, "data/b.csv", "id,name\n3,Cy\n")
+    assert kit.run("out", logical_time=T[1]).success
+    assert table(kit, stem(1) + "_added.csv") == [(1, "Ada"), (2, "Bob"), (3, "Cy")]

@@ -6,7 +6,8 @@ header. Skipped lines are not read, and the first file's dialect (skip count inc
 applied to every file of the glob, so a preamble line, or a file whose first rows have fewer
 columns than the rest, can silently drop rows. `sniff_csv_sources` runs `sniff_csv()` once on
 the first file of each CSV source (a sample, not the whole file) and returns the facts; the
-Dagster layer logs them and warns. Rows that do not parse are never dropped silently: the
+Dagster layer logs them and warns, and `check_same_header` fails a step whose glob holds a file
+that does not start with the first file's header line. Rows that do not parse are never dropped silently: the
 views read with `ignore_errors` off, so such a row fails the step.
 """
 
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from azexport_assets.sql_text import quote_literal
+from azexport_assets.warehouse.base import WarehouseConfigError
 from azexport_assets.warehouse.sources import source_files
 
 if TYPE_CHECKING:  # the configuration layer may depend on Dagster; the warehouse does not
@@ -110,6 +112,41 @@ def sniff_csv_source(
         skip_rows=int(skip or 0),
         columns=tuple((str(c["name"]), str(c["type"])) for c in columns or ()),
     )
+
+
+def check_same_header(dialect: CsvDialect, files: list[str], encoding: str | None) -> None:
+    """Every file of the glob starts (after the skipped lines) with the first file's header
+    line. DuckDB reads them all with the first file's layout: a file without the header would
+    lose its first row, a file with more columns those columns, both silently. Reads one line
+    per file; raises `WarehouseConfigError` naming the first file that differs."""
+    if not dialect.header or len(files) < 2:
+        return
+    expected = _first_line(files[0], dialect.skip_rows, encoding)
+    for path in files[1:]:
+        found = _first_line(path, dialect.skip_rows, encoding)
+        if found != expected:
+            raise WarehouseConfigError(
+                f"source '{dialect.source}' (csv): {path} starts with {_cut(found)}, not the "
+                f"header of {files[0]} ({_cut(expected)}); DuckDB reads every file of a glob "
+                "with the first file's layout, so its first row or its other columns would be "
+                "lost. Give every file the same header line. Nothing was read"
+            )
+
+
+def _first_line(path: str, skip: int, encoding: str | None) -> str | None:
+    try:
+        with open(path, encoding=encoding or "utf-8-sig", errors="replace", newline="") as f:
+            for _ in range(skip):
+                f.readline()
+            return f.readline().rstrip("\r\n")
+    except OSError:
+        return None  # gone or unreadable: the read itself reports it
+
+
+def _cut(line: str | None) -> str:
+    if line is None:
+        return "nothing readable"
+    return repr(line if len(line) <= 80 else line[:77] + "...")
 
 
 def sniff_csv_sources(
