@@ -7,8 +7,8 @@ applied to every file of the glob, so a preamble line, or a file whose first row
 columns than the rest, can silently drop rows. `sniff_csv_sources` runs `sniff_csv()` once on
 the first file of each CSV source (a sample, not the whole file) and returns the facts; the
 Dagster layer logs them and warns, and `check_same_header` fails a step whose glob holds a file
-that does not start with the first file's header line. Rows that do not parse are never dropped silently: the
-views read with `ignore_errors` off, so such a row fails the step.
+that does not start with the first file's header line. Rows that do not parse are never
+dropped silently: the views read with `ignore_errors` off, so such a row fails the step.
 """
 
 from __future__ import annotations
