@@ -478,7 +478,8 @@ def test_owners_and_path_prefix_are_parsed(tmp_path):
         ),
         (
             "path_prefix: /marketing/crm/",
-            f"path_prefix: {'p' * 1000}",
+            # 1,010 + '/people' + '_removed.csv' (the longest a CSV activation writes) > 1,024
+            f"path_prefix: {'p' * 1010}",
             "defs/main/defs.yaml:23:7: activation 'people_csv', field 'file_name': with the "
             "path_prefix of destination 'lake' the blob names reach",
         ),
