@@ -581,3 +581,22 @@ def test_parquet_parts_keep_the_column_types_of_the_single_file(project: Project
         assert [str(t) for t in rel.types] == ["BIGINT", "VARCHAR", "INTERVAL"], name
         total += len(rel.fetchall())
     assert total == 3000
+
+
+def test_a_value_parquet_cannot_hold_fails_in_one_line_without_retries(project: ProjectKit):
+    """A HUGEINT of more than 38 digits exported as Parquet: the step fails with the one-line
+    refusal naming the column (it was a traceback, and the run was retried), nothing is
+    written."""
+    project.source_sql(
+        "CREATE TABLE t AS SELECT 1 AS id, 170141183460469231731687303715884105727::HUGEINT AS big"
+    )
+    project.write_defs(one_activation("    format: parquet"))
+    result = project.run("out", logical_time=at(0), raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    user = failure.step_failure_data.user_failure_data
+    assert user is not None and user.description.startswith(
+        "activation 'out': The Parquet export cannot hold column 'big' (HUGEINT) exactly"
+    ), failure.step_failure_data
+    assert user.description.endswith("Nothing was written and the baseline was not advanced.")
+    assert project.blob_names("out/") == []

@@ -138,3 +138,38 @@ def test_the_same_exports_succeed_with_room(tmp_path: Path) -> None:
     out.mkdir()
     parts = write_export(duckdb.connect(), MEDIUM, spec, out, max_file_size=100_000).files
     assert SIZE // 2 < sum(f.bytes for f in parts) < SIZE and len(parts) > 1
+
+
+def test_a_run_on_a_full_disk_fails_in_one_line(small_disk: Path, project, monkeypatch) -> None:
+    """Through a real run: the export step fails with the one-line message (it was a
+    traceback), retries allowed (other runs' files may be gone by then), nothing uploaded."""
+    from datetime import datetime, timezone
+
+    monkeypatch.setenv("AZEXPORT_TEMP_DIR", str(small_disk))
+    project.source_sql(
+        "CREATE TABLE t AS SELECT range AS id, repeat('x', 100) || range AS name FROM range(50000)"
+    )
+    project.write_defs(
+        """
+models:
+  m:
+    sql: SELECT * FROM src.t
+    primary_key: id
+activations:
+  out:
+    source: m
+    destination: lake
+    file_name: out/all
+"""
+    )
+    result = project.run(
+        "out", logical_time=datetime(2025, 4, 14, tzinfo=timezone.utc), raise_on_error=False
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    user = failure.step_failure_data.user_failure_data
+    assert user is not None, failure.step_failure_data
+    assert user.description.startswith("activation 'out': the local work folder "), user
+    assert f"set the environment variable {TEMP_DIR_VARIABLE}" in user.description
+    assert user.description.endswith("a retry or the next run exports the same changes.")
+    assert project.blob_names() == []

@@ -25,6 +25,7 @@ from azexport_assets.components.signatures import signature_once
 from azexport_assets.config import ConfigError
 from azexport_assets.delta import LOG_SCHEMA, ChangeSet, KeyViolationError
 from azexport_assets.formats import FormatSpec
+from azexport_assets.formats.errors import LocalDiskFullError, UnrepresentableValueError
 from azexport_assets.formats.pgp import EncryptionKeyError
 from azexport_assets.introspect import (
     ProjectShape,
@@ -330,6 +331,17 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
                 raise dg.Failure(
                     f"{error}. Nothing was written and the baseline was not advanced.",
                     allow_retries=False,
+                ) from None
+            except UnrepresentableValueError as error:  # a value Parquet cannot hold exactly
+                raise dg.Failure(
+                    f"activation '{name}': {error} Nothing was written and the baseline was "
+                    "not advanced.",
+                    allow_retries=False,
+                ) from None
+            except LocalDiskFullError as error:  # retried: other runs' files may be gone then
+                raise dg.Failure(
+                    f"activation '{name}': {error}. Nothing was uploaded and the baseline was not "
+                    "advanced: a retry or the next run exports the same changes."
                 ) from None
             except (duckdb.Error, OSError) as error:
                 # Read through a view model: a file of a CSV source not in its encoding.
