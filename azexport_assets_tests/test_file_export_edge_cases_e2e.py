@@ -395,13 +395,13 @@ def test_encrypted_parts_respect_max_file_size(project: ProjectKit, monkeypatch)
             hashes=[HashAlgorithm.SHA256],
             ciphers=[SymmetricKeyAlgorithm.AES256],
         )
-    monkeypatch.setenv("PROBE_PGP_KEY", str(key.pubkey))
+    monkeypatch.setenv("PARTNER_PGP_KEY", str(key.pubkey))
     limit = 4096
     project.source_sql(PARTS_SOURCE)
     project.write_defs(
         one_activation(
             f"    format: csv\n    max_file_size: {limit}",
-            "    encryption: {pgp_public_key: {env: PROBE_PGP_KEY}}",
+            "    encryption: {pgp_public_key: {env: PARTNER_PGP_KEY}}",
         )
     )
     project.run("out", logical_time=at(0))
