@@ -501,3 +501,22 @@ def test_a_csv_file_without_the_globs_header_fails_naming_it(
     write_csv(kit, "data/b.csv", "id,name\n3,Cy\n")
     assert kit.run("out", logical_time=T[1]).success
     assert table(kit, stem(1) + "_added.csv") == [(1, "Ada"), (2, "Bob"), (3, "Cy")]
+
+
+@pytest.mark.parametrize("mat", ["table", "view"])
+def test_quoted_values_in_a_later_csv_file_are_read_as_values(project: ProjectKit, mat: str):
+    """The first file of the glob has no quoted field, so DuckDB's sniffer chose no quote
+    character, and a later file's RFC 4180 quoting stayed in the values ('"Smith"'). A glob
+    whose first file has no quote is read with '"'."""
+    kit = project
+    write_csv(kit, "data/a.csv", "id,name\n1,Ada\n2,Bob\n")
+    # (A quoted field holding the delimiter would make DuckDB find the quote on its own.)
+    write_csv(kit, "data/b.csv", 'id,name\n3,"Smith"\n4,"O""Neil"\n')
+    kit.write_defs(DIFF.format(mat=mat), extra_sources="files: {csv: data/*.csv}")
+    assert kit.run("out", logical_time=T[0]).success
+    assert table(kit, stem(0) + "_added.csv") == [
+        (1, "Ada"),
+        (2, "Bob"),
+        (3, "Smith"),
+        (4, 'O"Neil'),
+    ]

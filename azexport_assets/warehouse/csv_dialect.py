@@ -22,7 +22,7 @@ import duckdb
 
 from azexport_assets.sql_text import quote_literal
 from azexport_assets.warehouse.base import WarehouseConfigError
-from azexport_assets.warehouse.sources import source_files
+from azexport_assets.warehouse.sources import quote_for_glob, source_files
 
 if TYPE_CHECKING:  # the configuration layer may depend on Dagster; the warehouse does not
     from azexport_assets.config import SourceConfig
@@ -101,6 +101,8 @@ def sniff_csv_source(
     if row is None:
         return None
     delimiter, quote, escape, skip, header, columns = row
+    if quote_for_glob(str(quote), len(files)):  # as `create_file_view` reads the glob
+        quote = escape = '"'
     return CsvDialect(
         source=name,
         file=files[0],

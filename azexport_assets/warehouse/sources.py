@@ -56,17 +56,48 @@ def reader_options(source: SourceConfig) -> str:
     return ""
 
 
+NO_QUOTE = ("", "(empty)")  # how sniff_csv says "no quote character"
+
+
+def quote_for_glob(sniffed_quote: str, file_count: int) -> bool:
+    """Whether a CSV glob is read with `"` as its quote although its first file has none: the
+    sniffer looks at the first file only, and without a quote character DuckDB keeps a later
+    file's RFC 4180 quoting (`"Smith"`, `"O""Neil"`) as part of the values."""
+    return file_count > 1 and sniffed_quote in NO_QUOTE
+
+
+def _csv_quote_option(
+    con: duckdb.DuckDBPyConnection, source: SourceConfig, files: list[str] | None
+) -> str:
+    if source.kind != "csv" or not files or len(files) < 2:
+        return ""
+    encoding = f", encoding = {quote_literal(source.encoding)}" if source.encoding else ""
+    try:
+        ((quote,),) = con.execute(
+            f"SELECT Quote FROM sniff_csv({quote_literal(files[0])}{encoding})"
+        ).fetchall()
+    except duckdb.Error:
+        return ""  # the read itself reports what is wrong with the file
+    return ", quote = '\"', escape = '\"'" if quote_for_glob(str(quote), len(files)) else ""
+
+
 def create_file_view(
-    con: duckdb.DuckDBPyConnection, name: str, source: SourceConfig, listed: str
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    source: SourceConfig,
+    listed: str,
+    files: list[str] | None = None,
 ) -> None:
-    """The temp view `name` over `listed` (a DuckDB list of files, or a glob). A CSV file that
-    is not text in the source's encoding is named with the fix (DuckDB's own advice, a reader
-    option, is not something a source can set)."""
+    """The temp view `name` over `listed` (a DuckDB list of files, or a glob; `files` when
+    local, for the quote a CSV glob is read with). A CSV file that is not text in the
+    source's encoding is named with the fix (DuckDB's own advice, a reader option, is not
+    something a source can set)."""
     reader = "read_parquet" if source.kind == "parquet" else "read_csv"
+    options = reader_options(source) + _csv_quote_option(con, source, files)
     try:
         con.execute(
             f"CREATE OR REPLACE TEMP VIEW {quote_ident(name)} AS "
-            f"SELECT * FROM {reader}({listed}{reader_options(source)})"
+            f"SELECT * FROM {reader}({listed}{options})"
         )
     except duckdb.InvalidInputException as error:
         file = _file_not_in_encoding(error)
@@ -142,7 +173,7 @@ def attach_source(
         )
     check_confined(name, source, location, base, files)
     listed = f"[{', '.join(quote_literal(f) for f in files)}]"
-    create_file_view(con, name, source, listed)
+    create_file_view(con, name, source, listed, files)
     return files
 
 
