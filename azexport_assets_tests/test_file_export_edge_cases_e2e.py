@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from azexport_assets_tests.project_kit import ProjectKit, export_metadata
+from azexport_assets_tests.test_encryption_e2e import private_key  # noqa: F401
 
 T0 = datetime(2025, 4, 14, 6, tzinfo=timezone.utc)
 NIL = "{http://www.w3.org/2001/XMLSchema-instance}nil"
@@ -378,24 +379,14 @@ def test_compressed_parts_each_parse_and_add_up(project: ProjectKit, options: st
     assert ids == list(range(1500))
 
 
-def test_encrypted_parts_respect_max_file_size(project: ProjectKit, monkeypatch):
+def test_encrypted_parts_respect_max_file_size(
+    project: ProjectKit,
+    private_key,  # noqa: F811 (the fixture imported above)
+    monkeypatch,
+):
     """Parts are never larger than max_file_size, also encrypted: the encryption's overhead is
     kept free in every part (parts were ~300 bytes over the limit before)."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pgpy
-        from pgpy.constants import HashAlgorithm, KeyFlags, PubKeyAlgorithm, SymmetricKeyAlgorithm
-
-        key = pgpy.PGPKey.new(PubKeyAlgorithm.RSAEncryptOrSign, 2048)
-        key.add_uid(
-            pgpy.PGPUID.new("r", email="r@example.com"),
-            usage={KeyFlags.EncryptCommunications, KeyFlags.EncryptStorage},
-            hashes=[HashAlgorithm.SHA256],
-            ciphers=[SymmetricKeyAlgorithm.AES256],
-        )
-    monkeypatch.setenv("PARTNER_PGP_KEY", str(key.pubkey))
+    monkeypatch.setenv("PARTNER_PGP_KEY", str(private_key.pubkey))
     limit = 4096
     project.source_sql(PARTS_SOURCE)
     project.write_defs(

@@ -9,22 +9,12 @@ import pytest
 from deltalake import DeltaTable
 
 from azexport_assets.asset_keys import delta_key
-from azexport_assets.demo.azurite import DEV_ACCOUNT, DEV_KEY
 from azexport_assets_tests.project_kit import ProjectKit, export_metadata
+from azexport_assets_tests.test_lakehouse_exactness import (  # noqa: F401
+    OPTIONS,
+    _emulator_endpoint,  # autouse: readers reach Azurite as its docs tell them
+)
 from azexport_assets_tests.test_source_confinement import failure_message
-
-
-@pytest.fixture(autouse=True)
-def _emulator_endpoint(azurite, monkeypatch) -> None:
-    monkeypatch.setenv("AZURITE_BLOB_STORAGE_URL", f"http://127.0.0.1:{azurite.port}")
-
-
-OPTIONS = {
-    "azure_storage_use_emulator": "true",
-    "account_name": DEV_ACCOUNT,
-    "account_key": DEV_KEY,
-    "allow_http": "true",
-}
 
 
 def table(kit: ProjectKit, path: str = "lake/t", version: int | None = None) -> DeltaTable:
