@@ -11,7 +11,7 @@ import sys
 
 import dagster as dg
 
-from azexport_assets.demo.instance import prepare_dagster_home
+from azexport_assets.demo.instance import event_log_dir, prepare_dagster_home
 
 DEFS = """
 models:
@@ -98,6 +98,13 @@ def test_four_cli_runs_at_once_on_a_fresh_home_all_succeed(tmp_path, project):
     # ... and no raw stdout/stderr was captured (no helper processes, no files).
     captured = [p.name for p in home.rglob("*") if p.suffix in {".out", ".err", ".complete"}]
     assert captured == []
+    # Every run's events are in the one event database: no database was created per run
+    # (Dagster's default creates and stamps one on each run's first event).
+    databases = sorted(str(p.relative_to(home)) for p in home.rglob("*.db"))
+    event_db = event_log_dir(home) / "event_log.db"
+    assert databases == sorted(
+        ["history/runs.db", "schedules/schedules.db", str(event_db.relative_to(home))]
+    )
 
     adults = kit.query_source("SELECT count(*) FROM people WHERE age >= 18")[0][0]
     everyone = list(csv.DictReader(io.StringIO(kit.download("everyone.csv").decode())))

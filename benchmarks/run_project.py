@@ -29,7 +29,7 @@ import duckdb
 import yaml
 
 from azexport_assets.asset_keys import delta_key, op_name
-from azexport_assets.demo.instance import DEFAULT_DAGSTER_YAML
+from azexport_assets.demo.instance import dagster_yaml
 from benchmarks.data import create_table, describe
 
 URL_ENV = "AZEXPORT_BENCH_ACCOUNT_URL"
@@ -176,7 +176,7 @@ def count_activations(project: Path) -> int:
 def write_dagster_home(home: Path) -> None:
     """The instance the project documents (run queue read every second, no telemetry)."""
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text(DEFAULT_DAGSTER_YAML)
+    (home / "dagster.yaml").write_text(dagster_yaml(home))
 
 
 def run_env(
