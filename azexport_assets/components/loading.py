@@ -24,6 +24,7 @@ import pydantic
 import yaml
 from dagster._utils.warnings import BetaWarning, PreviewWarning
 
+from azexport_assets.components.fast_yaml import use_libyaml_for_dagster_components
 from azexport_assets.components.file_errors import not_utf8, unloadable_file
 from azexport_assets.config import OBJECT_KINDS, ConfigError
 from azexport_assets.introspect import ProjectShape, describe_project
@@ -82,6 +83,7 @@ def last_validated(project_root: Path) -> Project | None:
 
 def component_tree(defs_root: Path, project_root: Path) -> dg.ComponentTree:
     """Dagster's component tree over any defs folder (the project's, or a test's temp one)."""
+    use_libyaml_for_dagster_components()  # the same reading, a tenth of the time
     defs_root = defs_root.resolve()
     # The folder becomes a package so that Python files in it (if any) import as in a project.
     name = "azexport_defs_" + hashlib.sha1(str(defs_root).encode()).hexdigest()[:12]
