@@ -61,6 +61,7 @@ from azexport_assets.delta import (
     reset_baseline,
     run_slice,
 )
+from azexport_assets.delta import state as delta_state
 from azexport_assets.formats import FormatSpec, WriteResult, WrittenFile, write_export
 from azexport_assets.formats.pgp import CONTENT_TYPE as PGP_CONTENT_TYPE
 from azexport_assets.formats.pgp import ENCRYPTED_SUFFIX, PgpRecipient, encrypted_part_limit
@@ -495,9 +496,7 @@ def write_and_upload(
     once the warehouse is released (`finish_uploads`)."""
     fmt = FormatSpec.from_activation(activation)
     file_sets, skipped = plan_file_sets(con, spec, change, activation, stem)
-    partitions = len({file_set.partition for file_set in file_sets if file_set.partition})
-    check_partition_count(partitions, activation.partition_by, activation.max_partitions)
-    check_blob_names(file_sets, activation, blob_extension(fmt, encrypt is not None))
+    partitions = check_file_sets(file_sets, activation, blob_extension(fmt, encrypt is not None))
     report = ExportReport(stem=stem, skipped=skipped)
     pending: list[tuple[FileSetUploads, WriteResult]] = []
     # One cursor for every file set: the stream must not collide with results left open on
@@ -561,6 +560,17 @@ class NoChangeSetError(RuntimeError):
     """The export ran before any delta computed a change set for the activation."""
 
 
+def check_file_sets(
+    file_sets: Sequence[FileSet], activation: ActivationConfig, extension: str
+) -> int:
+    """What the run checks before writing a file (the preview too): at most `max_partitions`
+    partitions, every blob name valid. Raises `PartitionError`; returns the partition count."""
+    partitions = len({file_set.partition for file_set in file_sets if file_set.partition})
+    check_partition_count(partitions, activation.partition_by, activation.max_partitions)
+    check_blob_names(file_sets, activation, extension)
+    return partitions
+
+
 def check_blob_names(
     file_sets: Sequence[FileSet], activation: ActivationConfig, extension: str
 ) -> None:
@@ -616,6 +626,10 @@ class ExportRun:
     its own: the ids of the runs of its group, whose delta computed the change set it is
     to export. If the last change set came from another run and is already committed, that
     run has exported these changes: this one writes nothing (`ExportOutcome.superseded_by`)."""
+    exported_elsewhere: Mapping[str, str] = field(default_factory=dict)
+    """With `reexecuting`: {change set id: run id} of change sets that runs outside the group
+    exported and committed. One of them found here was sent by that run under its own names:
+    this one writes nothing (two failed runs retried one after the other, see docs/delta.md)."""
     pgp_public_key: str | None = field(default=None, repr=False)
     """`encryption.pgp_public_key`: the ASCII-armored key, read from its variable at run time."""
 
@@ -674,7 +688,7 @@ def run_export(
                 write_seconds=0.0,
                 upload_seconds=0.0,
                 total_seconds=now - started,
-                superseded_by=change.delta_id,
+                superseded_by=superseding_run(run, change),
             )
         uploaded = time.monotonic()
         remove_stale_parts(
@@ -707,6 +721,16 @@ def run_export(
         total_seconds=finished - started,
         sync_log=logged,
     )
+
+
+def superseding_run(run: ExportRun, change: ChangeSet) -> str | None:
+    """For a re-execution: the run that already exported `change`, when that was not a run
+    of this group (then this one writes nothing), else None."""
+    if run.reexecuting is None or not change.committed:
+        return None
+    if change.delta_id not in run.reexecuting:
+        return change.delta_id  # a newer run computed it and exported it
+    return run.exported_elsewhere.get(change.delta_id)
 
 
 def pgp_recipient(run: ExportRun) -> PgpRecipient | None:
@@ -771,11 +795,7 @@ def _write_change_set(
                     raise NoChangeSetError(
                         f"activation '{run.name}' has no change set yet: run its delta first"
                     )
-                if (
-                    run.reexecuting is not None
-                    and change.delta_id not in run.reexecuting
-                    and change.committed
-                ):
+                if superseding_run(run, change) is not None:
                     return change, None, time.monotonic()
                 report, pending = write_and_upload(
                     con,
@@ -1002,6 +1022,22 @@ class DeltaRun:
     """Sources to attach: those of the view models the activation reads through."""
     destination: str = ""
     """`format: delta`: the table the changes are merged into (`DeltaSpec.destination`)."""
+    reexecuting: frozenset[str] | None = None
+    """When this run re-executes an earlier one: the ids of the runs of its group."""
+    on_empty: str | None = None
+    """The activation's `on_empty` (None: the default, see `writes_files`)."""
+
+    def writes_files(self, change: ChangeSet) -> bool:
+        """Whether exporting `change` writes files: it has rows, or `on_empty` is `write`
+        (by default, for a full export)."""
+        if change.added or change.updated or change.removed:
+            return True
+        return self.on_empty == "write" or (self.on_empty is None and change.full)
+
+
+class AlreadyExportedError(RuntimeError):
+    """A re-execution's delta would write new changes under the names of files its group
+    already delivered (see `_refuse_rewriting_delivered_files`)."""
 
 
 def compute_changes(
@@ -1023,13 +1059,9 @@ def compute_changes(
     return retry_transient(compute, what=f"change set of '{run.name}'")
 
 
-def _compute_on(
-    con: duckdb.DuckDBPyConnection,
-    run: DeltaRun,
-    delta_id: str,
-    full_resync: bool,
-    log: Callable[[str], None] | None,
-) -> ChangeSet:
+def delta_spec(con: duckdb.DuckDBPyConnection, run: DeltaRun) -> DeltaSpec:
+    """What the delta of `run` compares, as its source table is now (the delta step and the
+    preview build the same one: it is part of the baseline's fingerprint)."""
     schema, _, table = run.source_table.partition(".")
     try:
         described = con.execute(f"DESCRIBE {schema}.{quote_ident(table)}").fetchall()
@@ -1038,19 +1070,58 @@ def _compute_on(
             f"activation '{run.name}': table {run.source_table} does not exist yet; "
             f"materialize {schema}/{table} first (the job activate_{run.name} does)"
         ) from None
-    columns = [(r[0], r[1]) for r in described]
-    spec = DeltaSpec(
+    return DeltaSpec(
         activation=run.name,
         source_table=run.source_table,
         primary_key=run.primary_key,
-        columns=tuple(run.exported(columns)),
+        columns=tuple(run.exported([(r[0], r[1]) for r in described])),
         run_type=run.run_type,  # type: ignore[arg-type]
         sync_mode=run.sync_mode,  # type: ignore[arg-type]
         destination=run.destination,
     )
+
+
+def _delivered_by_group(con: duckdb.DuckDBPyConnection, run: DeltaRun) -> str | None:
+    """The run of this re-execution's group whose export advanced the baseline, if any.
+
+    A re-execution writes the blob names of the run it re-executes (its logical time and
+    id). When a run of its group already exported and committed, a new delta holds only the
+    changes made since; writing them under those names would replace the files that
+    delivered the earlier changes, which would then be in no blob. Snapshots (every run
+    sends every row) and Delta tables (no file names) are not concerned."""
+    if not run.reexecuting or run.sync_mode == "snapshot" or run.destination:
+        return None
+    row = delta_state.read(con, run.name)
+    if not row or not row.get("committed") or row.get("baseline_delta_id") not in run.reexecuting:
+        return None
+    return row["baseline_delta_id"]
+
+
+def _compute_on(
+    con: duckdb.DuckDBPyConnection,
+    run: DeltaRun,
+    delta_id: str,
+    full_resync: bool,
+    log: Callable[[str], None] | None,
+) -> ChangeSet:
+    spec = delta_spec(con, run)
+    delivered_by = _delivered_by_group(con, run)
     if full_resync:
         reset_baseline(con, run.name)
         if log:
             log(f"full resync: baseline of '{run.name}' reset")
+
+    def accept(change: ChangeSet) -> None:
+        if delivered_by and run.writes_files(change):
+            raise AlreadyExportedError(
+                f"activation '{run.name}': run {delivered_by}, which this run re-executes, "
+                "already exported its changes and advanced the baseline; this run's delta "
+                "holds the changes made since and would write them under the same blob "
+                "names, replacing the files that run delivered. Launch a new run "
+                f"of activate_{run.name} to export them, or re-execute only the export step "
+                "to write the delivered files again. Nothing was exported and the baseline is "
+                "unchanged"
+            )
+
     # Checks the key itself (cheaply, while it reads the rows) in delta modes.
-    return compute_change_set(con, spec, delta_id=delta_id, log=log)
+    return compute_change_set(con, spec, delta_id=delta_id, log=log, accept=accept)

@@ -38,6 +38,8 @@ from azexport_assets.export import (
     MissingSourceTableError,
     blob_extension,
     blob_names,
+    check_file_sets,
+    delta_spec,
     file_set_query,
     plan_file_sets,
     stem_name,
@@ -47,8 +49,8 @@ from azexport_assets.formats import FormatSpec, write_export
 from azexport_assets.formats.columns import describe
 from azexport_assets.formats.pgp import encrypted_part_limit
 from azexport_assets.naming import validate_blob_name
+from azexport_assets.partition_limit import PartitionError
 from azexport_assets.sandbox import process_scratch
-from azexport_assets.sql_text import quote_ident
 from azexport_assets.warehouse import WarehouseBackend, retry_transient
 
 if TYPE_CHECKING:
@@ -182,6 +184,7 @@ def preview(
 
     Raises `MissingSourceTableError` when the model or segment was never materialized,
     `KeyViolationError` for NULL or duplicated keys in delta modes (as the delta step would),
+    `PartitionError` when the run would refuse its partitions (`max_partitions`, blob names),
     and `ActivationBusyError` when a run keeps the activation longer than the lock timeout.
     """
     name = run.delta.name
@@ -204,32 +207,13 @@ def _preview(
         scratch as work,
         warehouse.connect(holder, sources=delta.sources, scratch=Path(work)) as con,
     ):
-        spec = _spec(con, delta)
+        spec = delta_spec(con, delta)
         change, result = preview_change_set(
             con, spec, lambda change: _inspect(con, spec, change, run, Path(work)), log=log
         )
     result.change = change
     result.seconds = time.monotonic() - started
     return result
-
-
-def _spec(con: duckdb.DuckDBPyConnection, delta: DeltaRun) -> DeltaSpec:
-    schema, _, table = delta.source_table.partition(".")
-    try:
-        described = con.execute(f"DESCRIBE {schema}.{quote_ident(table)}").fetchall()
-    except duckdb.CatalogException:
-        raise MissingSourceTableError(
-            f"activation '{delta.name}': table {delta.source_table} does not exist yet; "
-            f"materialize {schema}/{table} first (the job activate_{delta.name} does)"
-        ) from None
-    return DeltaSpec(
-        activation=delta.name,
-        source_table=delta.source_table,
-        primary_key=delta.primary_key,
-        columns=tuple(delta.exported([(r[0], r[1]) for r in described])),
-        run_type=delta.run_type,  # type: ignore[arg-type]
-        sync_mode=delta.sync_mode,  # type: ignore[arg-type]
-    )
 
 
 def _inspect(
@@ -266,6 +250,10 @@ def _inspect(
     # The names a run writes; the files are not encrypted here (the preview reads no key).
     result.encrypted = activation.pgp_key_env is not None
     extension = blob_extension(fmt, result.encrypted)
+    try:
+        check_file_sets(file_sets, activation, extension)  # as the run, before any file
+    except PartitionError as error:
+        raise PartitionError(f"the next run would fail: {error}") from None
     for index, file_set in enumerate(file_sets, start=1):
         result.files += _write_locally(
             con, spec, file_set, activation, fmt, extension, workdir / str(index)

@@ -7,6 +7,7 @@ context into their arguments and their results into metadata and check results.
 
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import dagster as dg
@@ -104,6 +105,7 @@ def delta_run(project: Project, shape: ProjectShape, name: str) -> exporting.Del
         exported=exported,
         sources=activation_sources(project, shape, name),
         destination=destination,
+        on_empty=activation.on_empty,
     )
 
 
@@ -145,7 +147,7 @@ def delta_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsDe
                 lock.acquire()
                 with reporting_retries(context.log.warning):
                     change = exporting.compute_changes(
-                        delta_run(project, shape, name),
+                        replace(delta_run(project, shape, name), reexecuting=_run_group(context)),
                         store,
                         delta_id=context.run.run_id,
                         full_resync=context.op_execution_context.op_config["full_resync"],
@@ -191,6 +193,8 @@ def _delta_failure(
         return dg.Failure(f"activation '{name}': {error}")
     if isinstance(error, exporting.MissingSourceTableError):
         return dg.Failure(str(error))
+    if isinstance(error, exporting.AlreadyExportedError):
+        return dg.Failure(str(error), allow_retries=False)
     if isinstance(error, (ConfigError, WarehouseConfigError)):
         return dg.Failure(str(error), allow_retries=False)
     if isinstance(error, KeyViolationError):
@@ -274,6 +278,7 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
             warehouse: WarehouseResource = getattr(context.resources, WAREHOUSE_KEY)
             storage: DestinationStorage = getattr(context.resources, storage_key)
             store = warehouse.open(project.project_root)
+            group = _reexecuted_runs(context, name)  # a retry without a delta of its own
             run = exporting.ExportRun(
                 name=name,
                 activation=activation,
@@ -285,7 +290,8 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
                 sources=activation_sources(project, shape, name),
                 # A retry or re-execution writes the names of the run it re-executes.
                 names=path_names(project, name, context.run.root_run_id or context.run.run_id),
-                reexecuting=_reexecuted_runs(context, name),
+                reexecuting=group,
+                exported_elsewhere=_exported_elsewhere(context, name, group),
                 pgp_public_key=_pgp_public_key(activation.pgp_key_env),
             )
             client = storage.client()  # reads the destination's variables: one line if unset
@@ -360,8 +366,8 @@ def export_asset(project: Project, shape: ProjectShape, name: str) -> dg.AssetsD
             elif outcome.superseded_by:
                 context.log.warning(
                     f"activation '{name}': nothing written: the change set this run was to export "
-                    f"was superseded by run {outcome.superseded_by}, which computed a newer one "
-                    "and exported it (the changes are not sent twice)"
+                    f"was already exported by run {outcome.superseded_by} (a newer change set "
+                    "holding these changes, or this one: the changes are not sent twice)"
                 )
             elif not report.files:
                 nothing = "the snapshot is empty" if outcome.change.snapshot else "no changes"
@@ -442,16 +448,49 @@ def _pgp_public_key(env: str | None) -> str | None:
     return None if env is None else os.environ.get(env, "")
 
 
-def _reexecuted_runs(context: dg.AssetExecutionContext, name: str) -> frozenset[str] | None:
-    """For a re-execution (a retry) that does not compute its own change set: the ids of the
-    runs of its group, any of which may have computed the change set it is to export."""
+def _run_group(context: dg.AssetExecutionContext) -> frozenset[str] | None:
+    """For a re-execution: the ids of its root run and of every run re-executing it."""
     run = context.run
-    root = run.tags.get("dagster/root_run_id")
-    steps = run.step_keys_to_execute
-    if not root or steps is None or delta_key(name).to_python_identifier() in steps:
+    root = run.root_run_id or run.tags.get("dagster/root_run_id")
+    if not root:
         return None
     runs = context.instance.get_runs(filters=dg.RunsFilter(tags={"dagster/root_run_id": root}))
     return frozenset({root, run.run_id, *(r.run_id for r in runs)})
+
+
+def _reexecuted_runs(context: dg.AssetExecutionContext, name: str) -> frozenset[str] | None:
+    """For a re-execution (a retry) that does not compute its own change set: the ids of the
+    runs of its group, any of which may have computed the change set it is to export."""
+    steps = context.run.step_keys_to_execute
+    if steps is None or delta_key(name).to_python_identifier() in steps:
+        return None
+    return _run_group(context)
+
+
+# How far back a re-execution looks for its change set exported by another run: two failed
+# runs retried in turn are a few materializations apart, not hundreds.
+EXPORTS_LOOKED_AT = 50
+
+
+def _exported_elsewhere(
+    context: dg.AssetExecutionContext, name: str, group: frozenset[str] | None
+) -> dict[str, str]:
+    """{change set id: run id} of the activation's recent exports that committed a change set,
+    by runs outside `group` (the re-execution's); empty when this run is not one."""
+    if group is None:
+        return {}
+    records = context.instance.fetch_materializations(export_key(name), limit=EXPORTS_LOOKED_AT)
+    exported: dict[str, str] = {}
+    for record in records.records:
+        materialization = record.asset_materialization
+        if materialization is None or record.run_id in group:
+            continue
+        metadata = materialization.metadata
+        delta_id = getattr(metadata.get("delta_id"), "value", None)
+        committed = getattr(metadata.get("baseline_advanced"), "value", None)
+        if isinstance(delta_id, str) and committed is True:
+            exported.setdefault(delta_id, record.run_id)
+    return exported
 
 
 def _sas_expiry_inputs(project: Project, name: str) -> tuple[str | None, datetime]:

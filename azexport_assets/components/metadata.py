@@ -101,6 +101,7 @@ def table_metadata(outcome: ExportOutcome, logical_time: datetime) -> dict[str, 
         "rows_updated": table.rows_updated,
         "rows_deleted": table.rows_deleted,
         "logical_time": dg.MetadataValue.timestamp(logical_time),
+        "delta_id": change.delta_id,
         "full_export": change.full,
         "added": change.added,
         "updated": change.updated,
@@ -190,6 +191,7 @@ def _export_metadata(
     ]
     metadata: dict[str, Any] = {
         "dagster/row_count": dg.MetadataValue.int(report.rows),
+        "delta_id": change.delta_id,  # the change set written (the run that computed it)
         "bytes": report.bytes,
         "file_count": len(report.files),
         "files": dg.MetadataValue.table(records, schema=FILE_TABLE_SCHEMA),

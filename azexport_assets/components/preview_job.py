@@ -19,6 +19,7 @@ from azexport_assets.delta import KeyViolationError
 from azexport_assets.export import MissingSourceTableError
 from azexport_assets.introspect import ProjectShape
 from azexport_assets.logical_time import logical_time
+from azexport_assets.partition_limit import PartitionError
 from azexport_assets.project import Project, path_names
 from azexport_assets.resources import WarehouseResource
 from azexport_assets.warehouse import ActivationBusyError, reporting_retries
@@ -185,7 +186,7 @@ def preview_job(project: Project, shape: ProjectShape) -> dg.JobDefinition:
                 result = previewing.preview(run, store, log=context.log.info)
         except (ActivationBusyError, MissingSourceTableError) as error:
             raise dg.Failure(f"activation '{name}': {error}") from None
-        except KeyViolationError as error:
+        except (KeyViolationError, PartitionError) as error:
             raise dg.Failure(f"activation '{name}': {error}", allow_retries=False) from None
         context.log.info(previewing.summary(result))
         context.add_output_metadata(preview_metadata(result))

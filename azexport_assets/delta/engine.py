@@ -234,6 +234,7 @@ def compute_change_set(
     spec: DeltaSpec,
     delta_id: str,
     log: Callable[[str], None] | None = None,
+    accept: Callable[[ChangeSet], None] | None = None,
 ) -> ChangeSet:
     """Snapshot the source's mapped rows, compare them with the baseline, store the change set.
 
@@ -245,10 +246,14 @@ def compute_change_set(
     'updated': found by a stored row hash, confirmed with IS DISTINCT FROM (see
     `sql.delta_changes_table`). Raises KeyViolationError for NULL or duplicated keys in delta
     modes; the previous state is then untouched. `log` receives a line when the baseline's
-    row hashes had to be recomputed (once after an upgrade).
+    row hashes had to be recomputed (once after an upgrade). `accept` sees the change set
+    before it is stored: an error it raises leaves the previous state untouched.
     """
     with state.transaction(con):
-        return _compute_in_transaction(con, spec, delta_id, log)
+        change = _compute_in_transaction(con, spec, delta_id, log)
+        if accept is not None:
+            accept(change)
+        return change
 
 
 def preview_change_set(

@@ -35,6 +35,20 @@ class StorageError(RuntimeError):
         super().__init__(redact(" ".join(message.split())))
 
 
+# What a secret the SDK cannot sign with means, per way of signing in (storage.resource's
+# SIGN_IN_NAMES): one missing character, or a whole URL where a token was expected.
+MALFORMED_SECRET_ADVICE = {
+    "the account key": (
+        "the destination's account key variable must hold key1 or key2 of the storage "
+        "account's Access keys, whole (base64, 88 characters)"
+    ),
+    "a SAS token": (
+        "the destination's SAS token variable must hold the token alone (sv=...&sig=...), "
+        "not a URL: for a container SAS URL use `sas_url:` instead of `sas_token:`"
+    ),
+}
+
+
 def container_label(container: ContainerClient) -> str:
     """ "container 'x' at https://acct.blob.core.windows.net" (no query string)."""
     account = strip_query(container.primary_endpoint).rsplit("/", 1)[0]
@@ -245,7 +259,15 @@ def storage_error(container: ContainerClient, error: BaseException, action: str)
     if isinstance(error, ClientAuthenticationError) or type(error).__name__.endswith(
         "CredentialUnavailableError"
     ):
-        if getattr(container, "sign_in", "") == "a service principal":
+        sign_in = getattr(container, "sign_in", "")
+        if sign_in in MALFORMED_SECRET_ADVICE:
+            # The SDK could not even sign a request with the secret (not base64): no token is
+            # involved, and the advice is about the value the variable holds.
+            return StorageError(
+                f"{action} failed: {sign_in} was not accepted ({short_reason(error)}); "
+                + MALFORMED_SECRET_ADVICE[sign_in]
+            )
+        if sign_in == "a service principal":
             advice = (
                 "check the service principal's tenant_id, client_id and client_secret (or "
                 "certificate), and its authority_host if it has one"
