@@ -685,3 +685,29 @@ def test_export_alone_before_any_delta_is_one_clear_line(project: ProjectKit):
     (message,) = step_failure_messages(result)
     assert "no change set yet" in message and len(message.strip().splitlines()) == 1, message
     assert kit.blob_names() == []
+
+
+def test_the_key_column_dropped_after_load_names_the_primary_key_field(project: ProjectKit):
+    """A long-running code server loaded the project; then the source's key column was
+    renamed. The model step fails naming `primary_key` (not the SQL, with the project's own
+    key-check query), in one line; nothing is exported and the baseline stays."""
+    kit = project
+    kit.source_sql(PEOPLE)
+    kit.write_defs(defs(mode="upsert"))
+    job = kit.definitions().resolve_job_def("activate_people_sync")
+    tags = {"azexport/logical_time": at(0).isoformat()}
+    assert job.execute_in_process(instance=kit.instance, tags=tags).success
+    committed = baseline_delta_id(kit, "people_sync")
+    blobs = sorted(kit.blob_names())
+    kit.source_sql("ALTER TABLE people RENAME COLUMN id TO person_id")
+    result = job.execute_in_process(
+        instance=kit.instance,
+        tags={"azexport/logical_time": at(1).isoformat()},
+        raise_on_error=False,
+    )
+    assert not result.success
+    (message,) = step_failure_messages(result)
+    assert "field 'primary_key'" in message and "'id' is not a column of model 'people'" in message
+    assert "\n" not in message.strip() and "count(DISTINCT" not in message
+    assert sorted(kit.blob_names()) == blobs
+    assert baseline_delta_id(kit, "people_sync") == committed

@@ -75,6 +75,20 @@ class ModelRunConfig(dg.Config):
     )
 
 
+def _missing_key_columns(
+    con: duckdb.DuckDBPyConnection, sql: str, primary_key: list[str], error: duckdb.Error
+) -> list[str]:
+    """Key columns the query no longer returns, when `error` is DuckDB not finding a column
+    (the key check then quotes the project's own query); else []."""
+    if not primary_key or not isinstance(error, duckdb.BinderException):
+        return []
+    try:
+        returned = {row[0] for row in con.execute(f"DESCRIBE ({sql})").fetchall()}
+    except duckdb.Error:
+        return []  # the SQL itself does not bind: its own error says why
+    return [f"'{column}'" for column in primary_key if column not in returned]
+
+
 def materialize_table(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
@@ -130,6 +144,15 @@ def materialize_table(
                 unreadable = source_encoding_error(error, sources, project.project_root)
                 if unreadable is not None:  # a later file of a CSV glob, not the first
                     raise unreadable from None
+                missing = _missing_key_columns(con, sql, primary_key, error)
+                if missing:  # the source changed after the code location was loaded
+                    raise dg.Failure(
+                        description=f"{project.where(kind, name, 'primary_key')}: "
+                        f"{', '.join(missing)} is not a column of {kind[:-1]} '{name}' any "
+                        "more (its source changed since the project was loaded); fix the "
+                        "key or the SQL. Nothing was built",
+                        allow_retries=False,
+                    ) from None
                 raise dg.Failure(
                     description=f"{project.where(kind, name, field)}: {error}",
                     allow_retries=False,
