@@ -1037,7 +1037,7 @@ class DeltaRun:
 
 class AlreadyExportedError(RuntimeError):
     """A re-execution's delta would write new changes under the names of files its group
-    already delivered (see `_refuse_rewriting_delivered_files`)."""
+    already delivered (see `_delivered_by_group`)."""
 
 
 def compute_changes(

@@ -19,6 +19,7 @@ import dagster as dg
 import duckdb
 import pytest
 from azure.storage.blob import ContainerClient
+from dagster._core.definitions.reconstruct import ReconstructableJob
 
 from azexport_assets.asset_keys import export_key
 from azexport_assets.components.build import project_definitions
@@ -32,6 +33,20 @@ from pathlib import Path
 from azexport_assets.components.build import project_definitions
 
 defs = project_definitions(Path(__file__).parent / "defs", Path(__file__).parent)
+"""
+
+# A job loaded from a file in every step process, as a code location's is
+# (`reconstructable_job`): what Dagster's re-execution API needs.
+JOB_ENTRY = """\
+from pathlib import Path
+
+from azexport_assets.components.build import project_definitions
+
+ROOT = Path(__file__).parent
+
+
+def activation_job():
+    return project_definitions(ROOT / "defs", ROOT).resolve_job_def("activate_{activation}")
 """
 
 URL_ENV = "AZEXPORT_TEST_ACCOUNT_URL"
@@ -124,6 +139,13 @@ class ProjectKit:
 
     def definitions(self) -> dg.Definitions:
         return project_definitions(self.root / "defs", self.root)
+
+    def reconstructable_job(self, activation: str) -> ReconstructableJob:
+        """The activation's job, loaded from a file of the project (for `dg.execute_job` and
+        its re-execution options)."""
+        path = self.root / "job_entry.py"
+        path.write_text(JOB_ENTRY.format(activation=activation))
+        return ReconstructableJob.for_file(str(path), "activation_job")
 
     def run(
         self,

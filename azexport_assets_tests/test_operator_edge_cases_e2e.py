@@ -18,6 +18,9 @@ from azexport_assets.asset_keys import model_key
 from azexport_assets.components.preview_job import PREVIEW_JOB, preview_run_config
 from azexport_assets.demo.azurite import DEV_KEY, container_sas
 from azexport_assets_tests.project_kit import SAS_ENV, ProjectKit, export_metadata
+from azexport_assets_tests.test_blob_properties import read_back
+from azexport_assets_tests.test_encryption_e2e import KEY_ENV, private_key  # noqa: F401
+from azexport_assets_tests.test_preview_e2e import warehouse_state
 
 T1 = datetime(2025, 4, 14, 6, tzinfo=timezone.utc)
 T2 = datetime(2025, 4, 15, 6, tzinfo=timezone.utc)
@@ -34,6 +37,19 @@ models:
     sql: SELECT * FROM src.people
     primary_key: id
 """
+# One upsert activation of `people` (tests add its last options).
+UPSERT = (
+    MODEL
+    + """
+activations:
+  ups:
+    source: people
+    destination: lake
+    file_name: "u/{YYYY}{MM}{DD}"
+    run_type: full_then_delta
+    sync_mode: upsert
+"""
+)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -61,21 +77,6 @@ def build_model(kit: ProjectKit, activation: str) -> None:
     assert job.execute_in_process(
         instance=kit.instance, asset_selection=[model_key("people")]
     ).success
-
-
-def state_tables(kit: ProjectKit) -> dict:
-    con = duckdb.connect(str(kit.warehouse_path), read_only=True)
-    try:
-        tables = con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = "
-            "'azexport_state' ORDER BY table_name"
-        ).fetchall()
-        return {
-            t: sorted(map(repr, con.execute(f'SELECT * FROM azexport_state."{t}"').fetchall()))
-            for (t,) in tables
-        }
-    finally:
-        con.close()
 
 
 def blobs_with_etags(kit: ProjectKit) -> dict[str, str]:
@@ -126,10 +127,10 @@ activations:
     assert kit.run("people_table", logical_time=T1).success
     kit.source_sql("UPDATE people SET name = 'changed' WHERE id = 7")
     build_model(kit, "people_table")
-    before = state_tables(kit)
+    before = warehouse_state(kit)
     metadata, result = preview(kit, "people_table", T2)
     assert result.success
-    assert state_tables(kit) == before
+    assert warehouse_state(kit) == before
     run = kit.run("people_table", logical_time=T2)
     exported = export_metadata(run, "people_table")
     # What the run did: a delta with one updated row.
@@ -210,10 +211,10 @@ activations:
         "INSERT INTO people VALUES (100, 'new', 'ES')",
     )
     build_model(kit, "diff")
-    before_state, before_blobs = state_tables(kit), blobs_with_etags(kit)
+    before_state, before_blobs = warehouse_state(kit), blobs_with_etags(kit)
     metadata, result = preview(kit, "diff", T2)
     assert result.success
-    assert state_tables(kit) == before_state and blobs_with_etags(kit) == before_blobs
+    assert warehouse_state(kit) == before_state and blobs_with_etags(kit) == before_blobs
     previewed = {
         r.data["name"]: (r.data["kind"], r.data["part"] or None, r.data["rows"], r.data["bytes"])
         for r in metadata["files"].records
@@ -229,19 +230,7 @@ activations:
 def test_preview_of_a_delta_without_changes_and_on_empty_skip_lists_nothing(project: ProjectKit):
     kit = project
     kit.source_sql(PEOPLE)
-    kit.write_defs(
-        MODEL
-        + """
-activations:
-  ups:
-    source: people
-    destination: lake
-    file_name: "u/{YYYY}{MM}{DD}"
-    run_type: full_then_delta
-    sync_mode: upsert
-    manifest: true
-"""
-    )
+    kit.write_defs(UPSERT + "    manifest: true\n")
     assert kit.run("ups", logical_time=T1).success
     build_model(kit, "ups")
     metadata, result = preview(kit, "ups", T2)
@@ -254,20 +243,6 @@ activations:
 
 
 # --------------------------------------------------------------------------- blob properties
-
-
-def read_back(kit: ProjectKit, name: str) -> dict:
-    blob = kit.container.get_blob_client(name)
-    props = blob.get_blob_properties()
-    return {
-        "content_type": props.content_settings.content_type,
-        "content_encoding": props.content_settings.content_encoding,
-        "cache_control": props.content_settings.cache_control,
-        "tier": props.blob_tier,
-        "tags": blob.get_blob_tags(),
-        "metadata": props.metadata,
-        "md5": bytes(props.content_settings.content_md5 or b"").hex(),
-    }
 
 
 @pytest.fixture
@@ -343,7 +318,7 @@ activations:
         "empty": "",
     }
     for name in day2:
-        got = read_back(kit, name)
+        got = read_back(kit.container, name)
         data = kit.download(name)
         assert got["tags"] == expected_tags, name
         assert got["cache_control"] == "private, max-age=0, no-transform", name
@@ -360,27 +335,12 @@ activations:
             assert int(got["metadata"]["rows"]) == len(data.decode().splitlines()), name
 
 
-def test_encrypted_parts_keep_the_other_properties(tag_kit, monkeypatch):
-    import pgpy
-    from pgpy.constants import (
-        CompressionAlgorithm,
-        HashAlgorithm,
-        KeyFlags,
-        PubKeyAlgorithm,
-        SymmetricKeyAlgorithm,
-    )
-
-    from azexport_assets_tests.test_encryption_e2e import KEY_ENV
-
-    key = pgpy.PGPKey.new(PubKeyAlgorithm.RSAEncryptOrSign, 2048)
-    key.add_uid(
-        pgpy.PGPUID.new("r", email="r@example.com"),
-        usage={KeyFlags.EncryptCommunications, KeyFlags.EncryptStorage},
-        hashes=[HashAlgorithm.SHA256],
-        ciphers=[SymmetricKeyAlgorithm.AES256],
-        compression=[CompressionAlgorithm.Uncompressed],
-    )
-    monkeypatch.setenv(KEY_ENV, str(key.pubkey))
+def test_encrypted_parts_keep_the_other_properties(
+    tag_kit,
+    monkeypatch,
+    private_key,  # noqa: F811 (the fixture imported above)
+):
+    monkeypatch.setenv(KEY_ENV, str(private_key.pubkey))
     kit = tag_kit
     kit.write_defs(
         MODEL
@@ -406,7 +366,7 @@ activations:
     sealed = [n for n in names if n.endswith(".pgp")]
     assert len(sealed) > 1
     for name in names:
-        got = read_back(kit, name)
+        got = read_back(kit.container, name)
         assert got["cache_control"] == "no-store", name
         assert got["tags"] == {"team": "crm"}, name
         assert got["metadata"]["owner"] == "crm", name
@@ -592,20 +552,9 @@ def test_an_unset_secret_variable_fails_before_the_change_set_in_one_line(
 ):
     kit = project
     kit.source_sql(PEOPLE)
-    kit.write_defs(
-        MODEL
-        + """
-activations:
-  ups:
-    source: people
-    destination: lake
-    file_name: "u/{YYYY}{MM}{DD}"
-    run_type: full_then_delta
-    sync_mode: upsert
-"""
-    )
+    kit.write_defs(UPSERT)
     assert kit.run("ups", logical_time=T1).success
-    before = state_tables(kit)
+    before = warehouse_state(kit)
     kit.source_sql("UPDATE people SET name = 'changed' WHERE id < 5")
     monkeypatch.setenv(SAS_ENV, "")  # set but empty, as an empty line in .env gives
     result = kit.run("ups", logical_time=T2, raise_on_error=False)
@@ -615,7 +564,7 @@ activations:
     assert "destination 'lake'" in message and "\n" not in message.strip()
     failed_steps = [e.step_key for e in result.all_events if e.is_step_failure]
     assert failed_steps == ["activations__ups__ups_delta"]
-    assert state_tables(kit) == before  # no change set computed
+    assert warehouse_state(kit) == before  # no change set computed
     assert kit.blob_names("u/20250415") == []
 
 
@@ -662,19 +611,7 @@ def test_a_credential_revoked_mid_export_fails_cleanly(project: ProjectKit, azur
 
     kit = project
     kit.source_sql(PEOPLE)
-    kit.write_defs(
-        MODEL
-        + """
-activations:
-  ups:
-    source: people
-    destination: lake
-    file_name: "u/{YYYY}{MM}{DD}"
-    run_type: full_then_delta
-    sync_mode: upsert
-    manifest: true
-"""
-    )
+    kit.write_defs(UPSERT + "    manifest: true\n")
     assert kit.run("ups", logical_time=T1).success
     before = baseline(kit, "ups")
     kit.source_sql("UPDATE people SET name = 'changed' WHERE id < 5")
@@ -707,19 +644,7 @@ def test_a_preview_needs_no_credential_and_touches_no_storage(
 
     kit = project
     kit.source_sql(PEOPLE)
-    kit.write_defs(
-        MODEL
-        + """
-activations:
-  ups:
-    source: people
-    destination: lake
-    file_name: "u/{YYYY}{MM}{DD}"
-    run_type: full_then_delta
-    sync_mode: upsert
-    blob_properties: {tags: {team: crm}}
-"""
-    )
+    kit.write_defs(UPSERT + "    blob_properties: {tags: {team: crm}}\n")
     build_model(kit, "ups")
     with FaultProxy(target_port=azurite.port) as proxy:
         monkeypatch.setenv(URL_ENV, proxy.account_url)

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import csv
 import io
-import textwrap
 import time
 
 import dagster as dg
 import duckdb
-from dagster._core.definitions.reconstruct import ReconstructableJob
 
 from azexport_assets.delta import baseline_info
 from azexport_assets_tests.fault_proxy import FaultProxy
@@ -35,18 +33,6 @@ activations:
     manifest: true
 """
 
-ENTRY = """
-from pathlib import Path
-
-from azexport_assets.components.build import project_definitions
-
-ROOT = Path(__file__).parent
-
-
-def activation_job():
-    return project_definitions(ROOT / "defs", ROOT).resolve_job_def("activate_people_diff")
-"""
-
 
 def rows(kit: ProjectKit, name: str) -> list[int]:
     return sorted(int(r["id"]) for r in csv.DictReader(io.StringIO(kit.download(name).decode())))
@@ -62,9 +48,8 @@ def test_reexecute_from_failure_rewrites_the_same_names(
     kit = project
     kit.source_sql("CREATE TABLE people AS SELECT range AS id, 'n' || range AS name FROM range(5)")
     kit.write_defs(DEFS)
-    (kit.root / "reexec_entry.py").write_text(textwrap.dedent(ENTRY))
     # Loaded from its file in every step process, as a code location would be.
-    job = ReconstructableJob.for_file(str(kit.root / "reexec_entry.py"), "activation_job")
+    job = kit.reconstructable_job("people_diff")
     (tmp_path / "home").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
         first = dg.execute_job(job, instance=instance)

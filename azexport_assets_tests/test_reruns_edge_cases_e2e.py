@@ -16,7 +16,6 @@ import dagster as dg
 import duckdb
 import pyarrow.parquet as pq
 import pytest
-from dagster._core.definitions.reconstruct import ReconstructableJob
 
 from azexport_assets.delta import baseline_info
 from azexport_assets_tests.fault_proxy import FaultProxy
@@ -106,26 +105,6 @@ def ids(rows: list[dict]) -> list[int]:
     return sorted(int(r["id"]) for r in rows)
 
 
-ENTRY = """
-from pathlib import Path
-
-from azexport_assets.components.build import project_definitions
-
-ROOT = Path(__file__).parent
-
-
-def activation_job():
-    return project_definitions(ROOT / "defs", ROOT).resolve_job_def("activate_people_sync")
-"""
-
-
-def reconstructable(kit: ProjectKit) -> ReconstructableJob:
-    """The activation's job loaded from a file in every step process, as a code location is
-    (so that Dagster's own re-execution API can be used, as in test_reexecution.py)."""
-    (kit.root / "reexecution_entry.py").write_text(ENTRY)
-    return ReconstructableJob.for_file(str(kit.root / "reexecution_entry.py"), "activation_job")
-
-
 # ---------------------------------------------------------------------------------------------
 # Re-runs
 # ---------------------------------------------------------------------------------------------
@@ -142,7 +121,7 @@ def test_reexecuting_a_successful_run_does_not_overwrite_its_delivered_changes(
     kit = project
     kit.source_sql(PEOPLE)
     kit.write_defs(defs(mode="upsert"))
-    job = reconstructable(kit)
+    job = kit.reconstructable_job("people_sync")
     (tmp_path / "home").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
         tags = {"azexport/logical_time": at(0).isoformat()}
@@ -628,7 +607,7 @@ def test_two_failed_runs_retried_from_failure_export_each_change_once(
     kit = project
     kit.source_sql(PEOPLE)
     kit.write_defs(defs(mode="difference"))
-    job = reconstructable(kit)
+    job = kit.reconstructable_job("people_sync")
     (tmp_path / "home").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
         ok = dg.execute_job(

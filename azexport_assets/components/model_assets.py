@@ -146,8 +146,9 @@ def materialize_table(
                     raise unreadable from None
                 missing = _missing_key_columns(con, sql, primary_key, error)
                 if missing:  # the source changed after the code location was loaded
+                    model = project.model_of(name)  # a segment's key is its model's
                     raise dg.Failure(
-                        description=f"{project.where(kind, name, 'primary_key')}: "
+                        description=f"{project.where('models', model, 'primary_key')}: "
                         f"{', '.join(missing)} is not a column of {kind[:-1]} '{name}' any "
                         "more (its source changed since the project was loaded); fix the "
                         "key or the SQL. Nothing was built",
